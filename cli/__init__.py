@@ -1,0 +1,1 @@
+"""The ``coinfluence`` command line (installed as the ``coinfluence_cli`` package)."""

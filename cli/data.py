@@ -1,0 +1,93 @@
+"""``coinfluence data`` and ``coinfluence score``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from coinfluence.errors import UserError
+
+
+def _range(text: Optional[str], name: str) -> Optional[tuple[int, int]]:
+    if text is None:
+        return None
+    try:
+        lo, _, hi = text.partition("-")
+        return (int(lo), int(hi or lo))
+    except ValueError:
+        raise UserError(f"--{name} takes LO-HI (e.g. 2-4), got {text!r}") from None
+
+
+def data(
+    out: Path = typer.Option(..., "--out", help="directory for the split files"),
+    preset: str = typer.Option("mini", help="task scale: mini (embedded default) or paper"),
+    behaviours: str = typer.Option("both", help="injected behaviours: none, explore, exploit or both (BRIDGE)"),
+    seed: int = typer.Option(0, help="seed of every split"),
+    sft_size: Optional[int] = typer.Option(None, help="SFT problems before augmentation [preset default]"),
+    rl_size: Optional[int] = typer.Option(None, help="RL training queries [preset default]"),
+    eval_size: Optional[int] = typer.Option(None, help="problems in each val/test split [preset default]"),
+    p_explore: Optional[float] = typer.Option(None, help="exploration probability per eligible step [0.3]"),
+    p_exploit: Optional[float] = typer.Option(None, help="scale on the restating probabilities [1.0]"),
+    question_aug: int = typer.Option(1, help="baseline: k random sentence orders of each SFT problem"),
+    answer_aug: int = typer.Option(1, help="baseline: k random solution orders of each SFT problem"),
+    op_id: Optional[str] = typer.Option(None, help="in-distribution op range LO-HI [preset]"),
+    op_ood: Optional[str] = typer.Option(None, help="out-of-distribution op range LO-HI [preset]"),
+    redundant: Optional[str] = typer.Option(None, help="redundant quantities per question LO-HI [preset]"),
+    format: str = typer.Option("jsonl", help="jsonl or parquet"),
+    stats: bool = typer.Option(False, "--stats", help="print op, length and injection statistics"),
+):
+    """Generate the iGSM splits (sft, rl_train, val/test in and out of distribution)."""
+    from coinfluence.tasks.data import DataConfig, dataset_stats, write_dataset
+
+    cfg = DataConfig(
+        preset=preset, behaviours=behaviours, seed=seed, sft_size=sft_size, rl_size=rl_size,
+        eval_size=eval_size, p_explore=p_explore, p_exploit=p_exploit, question_aug=question_aug,
+        answer_aug=answer_aug, op_id=_range(op_id, "op-id"), op_ood=_range(op_ood, "op-ood"),
+        redundant=_range(redundant, "redundant"),
+    )
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    splits = write_dataset(out, cfg, fmt=format)
+    counts = ", ".join(f"{s} {len(r)}" for s, r in splits.items())
+    typer.echo(f"wrote {out}/ ({counts})")
+    if stats:
+        print_stats(dataset_stats(splits))
+
+
+def print_stats(stats: dict) -> None:
+    header = f"{'split':9} {'rows':>6} {'op':>22} {'q words':>8} {'a words':>8} {'attempts':>8} {'restates':>8} {'expand':>7} {'ans=0':>6}"
+    typer.echo(header)
+    for split, s in stats.items():
+        ops = " ".join(f"{k}:{v}" for k, v in s["op"].items())
+        inj = s["injected_per_row"]
+        typer.echo(
+            f"{split:9} {s['rows']:>6} {ops:>22} {s['prompt_words']:>8} {s['completion_words']:>8} "
+            f"{inj.get('attempts', 0):>8} {inj.get('restates', 0):>8} {inj.get('expansions', 0):>7} {s['answer_zero']:>6}"
+        )
+
+
+def score(
+    file: Path = typer.Argument(..., help="JSONL (or Parquet) rows with prompt, completion and answer"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write per-row results (JSONL)"),
+):
+    """Score completions: answer accuracy and step-level verdicts."""
+    from coinfluence.io import write_jsonl
+    from coinfluence.tasks.score import load_rows, score_rows
+
+    rows = load_rows(file)
+    results, summary = score_rows(rows)
+    if out is not None:
+        write_jsonl(out, results)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"accuracy {summary['accuracy']:.4f} over {summary['n']} rows")
+    typer.echo(f"steps all correct {summary['step_accuracy']:.4f}")
+    for verdict, count in summary["verdicts"].items():
+        typer.echo(f"  {verdict:22} {count}")

@@ -1,0 +1,36 @@
+"""Entry point of the ``coinfluence`` console script.
+
+Each stage's commands live in their own module; errors a user can cause
+(:class:`coinfluence.errors.UserError`) become one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from coinfluence.errors import UserError
+
+from . import data as _data
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Why does RL finetuning help one model and not another? Data, training and co-influence analysis.",
+)
+app.command("data")(_data.data)
+app.command("score")(_data.score)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

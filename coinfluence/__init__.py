@@ -1,0 +1,8 @@
+"""coinfluence: why reinforcement finetuning helps one model and not another.
+
+Stages (one sub-package each): ``tasks`` (iGSM-style data, behaviour injection, answer
+checking), ``models`` (tokenizer and presets), ``training`` (SFT, rollouts, GRPO),
+``influence`` (per-rollout gradients, co-influence, per-step influence), ``plots``.
+"""
+
+__version__ = "0.1.0"

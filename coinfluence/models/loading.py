@@ -1,0 +1,98 @@
+"""``load_model``: a preset name builds a fresh model, a path loads any HF causal LM checkpoint.
+
+Every problem a user can cause is reported as a one-line ``UserError`` before weights are read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from coinfluence.errors import UserError
+from coinfluence.models.presets import PRESETS, build_preset_model
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def is_preset(name_or_path: str | os.PathLike) -> bool:
+    """A preset name that is not also an existing path (a local dir named "tiny" wins)."""
+    return str(name_or_path) in PRESETS and not Path(name_or_path).exists()
+
+
+def check_checkpoint_dir(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        hint = f" (and not a model preset: {', '.join(PRESETS)})" if len(path.parts) == 1 else ""
+        raise UserError(f"checkpoint not found: {path}{hint}")
+    if not path.is_dir():
+        raise UserError(f"checkpoint must be a directory, got a file: {path}")
+    if not (path / "config.json").exists():
+        raise UserError(f"{path} is not a model checkpoint (no config.json)")
+    if not any((path / f).exists() for f in WEIGHT_FILES):
+        raise UserError(f"{path} has no model weights (expected one of: {', '.join(WEIGHT_FILES)})")
+    return path
+
+
+def ensure_pad_token(tokenizer):
+    """Batching needs a pad token; reuse eos like most HF recipes when the checkpoint has none."""
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise UserError("tokenizer has neither a pad nor an eos token; cannot batch")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(path: str | os.PathLike):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as err:  # noqa: BLE001 - every loader failure is a bad checkpoint to the user
+        raise UserError(f"cannot load a tokenizer from {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    return ensure_pad_token(tokenizer)
+
+
+def load_model(path_or_preset: str | os.PathLike, tokenizer=None, *, seed: int = 0, dtype: torch.dtype = torch.float32):
+    """Return ``(model, tokenizer)`` in eval mode, with eager attention and a pad token set.
+
+    * preset name ("tiny", "small", ...): a new randomly initialised model (seeded) sized to
+      ``tokenizer``; without a tokenizer one is built from the task vocabulary.
+    * path: any directory ``AutoModelForCausalLM``/``AutoTokenizer`` accept; ``tokenizer``
+      overrides the checkpoint's own tokenizer.
+    """
+    if is_preset(path_or_preset):
+        if tokenizer is None:
+            tokenizer = default_task_tokenizer()
+        return build_preset_model(str(path_or_preset), ensure_pad_token(tokenizer), seed=seed), tokenizer
+
+    path = check_checkpoint_dir(path_or_preset)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(path)
+    else:
+        ensure_pad_token(tokenizer)
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except Exception as err:  # noqa: BLE001
+        raise UserError(f"cannot read the model config in {path}: {str(err).splitlines()[0]}") from None
+    rows = getattr(config, "vocab_size", None) or getattr(config.get_text_config(), "vocab_size", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise UserError(f"tokenizer has {len(tokenizer)} tokens but the model in {path} has only {rows} embedding rows")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="eager")
+    except Exception as err:  # noqa: BLE001
+        raise UserError(f"cannot load model weights from {path}: {str(err).splitlines()[0]}") from None
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer
+
+
+def default_task_tokenizer(preset: str = "mini"):
+    """The task's word-level tokenizer from the generator's vocabulary."""
+    from coinfluence.models.tokenizer import build_tokenizer
+
+    try:
+        from coinfluence.tasks.igsm import vocabulary
+    except ImportError:
+        raise UserError("a model preset needs a tokenizer, and the task generator is not available to build one") from None
+    return build_tokenizer(vocabulary(preset))

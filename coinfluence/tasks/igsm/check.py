@@ -1,0 +1,293 @@
+"""Parse an iGSM question back into its DAG and check a solution step by step.
+
+The checker works from text alone (prompt and completion), so it scores rows produced by
+any engine. It skips exploration and restating lines (they hold no equation), and for each
+solved step verifies the quantity, its inputs against the DAG, the substituted values, the
+arithmetic of every sub-goal, and the value. Nothing here raises on bad text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from ..answer import extract_answer
+from . import templates as T
+
+NAME = r"(?:[A-Z][a-z]+ )*[A-Z][a-z]+"
+QUANT = rf"[Ee]ach {NAME}'s (?:total )?{NAME}"
+_QUANT_PARTS = re.compile(rf"[Ee]ach ({NAME})'s (total )?({NAME})")
+_CHAIN = re.compile(r"(?<![\w'])([A-Za-z]) = (.+?)\.?\s*$")
+_TOKEN = re.compile(r"\s*(\d+|[A-Za-z]|[-+*])")
+
+
+class ParseError(ValueError):
+    pass
+
+
+def quantity_key(text: str) -> tuple[str, str, str]:
+    m = _QUANT_PARTS.fullmatch(text)
+    if not m:
+        raise ParseError(f"not a quantity: {text!r}")
+    owner, total, item = m.groups()
+    return ("abs" if total else "inst", owner, item)
+
+
+def _template_regex(template: str) -> re.Pattern:
+    out, pos = [], 0
+    for m in re.finditer(r"\{(\w+)\}", template):
+        out.append(re.escape(template[pos : m.start()]))
+        name = m.group(1)
+        if name in ("X", "x"):
+            out.append(f"(?P<x>{QUANT})")
+        elif name in ("p", "p1", "p2"):
+            out.append(f"(?P<{name}>{QUANT})")
+        elif name == "ps":
+            out.append(f"(?P<ps>{QUANT}(?:, {QUANT})* and {QUANT})")
+        elif name == "c":
+            out.append(r"(?P<c>\d+)")
+        pos = m.end()
+    out.append(re.escape(template[pos:]))
+    return re.compile("".join(out))
+
+
+@lru_cache(maxsize=1)
+def _statement_patterns():
+    return [(op, _template_regex(t)) for op, ts in T.STATEMENTS.items() for t in ts]
+
+
+@lru_cache(maxsize=1)
+def _question_patterns():
+    return [_template_regex(t) for t in T.QUESTIONS]
+
+
+@dataclass
+class ParsedProblem:
+    defs: dict  # key -> (op, parent keys, const)
+    target: tuple
+    values: dict = field(default_factory=dict)
+
+    def necessary(self) -> set:
+        seen, stack = {self.target}, [self.target]
+        while stack:
+            for p in self.defs[stack.pop()][1]:
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        return seen
+
+    def op_count(self) -> int:
+        """``Σ max(1, in_degree − 1)`` over necessary quantities, constants counted."""
+        total = 0
+        for key in self.necessary():
+            op, parents, const = self.defs[key]
+            total += max(1, len(parents) + (const is not None) - 1)
+        return total
+
+
+def parse_question(prompt: str) -> ParsedProblem:
+    sentences = re.split(r"(?<=[.?])\s+", prompt.strip())
+    defs: dict = {}
+    target = None
+    for s in sentences:
+        if s.startswith("Question:"):
+            for pat in _question_patterns():
+                m = pat.fullmatch(s)
+                if m:
+                    target = quantity_key(m.group("x"))
+                    break
+            else:
+                raise ParseError(f"unknown question: {s!r}")
+            continue
+        for op, pat in _statement_patterns():
+            m = pat.fullmatch(s)
+            if m:
+                break
+        else:
+            raise ParseError(f"unknown sentence: {s!r}")
+        g = m.groupdict()
+        if g.get("ps"):
+            parents = tuple(quantity_key(q) for q in re.findall(QUANT, g["ps"]))
+        elif g.get("p1"):
+            parents = (quantity_key(g["p1"]), quantity_key(g["p2"]))
+        elif g.get("p"):
+            parents = (quantity_key(g["p"]),)
+        else:
+            parents = ()
+        key = quantity_key(g["x"])
+        if key in defs:
+            raise ParseError(f"{g['x']} is defined twice")
+        defs[key] = (op, parents, int(g["c"]) if g.get("c") else None)
+    if target is None:
+        raise ParseError("no question sentence")
+    # Abstract quantities are implicit: the sum of the owner's stated instance quantities.
+    for key in [k for d in list(defs.values()) for k in d[1]] + [target]:
+        if key[0] == "abs" and key not in defs:
+            parts = tuple(k for k in defs if k[0] == "inst" and k[1] == key[1])
+            if not parts:
+                raise ParseError(f"{key} has no stated parts")
+            defs[key] = ("abstract", parts, None)
+    problem = ParsedProblem(defs, target)
+    _evaluate(problem)
+    return problem
+
+
+def _evaluate(problem: ParsedProblem) -> None:
+    values, visiting = problem.values, set()
+
+    def value(key):
+        if key in values:
+            return values[key]
+        if key not in problem.defs:
+            raise ParseError(f"{key} is used but never defined")
+        if key in visiting:
+            raise ParseError("the question's dependencies form a cycle")
+        visiting.add(key)
+        op, parents, c = problem.defs[key]
+        v = [value(p) for p in parents]
+        values[key] = {
+            "const": lambda: c,
+            "copy": lambda: v[0],
+            "add": lambda: v[0] + c,
+            "mul": lambda: v[0] * c,
+            "diff": lambda: v[0] - v[1],
+        }.get(op, lambda: sum(v))()
+        visiting.discard(key)
+        return values[key]
+
+    for key in list(problem.defs):
+        value(key)
+    value(problem.target)
+
+
+# ----------------------------------------------------------------------------- arithmetic
+
+
+def tokenize(expr: str) -> list[str] | None:
+    expr = expr.strip()
+    tokens, pos = [], 0
+    while pos < len(expr):
+        m = _TOKEN.match(expr, pos)
+        if not m:
+            return None
+        tokens.append(m.group(1))
+        pos = m.end()
+    # terms and operators must alternate: term (op term)*
+    if not tokens or len(tokens) % 2 == 0:
+        return None
+    for i, t in enumerate(tokens):
+        if (i % 2 == 1) != (t in "+-*"):
+            return None
+    return tokens
+
+
+def evaluate_numbers(tokens: list[str]) -> int | None:
+    """Integer value of ``n (op n)*`` with ``*`` binding tighter; None if a term is not a number."""
+    if any(not t.isdigit() for t in tokens[::2]):
+        return None
+    terms, signs = [int(tokens[0])], [1]
+    for op, t in zip(tokens[1::2], tokens[2::2]):
+        if op == "*":
+            terms[-1] *= int(t)
+        else:
+            terms.append(int(t))
+            signs.append(1 if op == "+" else -1)
+    return sum(s * t for s, t in zip(signs, terms))
+
+
+# ----------------------------------------------------------------------------- step check
+
+VERDICTS = (
+    "correct", "unparseable_question", "unparseable_step", "unknown_quantity", "redefined",
+    "undefined_variable", "wrong_inputs", "wrong_substitution", "wrong_arithmetic",
+    "wrong_value", "missing_target", "no_answer", "wrong_final_answer",
+)
+
+
+@dataclass
+class StepReport:
+    verdict: str  # one of VERDICTS; "correct" when every step and the answer check out
+    n_steps: int  # solved steps read (lines with an equation)
+    first_error_step: int | None = None  # 1-based index among solved steps
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == "correct"
+
+
+def _inputs_match(sym: list[str], op: str, parents: tuple, const, bound: dict) -> bool:
+    terms, ops = sym[::2], set(sym[1::2])
+    vars_ = [t for t in terms if not t.isdigit()]
+    nums = [int(t) for t in terms if t.isdigit()]
+    keys = [bound[v][0] for v in vars_]
+    if op == "const":
+        return not vars_ and nums == [const] and not ops
+    if op == "copy" or (op == "abstract" and len(parents) == 1):
+        return keys == list(parents) and not nums and not ops
+    if op == "add":
+        return ops == {"+"} and keys == list(parents) and nums == [const]
+    if op == "mul":
+        return ops == {"*"} and keys == list(parents) and nums == [const]
+    if op == "diff":
+        return sym[1::2] == ["-"] and keys == list(parents) and not nums
+    return ops == {"+"} and not nums and Counter(keys) == Counter(parents)  # sum, abstract
+
+
+def check_steps(prompt: str, completion: str) -> StepReport:
+    try:
+        problem = parse_question(prompt)
+    except ParseError as e:
+        return StepReport("unparseable_question", 0, None, str(e))
+    bound: dict[str, tuple] = {}  # variable -> (quantity key, value)
+    n = 0
+    for line in (completion or "").splitlines():
+        if " = " not in line:
+            continue  # exploration, revisits, restating, the answer line
+        n += 1
+
+        def fail(verdict, detail):
+            return StepReport(verdict, n, n, f"step {n}: {detail}: {line.strip()!r}")
+
+        m = _CHAIN.search(line)
+        quants = re.findall(QUANT, line[: m.start()] if m else "")
+        if not m or not quants:
+            return fail("unparseable_step", "no quantity or equation")
+        key = quantity_key(quants[0])
+        if key not in problem.defs:
+            return fail("unknown_quantity", f"{quants[0]} is not in the problem")
+        var = m.group(1)
+        if var in bound or any(k == key for k, _ in bound.values()):
+            return fail("redefined", f"{var} or {quants[0]} is defined twice")
+        chain = [tokenize(part) for part in m.group(2).split(" = ")]
+        if any(t is None for t in chain):
+            return fail("unparseable_step", "bad expression")
+        sym = chain[0]
+        undefined = [t for t in sym[::2] if not t.isdigit() and t not in bound]
+        if undefined:
+            return fail("undefined_variable", f"{undefined[0]} is not defined")
+        op, parents, const = problem.defs[key]
+        if not _inputs_match(sym, op, parents, const, bound):
+            return fail("wrong_inputs", "inputs do not match the problem")
+        numeric = chain[1:] if len(chain) > 1 else [sym]
+        substituted = [str(bound[t][1]) if (not t.isdigit() and t not in "+-*") else t for t in sym]
+        if len(chain) > 1 and numeric[0] != substituted:
+            return fail("wrong_substitution", "values substituted wrongly")
+        values = [evaluate_numbers(t) for t in numeric]
+        if any(v is None for v in values) or len(numeric[-1]) != 1:
+            return fail("unparseable_step", "the chain does not end in a number")
+        if any(a != b for a, b in zip(values, values[1:])):
+            return fail("wrong_arithmetic", "a sub-goal does not equal the previous one")
+        if values[-1] != problem.values[key]:
+            return fail("wrong_value", f"value {values[-1]} should be {problem.values[key]}")
+        bound[var] = (key, values[-1])
+    if not any(k == problem.target for k, _ in bound.values()):
+        return StepReport("missing_target", n, None, "the asked quantity is never solved")
+    got = extract_answer(completion)
+    if got is None:
+        return StepReport("no_answer", n, None, "no answer marker")
+    if got != problem.values[problem.target]:
+        return StepReport("wrong_final_answer", n, None, f"answer {got} should be {problem.values[problem.target]}")
+    return StepReport("correct", n)

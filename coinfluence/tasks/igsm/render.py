@@ -1,0 +1,124 @@
+"""Turn a :class:`Problem` into a question and a (possibly behaviour-injected) solution."""
+
+from __future__ import annotations
+
+import random
+
+from ..answer import format_answer
+from ..bridge import Attempt, BehaviourConfig, InjectionStats, Solve, TraceGraph, inject, random_topological_order
+from . import templates as T
+from .dag import Node, Problem, phrase
+
+# Letters usable as variables; 'a' and 'i' are left out because they are English words.
+_LOWER = "bcdefghjklmnopqrstuvwxyz"
+VARIABLES = _LOWER + _LOWER.upper()
+
+
+def join_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def cap(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+def _slots(problem: Problem, node: Node) -> dict:
+    names = [phrase(problem.nodes[p].key) for p in node.parents]
+    slots = {"x": phrase(node.key), "c": node.const}
+    if names:
+        slots.update(p=names[0], p1=names[0], p2=names[-1], ps=join_list(names))
+    slots["X"] = cap(slots["x"])
+    return slots
+
+
+def statement(problem: Problem, node: Node, rng: random.Random) -> str:
+    return rng.choice(T.STATEMENTS[node.op]).format(**_slots(problem, node))
+
+
+def render_question(problem: Problem, rng: random.Random, order_rng: random.Random | None = None) -> str:
+    """Every stated quantity (necessary and redundant; abstract ones are implicit) in a
+    shuffled order, then the question."""
+    sentences = [statement(problem, n, rng) for n in problem.nodes if n.op != "abstract"]
+    (order_rng or rng).shuffle(sentences)
+    question = rng.choice(T.QUESTIONS).format(x=phrase(problem.nodes[problem.target].key))
+    return " ".join(sentences + [question])
+
+
+def trace_graph(problem: Problem, order: tuple[int, ...]) -> TraceGraph:
+    nodes = problem.nodes
+    return TraceGraph(
+        order=order,
+        parents={i: n.parents for i, n in enumerate(nodes)},
+        n_inputs={i: n.in_degree for i, n in enumerate(nodes)},
+        restatable=frozenset(i for i in problem.necessary if nodes[i].op != "abstract"),
+        redundant=problem.redundant,
+    )
+
+
+def equation_chain(problem: Problem, node: Node, var: str, names: dict[int, str], expand: bool) -> str:
+    """``v = p + q + r = 13 + 5 + 6 = 18 + 6 = 24`` (sub-goals only when ``expand``)."""
+    vals = [problem.nodes[p].value for p in node.parents]
+    syms = [names[p] for p in node.parents]
+    c = node.const
+    if node.op == "const":
+        return f"{var} = {c}"
+    if node.op == "copy" or (node.op == "abstract" and len(syms) == 1):
+        return f"{var} = {syms[0]} = {vals[0]}"
+    if node.op == "add":
+        return f"{var} = {syms[0]} + {c} = {vals[0]} + {c} = {node.value}"
+    if node.op == "mul":
+        return f"{var} = {c} * {syms[0]} = {c} * {vals[0]} = {node.value}"
+    if node.op == "diff":
+        return f"{var} = {syms[0]} - {syms[1]} = {vals[0]} - {vals[1]} = {node.value}"
+    parts = [f"{var} = {' + '.join(syms)}", " + ".join(map(str, vals))]
+    if expand:
+        while len(vals) > 2:
+            vals = [vals[0] + vals[1]] + vals[2:]
+            parts.append(" + ".join(map(str, vals)))
+    parts.append(str(node.value))
+    return " = ".join(parts)
+
+
+def _restate(problem: Problem, node: Node, rng: random.Random) -> str:
+    slots = _slots(problem, node)
+    if node.op == "const":
+        return rng.choice(T.RESTATE_CONST).format(**slots)
+    facts = join_list([f"{phrase(problem.nodes[p].key)} is {problem.nodes[p].value}" for p in node.parents])
+    desc = T.DESC[node.op].format(**slots)
+    return rng.choice(T.RESTATE).format(desc=desc, facts=facts, **slots)
+
+
+def render_solution(
+    problem: Problem,
+    behaviours: BehaviourConfig,
+    order_rng: random.Random,
+    text_rng: random.Random,
+) -> tuple[str, InjectionStats]:
+    """The step-by-step solution. ``order_rng`` picks the topological order and variable
+    letters (shared by every behaviour variant of a problem); ``text_rng`` picks phrasing and
+    injections."""
+    nodes = problem.nodes
+    parents = {i: nodes[i].parents for i in problem.necessary}
+    order = random_topological_order(parents, sorted(problem.necessary), order_rng)
+    letters = order_rng.sample(VARIABLES if len(order) > len(_LOWER) else _LOWER, len(order))
+    names = dict(zip(order, letters))
+    events, stats = inject(trace_graph(problem, order), behaviours, text_rng)
+    lines = []
+    for ev in events:
+        node = nodes[ev.node]
+        x = phrase(node.key)
+        if isinstance(ev, Attempt):
+            missing = [phrase(nodes[m].key) for m in ev.missing]
+            be = "is" if len(missing) == 1 else "are"
+            lines.append(text_rng.choice(T.ATTEMPT).format(x=x, missing=join_list(missing), be=be))
+            continue
+        if ev.early:
+            lines.append(text_rng.choice(T.EARLY).format(x=x))
+        if ev.revisit:
+            lines.append(text_rng.choice(T.REVISIT).format(x=x))
+        if ev.restate:
+            lines.append(_restate(problem, node, text_rng))
+        chain = equation_chain(problem, node, names[ev.node], names, ev.expand)
+        lines.append(text_rng.choice(T.SOLVE).format(x=x, v=names[ev.node], chain=chain))
+    lines.append(format_answer(problem.answer))
+    return "\n".join(lines), stats

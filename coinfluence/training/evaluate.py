@@ -1,0 +1,200 @@
+"""Batched decoding and accuracy: greedy accuracy per split, mean@n / pass@n, per-query α.
+
+Generation goes through one replaceable function with the ``GenerateFn`` signature
+(``hf_generate`` by default: HF ``generate`` with a KV cache and left padding), so a faster
+sampler can be dropped in without touching the accuracy code.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from coinfluence.io import read_json, write_json, write_jsonl
+from coinfluence.models.format import decode_completion, encode_prompt
+from coinfluence.tasks.answer import reward
+
+# (model, tokenizer, prompt_ids, *, max_new_tokens, temperature, num_samples, seed) ->
+# for each prompt, ``num_samples`` lists of generated ids (stop token excluded).
+GenerateFn = Callable[..., list[list[list[int]]]]
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """eos of the tokenizer plus any eos the checkpoint's generation config names."""
+    ids = {tokenizer.eos_token_id}
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
+    return sorted(i for i in ids if i is not None)
+
+
+def cut_at_stop(ids: list[int], stops: Sequence[int]) -> list[int]:
+    for k, tok in enumerate(ids):
+        if tok in stops:
+            return ids[:k]
+    return ids
+
+
+def left_pad(prompt_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompt_ids)
+    ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for row, p in enumerate(prompt_ids):
+        ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[row, width - len(p):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def hf_generate(
+    model,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    num_samples: int = 1,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> list[list[list[int]]]:
+    """Greedy (temperature 0) or pure ancestral sampling with HF ``generate``.
+
+    Prompts are sorted by length so each batch carries little left padding; results come back
+    in input order. Sampling is seeded and leaves the caller's RNG untouched.
+    """
+    stops = stop_token_ids(model, tokenizer)
+    sampling = temperature > 0
+    per_batch = max(1, batch_size // num_samples)
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    results: list[list[list[int]]] = [[] for _ in prompt_ids]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for start in range(0, len(order), per_batch):
+                chunk = order[start : start + per_batch]
+                ids, mask = left_pad([prompt_ids[i] for i in chunk], tokenizer.pad_token_id)
+                sample_args = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if sampling else dict(do_sample=False)
+                out = model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=num_samples,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=stops,
+                    use_cache=True,
+                    **sample_args,
+                )
+                new = out[:, ids.shape[1] :].tolist()
+                for j, i in enumerate(chunk):
+                    results[i] = [cut_at_stop(new[j * num_samples + s], stops) for s in range(num_samples)]
+    finally:
+        model.train(was_training)
+    return results
+
+
+def generate_completions(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    num_samples: int = 1,
+    seed: int = 0,
+    batch_size: int = 32,
+    generate_fn: GenerateFn = hf_generate,
+) -> list[list[str]]:
+    """Decoded completions, ``num_samples`` per prompt."""
+    prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
+    generated = generate_fn(
+        model, tokenizer, prompt_ids,
+        max_new_tokens=max_new_tokens, temperature=temperature, num_samples=num_samples, seed=seed, batch_size=batch_size,
+    )
+    return [[decode_completion(tokenizer, ids) for ids in samples] for samples in generated]
+
+
+def check_sampling_options(n: int, temperature: float) -> None:
+    from coinfluence.errors import UserError
+
+    if n < 1:
+        raise UserError(f"--n must be at least 1, got {n}")
+    if temperature < 0 or not math.isfinite(temperature):
+        raise UserError(f"--temperature must be >= 0, got {temperature}")
+    if n > 1 and temperature == 0:
+        raise UserError("n > 1 samples per prompt needs a temperature > 0 (greedy decoding gives n identical samples)")
+
+
+def score_rows(model, tokenizer, rows: Sequence[dict], *, n: int = 1, temperature: float = 0.0, **gen_kwargs) -> tuple[dict, list[dict]]:
+    """Accuracy summary and one record per (row, sample): id, sample, completion, reward."""
+    check_sampling_options(n, temperature)
+    completions = generate_completions(model, tokenizer, [r["prompt"] for r in rows], temperature=temperature, num_samples=n, **gen_kwargs)
+    records, alphas = [], []
+    for row, samples in zip(rows, completions):
+        rewards = [reward(c, row["answer"]) for c in samples]
+        alphas.append(sum(rewards) / n)
+        records += [
+            {"id": row.get("id"), "sample": s, "answer": row["answer"], "reward": r, "completion": c}
+            for s, (c, r) in enumerate(zip(samples, rewards))
+        ]
+    return summarise_alphas(alphas, n, temperature), records
+
+
+def summarise_alphas(alphas: Sequence[float], n: int, temperature: float) -> dict:
+    """``accuracy`` is mean@n (the greedy accuracy when n = 1); pass@n and α spread for n > 1."""
+    count = len(alphas)
+    summary = {"accuracy": sum(alphas) / count if count else float("nan"), "num_rows": count, "n": n, "temperature": temperature}
+    if n > 1:
+        summary[f"mean@{n}"] = summary["accuracy"]
+        summary[f"pass@{n}"] = sum(a > 0 for a in alphas) / count if count else float("nan")
+        summary["alpha_spread"] = alpha_spread(alphas)
+    return summary
+
+
+def greedy_accuracy(model, tokenizer, rows: Sequence[dict], **gen_kwargs) -> float:
+    return score_rows(model, tokenizer, rows, n=1, temperature=0.0, **gen_kwargs)[0]["accuracy"]
+
+
+def sample_accuracy(model, tokenizer, rows: Sequence[dict], n: int = 8, temperature: float = 1.0, **gen_kwargs) -> list[float]:
+    """Per-query rollout accuracy α: the fraction of ``n`` samples whose answer is correct."""
+    check_sampling_options(n, temperature)
+    completions = generate_completions(model, tokenizer, [r["prompt"] for r in rows], temperature=temperature, num_samples=n, **gen_kwargs)
+    return [sum(reward(c, row["answer"]) for c in samples) / n for row, samples in zip(rows, completions)]
+
+
+def alpha_spread(alphas: Sequence[float]) -> float:
+    """Fraction of queries with 0 < α < 1: the only ones a GRPO step learns from."""
+    return sum(0 < a < 1 for a in alphas) / len(alphas) if alphas else float("nan")
+
+
+def evaluate_checkpoint(
+    model,
+    tokenizer,
+    rows_by_split: dict[str, Sequence[dict]],
+    run_dir: str | Path,
+    checkpoint: str = "sft",
+    *,
+    n: int = 1,
+    temperature: float = 0.0,
+    limit: int | None = None,
+    **gen_kwargs,
+) -> dict[str, dict]:
+    """Score each split, merge the summary into RUN/eval.json under ``checkpoint`` and write the
+    per-sample records to RUN/eval/<checkpoint>.jsonl (one line per row and sample, with its split)."""
+    check_sampling_options(n, temperature)
+    run_dir = Path(run_dir)
+    results, records = {}, []
+    for split, rows in rows_by_split.items():
+        rows = list(rows)[:limit] if limit else list(rows)
+        summary, split_records = score_rows(model, tokenizer, rows, n=n, temperature=temperature, **gen_kwargs)
+        results[split] = summary
+        records += [{"split": split, **r} for r in split_records]
+    eval_path = run_dir / "eval.json"
+    existing = read_json(eval_path) if eval_path.exists() else {}
+    existing.setdefault("checkpoints", {})[checkpoint] = results
+    write_json(eval_path, existing)
+    write_jsonl(run_dir / "eval" / (checkpoint.replace("/", "_") + ".jsonl"), records)
+    return results

@@ -1,0 +1,119 @@
+"""Evaluation: batched greedy decoding, eval.json and per-row records, sampling, α."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from coinfluence.errors import UserError
+from coinfluence.io import read_jsonl
+from coinfluence.models import build_tokenizer, load_model
+from coinfluence.models.format import encode_completion
+from coinfluence.training.evaluate import (
+    alpha_spread,
+    evaluate_checkpoint,
+    generate_completions,
+    hf_generate,
+    sample_accuracy,
+    score_rows,
+)
+from coinfluence.training.sft import SFTConfig, train_sft
+from toy_data import toy_rows, toy_texts
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer(toy_texts(toy_rows(300, seed=99)))
+
+
+@pytest.fixture(scope="module")
+def trained(tok, tmp_path_factory):
+    rows = toy_rows(8, seed=11)
+    model, _ = load_model("nano", tok, seed=2)
+    cfg = SFTConfig(max_steps=150, learning_rate=1e-2, eval_steps=0, eval_size=0, save_steps=0)
+    train_sft(cfg, model, tok, rows, [], tmp_path_factory.mktemp("train"), progress=False)
+    return model, rows
+
+
+def test_batched_greedy_equals_one_at_a_time(trained, tok):
+    model, rows = trained
+    prompts = [r["prompt"] for r in rows] + [toy_rows(1, seed=50)[0]["prompt"]]  # one unseen prompt too
+    batched = generate_completions(model, tok, prompts, max_new_tokens=100, batch_size=16)
+    single = [generate_completions(model, tok, [p], max_new_tokens=100)[0] for p in prompts]
+    assert batched == single
+    assert [b[0] for b in batched[:-1]] == [r["completion"] for r in rows]
+
+
+def test_generation_stops_at_eos(trained, tok):
+    model, rows = trained
+    prompt_ids = [[tok.bos_token_id] + tok.encode(rows[0]["prompt"] + "\n", add_special_tokens=False)]
+    out = hf_generate(model, tok, prompt_ids, max_new_tokens=200)
+    expected = encode_completion(tok, rows[0]["completion"])[:-1]  # without the eos
+    assert out == [[expected]]
+
+
+def test_evaluate_checkpoint_writes_accuracy_and_rows(trained, tok, tmp_path):
+    model, rows = trained
+    wrong = [dict(r, answer=r["answer"] + 1) for r in rows[:3]]  # the model's answer no longer matches
+    results = evaluate_checkpoint(model, tok, {"val_id": rows, "val_ood": wrong + rows[3:5]}, tmp_path, "sft", max_new_tokens=100)
+    assert results["val_id"]["accuracy"] == 1.0
+    assert results["val_ood"]["accuracy"] == pytest.approx(2 / 5)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["checkpoints"]["sft"] == results
+    records = read_jsonl(tmp_path / "eval" / "sft.jsonl")
+    assert len(records) == len(rows) + 5
+    assert {r["split"] for r in records} == {"val_id", "val_ood"}
+    assert [r["reward"] for r in records if r["split"] == "val_ood"] == [0.0, 0.0, 0.0, 1.0, 1.0]
+    assert records[0]["id"] == rows[0]["id"] and records[0]["completion"] == rows[0]["completion"]
+    # A second checkpoint is merged into the same eval.json, a limit truncates each split.
+    evaluate_checkpoint(model, tok, {"val_id": rows}, tmp_path, "grpo/final", max_new_tokens=100, limit=2)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert set(saved["checkpoints"]) == {"sft", "grpo/final"}
+    assert saved["checkpoints"]["grpo/final"]["val_id"]["num_rows"] == 2
+    assert len(read_jsonl(tmp_path / "eval" / "grpo_final.jsonl")) == 2
+
+
+def test_sampling_is_seeded_and_alpha_counts_correct_samples(tok):
+    model, _ = load_model("nano", tok, seed=5)  # untrained: samples vary
+    rows = toy_rows(3, seed=12)
+    a = generate_completions(model, tok, [r["prompt"] for r in rows], max_new_tokens=12, temperature=1.0, num_samples=4, seed=1)
+    b = generate_completions(model, tok, [r["prompt"] for r in rows], max_new_tokens=12, temperature=1.0, num_samples=4, seed=1)
+    c = generate_completions(model, tok, [r["prompt"] for r in rows], max_new_tokens=12, temperature=1.0, num_samples=4, seed=2)
+    assert a == b and a != c
+    assert all(len(s) == 4 for s in a)
+    assert len({s for samples in a for s in samples}) > 1
+
+
+def test_sample_accuracy_with_a_replaced_generator(tok):
+    rows = toy_rows(4, seed=13)
+    correct = {tuple(tok.encode(r["prompt"] + "\n", add_special_tokens=False)): r for r in rows}
+
+    def fake_generate(model, tokenizer, prompt_ids, *, num_samples, **_):
+        # Row k gets k correct samples out of num_samples: α = k / n.
+        out = []
+        for k, ids in enumerate(prompt_ids):
+            row = correct[tuple(ids[1:])]
+            good = tokenizer.encode(row["completion"], add_special_tokens=False)
+            bad = tokenizer.encode("<answer>999</answer>", add_special_tokens=False)
+            out.append([good if s < k else bad for s in range(num_samples)])
+        return out
+
+    alphas = sample_accuracy(None, tok, rows, n=4, temperature=1.0, generate_fn=fake_generate)
+    assert alphas == [0.0, 0.25, 0.5, 0.75]
+    assert alpha_spread(alphas) == 0.75
+    summary, records = score_rows(None, tok, rows, n=4, temperature=1.0, generate_fn=fake_generate)
+    assert summary["mean@4"] == pytest.approx(1.5 / 4) and summary["pass@4"] == 0.75 and summary["alpha_spread"] == 0.75
+    assert len(records) == 16
+
+
+def test_greedy_with_many_samples_is_a_user_error(tok):
+    with pytest.raises(UserError, match="temperature"):
+        sample_accuracy(None, tok, toy_rows(1), n=4, temperature=0.0)
+    with pytest.raises(UserError):
+        score_rows(None, tok, toy_rows(1), n=0)
+
+
+def test_alpha_spread():
+    assert alpha_spread([0.0, 1.0, 0.5, 0.125]) == 0.5
+    assert alpha_spread([0.0, 0.0]) == 0.0

@@ -1,0 +1,221 @@
+"""The iGSM generator: exact op counts, the checker, splits, pairing and determinism."""
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from coinfluence.errors import UserError
+from coinfluence.tasks.answer import extract_answer, reward
+from coinfluence.tasks.bridge import behaviour_preset
+from coinfluence.tasks.data import DataConfig, make_dataset, write_dataset
+from coinfluence.tasks.igsm import PRESETS, check_steps, generate, get_preset, parse_question, render_question, render_solution
+from coinfluence.tasks.igsm.dag import op_count
+
+SMALL = dict(sft_size=60, rl_size=60, eval_size=30)
+
+
+def _problems(preset, n, seed=0):
+    cfg = PRESETS[preset]
+    for i in range(n):
+        rng = random.Random(f"{seed}:{i}")
+        lo, hi = (cfg.op_id[0], cfg.op_ood[1])
+        yield generate(rng, cfg, rng.randint(lo, hi)), rng
+
+
+@pytest.mark.parametrize("preset", ["mini", "paper"])
+def test_op_count_matches_definition_from_the_question_text(preset):
+    for problem, rng in _problems(preset, 150):
+        parsed = parse_question(render_question(problem, rng))
+        # Recount from the parsed DAG: Σ max(1, in_degree - 1) over ancestors of the target,
+        # a constant counting as one input.
+        necessary, stack = {parsed.target}, [parsed.target]
+        while stack:
+            for p in parsed.defs[stack.pop()][1]:
+                if p not in necessary:
+                    necessary.add(p)
+                    stack.append(p)
+        recount = sum(
+            max(1, len(parsed.defs[k][1]) + (parsed.defs[k][2] is not None) - 1) for k in necessary
+        )
+        assert recount == problem.op == op_count(problem.nodes, problem.necessary)
+        assert parsed.values[parsed.target] == problem.answer
+        assert len(necessary) == len(problem.necessary)
+
+
+@pytest.mark.parametrize("preset", ["mini", "paper"])
+def test_values_are_bounded_and_sentences_precede_the_question(preset):
+    cfg = PRESETS[preset]
+    for problem, rng in _problems(preset, 100):
+        assert all(abs(n.value) < cfg.max_value for n in problem.nodes)
+        text = render_question(problem, rng)
+        sentences = re.split(r"(?<=[.?])\s+", text)
+        assert text.count("Question:") == 1 and sentences[-1].startswith("Question:")
+        assert len(sentences) == 1 + sum(n.op != "abstract" for n in problem.nodes)
+
+
+@pytest.mark.parametrize("preset", ["mini", "paper"])
+@pytest.mark.parametrize("behaviours", ["none", "explore", "exploit", "both"])
+def test_checker_accepts_every_generated_completion(preset, behaviours):
+    splits = make_dataset(DataConfig(preset=preset, behaviours=behaviours, seed=3, **SMALL))
+    for rows in splits.values():
+        for row in rows:
+            report = check_steps(row["prompt"], row["completion"])
+            assert report.ok, (report, row["completion"])
+            assert reward(row["completion"], row["answer"]) == 1.0
+
+
+@pytest.mark.parametrize("aug", [{"question_aug": 3}, {"answer_aug": 3}])
+def test_checker_accepts_augmented_rows(aug):
+    rows = make_dataset(DataConfig(seed=1, sft_size=40, rl_size=5, eval_size=5, **aug))["sft"]
+    assert all(check_steps(r["prompt"], r["completion"]).ok for r in rows)
+
+
+def _solve_lines(completion):
+    return [i for i, line in enumerate(completion.splitlines()) if " = " in line]
+
+
+def _bridge_rows(n=80):
+    return make_dataset(DataConfig(behaviours="both", seed=5, sft_size=n, rl_size=5, eval_size=5))["sft"]
+
+
+def test_checker_rejects_a_wrong_value():
+    for row in _bridge_rows():
+        lines = row["completion"].splitlines()
+        i = _solve_lines(row["completion"])[0]
+        lines[i] = re.sub(r"= (\d+)\.$", lambda m: f"= {int(m.group(1)) + 1}.", lines[i])
+        report = check_steps(row["prompt"], "\n".join(lines))
+        assert not report.ok and report.first_error_step == 1
+        assert report.verdict in ("wrong_value", "wrong_arithmetic", "wrong_inputs")
+
+
+def test_checker_rejects_a_skipped_step():
+    for row in _bridge_rows():
+        solves = _solve_lines(row["completion"])
+        if len(solves) < 2:
+            continue
+        lines = row["completion"].splitlines()
+        del lines[solves[0]]  # the first solved quantity is an input of a later step
+        report = check_steps(row["prompt"], "\n".join(lines))
+        assert report.verdict in ("undefined_variable", "missing_target"), report
+
+
+def test_checker_rejects_a_wrong_final_answer_and_missing_marker():
+    for row in _bridge_rows(30):
+        wrong = row["completion"].replace(f"<answer>{row['answer']}</answer>", f"<answer>{row['answer'] + 1}</answer>")
+        assert check_steps(row["prompt"], wrong).verdict == "wrong_final_answer"
+        assert reward(wrong, row["answer"]) == 0.0
+        cut = row["completion"].rsplit("\n", 1)[0]
+        assert check_steps(row["prompt"], cut).verdict == "no_answer"
+
+
+def test_checker_rejects_wrong_inputs():
+    hits = 0
+    for row in _bridge_rows():
+        lines = row["completion"].splitlines()
+        solves = _solve_lines(row["completion"])
+        for i in solves[1:]:
+            m = re.search(r"= ([a-zA-Z])( [-+*] | = )", lines[i])
+            defined = [re.search(r"\b([a-zA-Z]) = ", lines[j]).group(1) for j in solves if j < i]
+            other = [v for v in defined if m and v != m.group(1) and v not in lines[i]]
+            if m and other:
+                lines[i] = lines[i][: m.start(1)] + other[0] + lines[i][m.end(1):]
+                report = check_steps(row["prompt"], "\n".join(lines))
+                assert report.verdict == "wrong_inputs", report
+                hits += 1
+                break
+    assert hits > 10
+
+
+def test_reward_never_raises_on_malformed_text():
+    for text in ["", None, 3, "<answer>", "<answer>x</answer>", "<answer>--1</answer>", "<answer> 7 </answer>", "\x00"]:
+        assert reward(text, 7) in (0.0, 1.0)
+        assert check_steps("garbage.", text).verdict == "unparseable_question"
+    assert reward("a <answer>1</answer> then <answer>7</answer>", 7) == 1.0
+    assert extract_answer("<answer>-3</answer>") == -3
+
+
+def test_same_seed_gives_identical_files(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write_dataset(a, DataConfig(seed=7, **SMALL))
+    write_dataset(b, DataConfig(seed=7, **SMALL))
+    write_dataset(c, DataConfig(seed=8, **SMALL))
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    assert "sft.jsonl" in names and "data_config.json" in names
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    assert (a / "sft.jsonl").read_bytes() != (c / "sft.jsonl").read_bytes()
+
+
+def test_paired_rendering_changes_only_completions():
+    runs = {b: make_dataset(DataConfig(behaviours=b, seed=2, **SMALL)) for b in ["none", "explore", "exploit", "both"]}
+    for split in runs["none"]:
+        base = runs["none"][split]
+        for b, splits in runs.items():
+            rows = splits[split]
+            assert [r["id"] for r in rows] == [r["id"] for r in base]
+            assert [r["prompt"] for r in rows] == [r["prompt"] for r in base]
+            assert [r["answer"] for r in rows] == [r["answer"] for r in base]
+    changed = sum(a["completion"] != b["completion"] for a, b in zip(runs["none"]["sft"], runs["both"]["sft"]))
+    assert changed > len(runs["none"]["sft"]) // 2
+
+
+def test_splits_are_disjoint_by_dag():
+    splits = make_dataset(DataConfig(seed=4, sft_size=300, rl_size=300, eval_size=100))
+    keys = {s: [r["meta"]["dag"] for r in rows] for s, rows in splits.items()}
+    for s, ks in keys.items():
+        assert len(ks) == len(set(ks)), f"duplicate problem inside {s}"
+    train = set(keys["sft"]) | set(keys["rl_train"])
+    held_out = set(keys["val_id"]) | set(keys["val_ood"]) | set(keys["test_id"]) | set(keys["test_ood"])
+    assert not train & held_out
+    assert not set(keys["sft"]) & set(keys["rl_train"])
+    assert {r["meta"]["op"] for r in splits["test_ood"]} <= set(range(5, 7))
+    assert {r["meta"]["op"] for r in splits["test_id"]} <= set(range(2, 5))
+
+
+def test_question_and_answer_augmentation_multiply_sft_rows():
+    base = make_dataset(DataConfig(seed=6, sft_size=50, rl_size=5, eval_size=5, preset="paper"))["sft"]
+    qa = make_dataset(DataConfig(seed=6, sft_size=50, rl_size=5, eval_size=5, preset="paper", question_aug=3))["sft"]
+    aa = make_dataset(DataConfig(seed=6, sft_size=50, rl_size=5, eval_size=5, preset="paper", answer_aug=3))["sft"]
+    assert len(qa) == len(aa) == 3 * len(base)
+    by_problem = lambda rows: {r["meta"]["dag"]: [x for x in rows if x["meta"]["dag"] == r["meta"]["dag"]] for r in rows}
+    for group in by_problem(qa).values():
+        assert len({r["prompt"] for r in group}) == 3 and len({r["completion"] for r in group}) == 1
+        assert len({tuple(sorted(r["prompt"].split(". "))) for r in group}) == 1  # same sentences, new order
+    for group in by_problem(aa).values():
+        assert len({r["prompt"] for r in group}) == 1 and len({r["completion"] for r in group}) == 3
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(op_id=(4, 2)), "inverted"),
+        (dict(op_ood=(5, 40)), "guarantees only"),
+        (dict(preset="huge"), "unknown preset"),
+        (dict(sft_size=0), "positive"),
+        (dict(behaviours="all"), "unknown behaviours"),
+        (dict(p_explore=1.5), "out of range"),
+    ],
+)
+def test_bad_options_fail_before_writing(tmp_path, overrides, message):
+    with pytest.raises(UserError, match=message):
+        write_dataset(tmp_path / "out", DataConfig(**{**SMALL, **overrides}))
+    assert not (tmp_path / "out").exists()
+
+
+def test_files_have_one_schema_for_arrow_json_readers(tmp_path):
+    import pyarrow.json as pj
+
+    write_dataset(tmp_path, DataConfig(seed=0, **SMALL))
+    table = pj.read_json(tmp_path / "sft.jsonl")
+    assert set(table.column_names) == {"id", "prompt", "completion", "answer", "meta"}
+    assert table.num_rows == SMALL["sft_size"]
+
+
+def test_no_eval_or_exec_in_the_library():
+    root = Path(__file__).resolve().parents[1] / "coinfluence"
+    for path in root.rglob("*.py"):
+        code = path.read_text()
+        assert not re.search(r"(?<![\w.])(eval|exec)\(", code), path
