@@ -25,8 +25,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
+# The main job on the embedded default: mini BRIDGE data, SFT of the tiny model, GRPO,
+# greedy test accuracy. --resume makes a second `make demo` continue or reuse runs/demo.
 demo: $(STAMP)
-	$(BIN)/coinfluence data --out runs/demo/data --preset mini --behaviours both --stats
+	$(BIN)/coinfluence train --bridge --out runs/demo --resume
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generate.py

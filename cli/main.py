@@ -13,6 +13,7 @@ import typer
 from coinfluence.errors import UserError
 
 from . import data as _data
+from . import train as _train
 
 app = typer.Typer(
     add_completion=False,
@@ -22,6 +23,8 @@ app = typer.Typer(
 )
 app.command("data")(_data.data)
 app.command("score")(_data.score)
+app.command("train")(_train.train)
+app.command("eval")(_train.eval_cmd)
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """Batched decoding and accuracy: greedy accuracy per split, mean@n / pass@n, per-query α.
 
-Generation goes through one replaceable function with the ``GenerateFn`` signature
-(``hf_generate`` by default: HF ``generate`` with a KV cache and left padding), so a faster
-sampler can be dropped in without touching the accuracy code.
+Generation goes through one replaceable function with the ``GenerateFn`` signature:
+``sampler_generate`` by default (the rollout sampler that GRPO and the analysis use), or
+``hf_generate`` (HF ``generate``, kept as a reference).
 """
 
 from __future__ import annotations
@@ -96,6 +96,38 @@ def hf_generate(
     return results
 
 
+@torch.no_grad()
+def sampler_generate(
+    model,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    num_samples: int = 1,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> list[list[list[int]]]:
+    """The shared rollout sampler (``training.rollout.sample``) behind the ``GenerateFn``
+    interface: the same engine as GRPO and the analysis, stop token excluded."""
+    from coinfluence.training.rollout import sample
+
+    stops = stop_token_ids(model, tokenizer)
+    # Sort by length so a chunk carries little left padding; the samples of one prompt stay together.
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    flat = [list(prompt_ids[i]) for i in order for _ in range(num_samples)]
+    ro = sample(
+        model, flat, max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, stop_token_ids=stops,
+        generator=torch.Generator().manual_seed(seed), batch_size=max(batch_size, num_samples),
+    )
+    completions = [cut_at_stop(c, stops) for c in ro.completions()]
+    results: list[list[list[int]]] = [[] for _ in prompt_ids]
+    for k, i in enumerate(order):
+        results[i] = completions[k * num_samples : (k + 1) * num_samples]
+    return results
+
+
 def generate_completions(
     model,
     tokenizer,
@@ -106,7 +138,7 @@ def generate_completions(
     num_samples: int = 1,
     seed: int = 0,
     batch_size: int = 32,
-    generate_fn: GenerateFn = hf_generate,
+    generate_fn: GenerateFn = sampler_generate,
 ) -> list[list[str]]:
     """Decoded completions, ``num_samples`` per prompt."""
     prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]

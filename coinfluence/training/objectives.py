@@ -148,3 +148,36 @@ def grpo_loss(
     is_clipped = (clipped < unclipped).to(mask.dtype)  # where the min picked the clipped term
     stats["clip_ratio"] = ((is_clipped * mask).sum() / mask.sum().clamp(min=1)).item()
     return loss, stats
+
+
+def rollout_batch(prompts: list[list[int]], completions: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``prompt + completion`` rows, so each row's positions start at 0.
+
+    ``completion_mask[b, t] = 1`` where ``input_ids[b, t + 1]`` is a completion token, i.e. it
+    is aligned with the log-probs of :func:`sequence_logprobs` (which predict token ``t+1``).
+    """
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
+    width = max(lengths)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    completion_mask = torch.zeros((len(prompts), width - 1))
+    for b, (p, c) in enumerate(zip(prompts, completions)):
+        ids[b, : lengths[b]] = torch.tensor(p + c, dtype=torch.long)
+        attention[b, : lengths[b]] = 1
+        completion_mask[b, len(p) - 1 : lengths[b] - 1] = 1
+    return {"input_ids": ids, "attention_mask": attention, "completion_mask": completion_mask}
+
+
+def sequence_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1.0,
+                      with_entropy: bool = False):
+    """Per-token log-probs ``[B, L-1]`` of each next token (use with ``completion_mask``),
+    and optionally the policy's per-token entropy (detached)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    logps = token_logprobs(logits, batch["input_ids"][:, 1:], temperature)
+    if not with_entropy:
+        return logps
+    with torch.no_grad():
+        scaled = logits if temperature in (0.0, 1.0) else logits / temperature
+        logp_all = torch.log_softmax(scaled.float(), dim=-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logps, entropy

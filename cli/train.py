@@ -1,0 +1,278 @@
+"""``coinfluence train`` and ``coinfluence eval``.
+
+Every option is checked (``UserError``) before data is generated or a model is built.
+"""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from coinfluence.errors import UserError
+
+SPLIT_NAMES = ("sft", "rl_train", "val_id", "val_ood", "test_id", "test_ood")
+BEHAVIOURS = ("none", "explore", "exploit", "both")
+
+
+def read_split(data_dir: Path, split: str) -> list[dict]:
+    from coinfluence.io import read_jsonl
+
+    if (data_dir / f"{split}.jsonl").exists():
+        return read_jsonl(data_dir / f"{split}.jsonl")
+    if (data_dir / f"{split}.parquet").exists():
+        import pandas as pd
+
+        return pd.read_parquet(data_dir / f"{split}.parquet").to_dict("records")
+    raise UserError(f"{data_dir} has no {split}.jsonl")
+
+
+def check_data_dir(data_dir: Path, splits) -> None:
+    if not data_dir.is_dir():
+        raise UserError(f"data directory not found: {data_dir}")
+    missing = [s for s in splits if not any((data_dir / f"{s}.{ext}").exists() for ext in ("jsonl", "parquet"))]
+    if missing:
+        raise UserError(f"{data_dir} lacks split files: {', '.join(f'{s}.jsonl' for s in missing)}")
+
+
+def resolve_behaviours(bridge: bool, vanilla: bool, behaviours: Optional[str]) -> Optional[str]:
+    chosen = [name for name, on in (("--bridge", bridge), ("--vanilla", vanilla), ("--behaviours", behaviours is not None)) if on]
+    if len(chosen) > 1:
+        raise UserError(f"{' and '.join(chosen)} contradict each other; pass one")
+    if behaviours is not None and behaviours not in BEHAVIOURS:
+        raise UserError(f"--behaviours must be one of {', '.join(BEHAVIOURS)}, got {behaviours!r}")
+    return "both" if bridge else "none" if vanilla else behaviours
+
+
+def variant_name(behaviours: str) -> str:
+    return {"both": "bridge", "none": "vanilla"}.get(behaviours, behaviours)
+
+
+def task_tokenizer(task_preset: str, rows_by_split: dict):
+    """Word-level tokenizer from the generator's vocabulary plus every text of the data."""
+    from coinfluence.models.tokenizer import build_tokenizer
+
+    words: list[str] = []
+    try:
+        from coinfluence.tasks.igsm import vocabulary
+
+        words = list(vocabulary(task_preset))
+    except (ImportError, KeyError):
+        pass
+    texts = [t for rows in rows_by_split.values() for r in rows for t in (r["prompt"], r["completion"])]
+    return build_tokenizer(words + texts)
+
+
+def train(
+    stage: str = typer.Option("all", help="sft, grpo, or all (sft then grpo)"),
+    data: Optional[Path] = typer.Option(None, help="existing data dir (sft.jsonl, rl_train.jsonl, ...); default: generate into OUT/data"),
+    bridge: bool = typer.Option(False, "--bridge", help="generate BRIDGE data (behaviours both)"),
+    vanilla: bool = typer.Option(False, "--vanilla", help="generate plain data (behaviours none)"),
+    behaviours: Optional[str] = typer.Option(None, help="behaviours of generated data: none, explore, exploit, both [data default]"),
+    task_preset: str = typer.Option("mini", help="task scale of generated data: mini or paper"),
+    preset: str = typer.Option("tiny", help="model: a preset (nano, tiny, small, base) or a HF checkpoint dir"),
+    out: Optional[Path] = typer.Option(None, help="run directory [runs/<variant>-<preset>-s<seed>]"),
+    resume: bool = typer.Option(False, "--resume", help="continue a killed run from its latest checkpoints"),
+    seed: int = typer.Option(0, help="seed of data, initialisation, data order and rollouts"),
+    from_sft: Optional[Path] = typer.Option(None, help="RL from this checkpoint (any HF causal LM dir) instead of OUT/sft"),
+    sft_steps: Optional[int] = typer.Option(None, help="SFT optimizer steps [1000]"),
+    learning_rate: Optional[float] = typer.Option(None, help="peak SFT learning rate [3e-3]"),
+    tokens_per_batch: Optional[int] = typer.Option(None, help="SFT token budget per micro-batch, padding included [2048]"),
+    gradient_accumulation_steps: Optional[int] = typer.Option(None, help="SFT micro-batches per optimizer step [1]"),
+    full_loss: bool = typer.Option(False, "--full-loss", help="SFT loss on prompt tokens too (default: completion only)"),
+    grpo_steps: Optional[int] = typer.Option(None, help="GRPO steps [100]"),
+    grpo_learning_rate: Optional[float] = typer.Option(None, help="GRPO learning rate [5e-4]"),
+    num_generations: Optional[int] = typer.Option(None, help="GRPO rollouts per query, G [8]"),
+    prompts_per_step: Optional[int] = typer.Option(None, help="GRPO queries per step [16]"),
+    beta: Optional[float] = typer.Option(None, help="GRPO k3 KL weight to the SFT model [0]"),
+    loss_type: Optional[str] = typer.Option(None, help="grpo, dr_grpo or dapo [grpo]"),
+    scale_rewards: Optional[str] = typer.Option(None, help="group, batch or none [group]"),
+    std: Optional[str] = typer.Option(None, help="advantage std: population or unbiased [population]"),
+    temperature: Optional[float] = typer.Option(None, help="GRPO sampling temperature [1.0]"),
+    max_completion_length: Optional[int] = typer.Option(None, help="GRPO new-token limit [longest SFT completion + 32]"),
+    eval_steps: Optional[int] = typer.Option(None, help="validation accuracy every N steps [SFT 100, GRPO 25]"),
+    eval_size: int = typer.Option(200, help="rows per split for the validation accuracy and the final eval"),
+    save_steps: Optional[int] = typer.Option(None, help="checkpoint every N steps [SFT 200, GRPO 50]"),
+    progress: bool = typer.Option(True, help="show progress bars"),
+):
+    """Train on generated or given data: SFT, then GRPO, then greedy test accuracy (DESIGN §5 run layout)."""
+    from dataclasses import asdict
+
+    from coinfluence.models.loading import check_checkpoint_dir, is_preset, load_model, load_tokenizer
+    from coinfluence.training import checkpoint as ckpt_io
+    from coinfluence.training.checkpoint import quiet_hf_progress
+    from coinfluence.training.evaluate import evaluate_checkpoint
+    from coinfluence.training.grpo import GRPOConfig, step_checkpoints, train_grpo
+    from coinfluence.training.grpo import validate_config as validate_grpo
+    from coinfluence.training.sft import CHECKPOINT_DIR, SFTConfig, auto_max_new_tokens, train_sft, update_run_config, validate_config
+
+    # ---- validate everything before any work
+    if stage not in ("sft", "grpo", "all"):
+        raise UserError(f"--stage must be sft, grpo or all, got {stage!r}")
+    chosen = resolve_behaviours(bridge, vanilla, behaviours)
+    if data is not None and chosen is not None:
+        raise UserError("--bridge/--vanilla/--behaviours choose how data is generated; they cannot be combined with --data")
+    if data is not None:
+        check_data_dir(data, ("sft",) if stage == "sft" else ("rl_train",) if from_sft else ("sft", "rl_train"))
+    if not is_preset(preset):
+        check_checkpoint_dir(preset)
+    if from_sft is not None:
+        if stage != "grpo":
+            raise UserError("--from-sft starts RL from a checkpoint; use it with --stage grpo")
+        check_checkpoint_dir(from_sft)
+    if eval_size < 0:
+        raise UserError(f"--eval-size must be >= 0, got {eval_size}")
+    pick = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
+    cfg = SFTConfig(seed=seed, eval_size=eval_size, completion_only_loss=not full_loss, **pick(
+        max_steps=sft_steps, learning_rate=learning_rate, tokens_per_batch=tokens_per_batch,
+        gradient_accumulation_steps=gradient_accumulation_steps, eval_steps=eval_steps, save_steps=save_steps))
+    validate_config(cfg)
+    gcfg = GRPOConfig(seed=seed, eval_size=eval_size, **pick(
+        max_steps=grpo_steps, learning_rate=grpo_learning_rate, num_generations=num_generations,
+        prompts_per_step=prompts_per_step, beta=beta, loss_type=loss_type, scale_rewards=scale_rewards, std=std,
+        temperature=temperature, max_completion_length=max_completion_length, eval_steps=eval_steps, save_steps=save_steps))
+    validate_grpo(gcfg)
+    data_cfg = None
+    if data is None:
+        from coinfluence.tasks.data import DataConfig
+
+        data_cfg = DataConfig(preset=task_preset, seed=seed, **({"behaviours": chosen} if chosen else {}))
+        data_cfg.validate()
+    variant = variant_name(data_cfg.behaviours) if data_cfg else Path(data).name
+    model_name = preset if is_preset(preset) else Path(preset).name
+    out = out or Path("runs") / f"{variant}-{model_name}-s{seed}"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    sft_done = (out / "sft" / "config.json").exists()
+    if stage != "grpo" and not resume and (sft_done or ckpt_io.list_checkpoints(out / CHECKPOINT_DIR)):
+        raise UserError(f"{out} already holds an SFT run; pass --resume to continue it or choose another --out")
+    if stage != "sft" and not resume and step_checkpoints(out / "grpo"):
+        raise UserError(f"{out} already holds a GRPO run; pass --resume to continue it or choose another --out")
+    if stage == "grpo" and from_sft is None and not sft_done:
+        raise UserError(f"{out}/sft not found: run --stage sft first or pass --from-sft PATH")
+
+    # ---- data
+    if data is None:
+        data = out / "data"
+        if (data / "sft.jsonl").exists() and (data / "rl_train.jsonl").exists():
+            typer.echo(f"reusing data in {data}/", err=True)
+        else:
+            from coinfluence.tasks.data import write_dataset
+
+            typer.echo(f"generating data into {data}/ ...", err=True)
+            write_dataset(data, data_cfg)
+    rows = {s: read_split(data, s) for s in SPLIT_NAMES if any((data / f"{s}.{e}").exists() for e in ("jsonl", "parquet"))}
+    update_run_config(out, "train", {
+        "stage": stage, "data": str(data), "data_config": asdict(data_cfg) if data_cfg else None, "model": preset,
+        "from_sft": str(from_sft) if from_sft else None, "seed": seed, "eval_size": eval_size,
+    })
+    evaluated: list[tuple[str, Path]] = []
+
+    # ---- SFT
+    if stage in ("sft", "all") and not (resume and sft_done):
+        latest = ckpt_io.latest_checkpoint(out / CHECKPOINT_DIR) if resume else None
+        if is_preset(preset):
+            tokenizer = load_tokenizer(latest) if latest else task_tokenizer(task_preset, rows)
+            model, tokenizer = load_model(preset, tokenizer, seed=seed)
+        else:
+            model, tokenizer = load_model(preset)
+        n_params = sum(p.numel() for p in model.parameters())
+        typer.echo(f"sft: {model_name} ({n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}) on {len(rows['sft'])} rows -> {out}/", err=True)
+        with quiet_hf_progress():
+            train_sft(cfg, model, tokenizer, rows["sft"], rows.get("val_id", []), out, resume=resume, progress=progress)
+    if stage in ("sft", "all"):
+        evaluated.append(("sft", out / "sft"))
+
+    # ---- GRPO
+    if stage in ("grpo", "all"):
+        init = from_sft or out / "sft"
+        with quiet_hf_progress():
+            model, tokenizer = load_model(init)
+        if max_completion_length is None and "sft" in rows:
+            gcfg.max_completion_length = auto_max_new_tokens(tokenizer, rows["sft"])
+        typer.echo(f"grpo: from {init} on {len(rows['rl_train'])} queries, {gcfg.max_steps} steps x "
+                   f"{gcfg.prompts_per_step} queries x {gcfg.num_generations} rollouts -> {out}/grpo/", err=True)
+        vals = {s: rows[s] for s in ("val_id", "val_ood") if s in rows}
+        with quiet_hf_progress():
+            train_grpo(gcfg, model, tokenizer, rows["rl_train"], vals, out, resume=resume, progress=progress)
+        evaluated.append(("grpo/final", out / "grpo" / "final"))
+
+    # ---- greedy test accuracy of every checkpoint this run produced
+    tests = {s: rows[s] for s in ("test_id", "test_ood") if s in rows}
+    typer.echo(f"run: {out}/")
+    typer.echo(f"metrics: {out / 'metrics.jsonl'}")
+    for name, path in evaluated:
+        if not tests or not eval_size:
+            break
+        with quiet_hf_progress():
+            model, tokenizer = load_model(path)
+        results = evaluate_checkpoint(
+            model, tokenizer, tests, out, name, limit=eval_size,
+            max_new_tokens=auto_max_new_tokens(tokenizer, rows["sft"]) if "sft" in rows else 512,
+        )
+        accs = ", ".join(f"{s} {r['accuracy']:.3f}" for s, r in results.items())
+        typer.echo(f"{name}: {path}/ ({accs})")
+    if evaluated and tests and eval_size:
+        typer.echo(f"eval: {out / 'eval.json'}")
+
+
+def infer_run_dir(ckpt: Path) -> Path:
+    """The run a checkpoint belongs to (runs/NAME/sft -> runs/NAME), else the checkpoint itself."""
+    for parent in (ckpt.parent, ckpt.parent.parent):
+        if (parent / "metrics.jsonl").exists() or (parent / "config.json").exists() and (parent / "data").is_dir():
+            return parent
+    return ckpt
+
+
+def eval_cmd(
+    ckpt: Path = typer.Option(..., help="checkpoint dir (any HF causal LM directory)"),
+    data: Path = typer.Option(..., help="data dir with the split files"),
+    splits: str = typer.Option("val_id,val_ood", help="comma-separated splits to score"),
+    n: int = typer.Option(1, help="samples per prompt (n > 1 needs --temperature > 0; reports mean@n, pass@n)"),
+    temperature: float = typer.Option(0.0, help="0 = greedy"),
+    limit: Optional[int] = typer.Option(None, help="score only the first N rows of each split"),
+    max_new_tokens: Optional[int] = typer.Option(None, help="generation limit [longest SFT completion + 32, else 512]"),
+    out: Optional[Path] = typer.Option(None, help="run dir for eval.json and eval/<ckpt>.jsonl [the checkpoint's run]"),
+    name: Optional[str] = typer.Option(None, help="checkpoint name in eval.json [its path inside the run]"),
+    batch_size: int = typer.Option(32, help="sequences decoded together"),
+    seed: int = typer.Option(0, help="sampling seed"),
+):
+    """Accuracy of a checkpoint per split (greedy, or mean@n/pass@n with sampling)."""
+    from coinfluence.models.loading import check_checkpoint_dir, load_model
+    from coinfluence.training.evaluate import check_sampling_options, evaluate_checkpoint
+    from coinfluence.training.sft import auto_max_new_tokens
+
+    check_checkpoint_dir(ckpt)
+    wanted = [s.strip() for s in splits.split(",") if s.strip()]
+    if not wanted:
+        raise UserError("--splits is empty")
+    check_data_dir(data, wanted)
+    check_sampling_options(n, temperature)
+    for opt, value in (("limit", limit), ("max-new-tokens", max_new_tokens), ("batch-size", batch_size)):
+        if value is not None and value <= 0:
+            raise UserError(f"--{opt} must be > 0, got {value}")
+
+    from coinfluence.training.checkpoint import quiet_hf_progress
+
+    with quiet_hf_progress():
+        model, tokenizer = load_model(ckpt)
+    rows = {s: read_split(data, s) for s in wanted}
+    if max_new_tokens is None:
+        sft_rows = read_split(data, "sft") if (data / "sft.jsonl").exists() else []
+        max_new_tokens = auto_max_new_tokens(tokenizer, sft_rows) if sft_rows else 512
+    run_dir = out or infer_run_dir(ckpt)
+    if name is None:
+        try:
+            name = str(ckpt.resolve().relative_to(run_dir.resolve())) or ckpt.name
+        except ValueError:
+            name = ckpt.name
+        name = name if name != "." else ckpt.resolve().name
+        if n > 1 or temperature > 0:  # keep greedy and sampled results of one checkpoint apart
+            name = f"{name}@n{n}-t{temperature:g}"
+    results = evaluate_checkpoint(
+        model, tokenizer, rows, run_dir, name, n=n, temperature=temperature, limit=limit,
+        max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+    )
+    for split, r in results.items():
+        extra = "".join(f"  {k} {r[k]:.3f}" for k in r if "@" in k or k == "alpha_spread")
+        typer.echo(f"{split:9} accuracy {r['accuracy']:.3f}{extra}  ({r['num_rows']} rows)")
+    typer.echo(f"eval: {run_dir / 'eval.json'}")

@@ -1,0 +1,443 @@
+"""``coinfluence analyze``: sample rollouts from a checkpoint, compute α, co-influence and ΔJ
+per training query, optionally check the first order, and write the results (DESIGN §5).
+
+What is computed how:
+
+- ``delta_J`` and ``co_influence`` per train query: the *aggregated* path
+  (:func:`coinfluence.influence.step.delta_J_aggregated`) — exact (never projected), one
+  backward for the targets plus one per informative group.
+- ``K_plus``/``K_minus`` (means over target rollouts) and, with ``save_kernel``, the full
+  kernel: per-rollout features (vmap), sketched when ``project_dim`` is set. Target features
+  are held; train features are streamed in chunks, so memory is O(N'·D + chunk·P).
+  ``kernel=False`` skips this (the columns are then NaN).
+
+Every option and path is checked before the model is run, and the output directory appears
+only when complete (``atomic_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from coinfluence.errors import UserError
+from coinfluence.influence import features as feat
+from coinfluence.influence.kernel import K_plus_minus, co_influence_kernel, mean_over_targets
+from coinfluence.influence.step import advantages, delta_J_aggregated
+from coinfluence.influence.validate import validate_first_order
+from coinfluence.io import atomic_dir, atomic_path, read_jsonl, write_json
+from coinfluence.training.objectives import LOSS_NORMALIZATION, NORMALIZATIONS, STD_CONVENTIONS
+
+_STEP = re.compile(r"^step-(\d+)$")
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class AnalyzeOptions:
+    """Options under their CLI names (``None`` = take it from the checkpoint's GRPO config, else the default)."""
+
+    ckpt: str | None = None
+    run: str | None = None
+    train: str | None = None
+    targets: str | None = None
+    queries: int = 16
+    targets_n: int = 8
+    num_generations: int | None = None
+    temperature: float | None = None
+    max_completion_length: int | None = None
+    normalization: str | None = None
+    scale_rewards: str | None = None
+    std: str | None = None
+    params: str | None = None
+    project_dim: int | None = None
+    precondition: str = "none"
+    kernel: bool = True
+    save_kernel: bool = False
+    validate: int = 0
+    validate_step: float = 1e-4
+    chunk_size: int = 16
+    all_checkpoints: bool = False
+    out: str | None = None
+    seed: int = 0
+
+
+DEFAULTS = {"num_generations": 8, "temperature": 1.0, "max_completion_length": 256, "normalization": "seq-mean",
+            "scale_rewards": "group", "std": "population"}
+
+
+# ----------------------------------------------------------------------------- resolving inputs
+
+
+def read_rows(path: Path) -> list[dict]:
+    try:
+        if path.suffix == ".parquet":
+            import pandas as pd
+
+            rows = pd.read_parquet(path).to_dict("records")
+        else:
+            rows = read_jsonl(path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict) or "prompt" not in r or "answer" not in r), None)
+    if bad is not None:
+        raise UserError(f"{path}: row {bad + 1} lacks a 'prompt' or an 'answer' field")
+    if not rows:
+        raise UserError(f"{path} holds no rows")
+    return rows
+
+
+def checkpoint_name(ckpt: Path, run: Path | None) -> str:
+    if run is not None:
+        try:
+            return "-".join(ckpt.resolve().relative_to(run.resolve()).parts) or ckpt.name
+        except ValueError:
+            pass
+    return ckpt.name
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    m = _STEP.match(ckpt.name) or _CKPT.match(ckpt.name)
+    return int(m.group(1)) if m else 0
+
+
+def run_checkpoints(run: Path) -> list[Path]:
+    """RUN/sft then every RUN/grpo/step-* in step order (the training trajectory)."""
+    found = [run / "sft"] if (run / "sft" / "config.json").exists() else []
+    steps = sorted((int(m.group(1)), p) for p in (run / "grpo").glob("step-*") if (m := _STEP.match(p.name)))
+    found += [p for _, p in steps]
+    if not found:
+        raise UserError(f"{run} has no checkpoints (expected sft/ or grpo/step-*)")
+    return found
+
+
+def grpo_config_of(ckpt: Path) -> dict:
+    path = ckpt / "grpo_config.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        return {}
+
+
+def resolve_options(opts: AnalyzeOptions, ckpt: Path | None) -> dict:
+    """Fill unset GRPO knobs from ``CKPT/grpo_config.json`` (what the run trained with), then defaults."""
+    saved = grpo_config_of(ckpt) if ckpt is not None else {}
+    out = {}
+    for name, default in DEFAULTS.items():
+        value = getattr(opts, name)
+        if value is None and name == "normalization" and saved.get("loss_type") in LOSS_NORMALIZATION:
+            value = LOSS_NORMALIZATION[saved["loss_type"]]
+        if value is None and name != "normalization":
+            value = saved.get(name)
+        out[name] = default if value is None else value
+    return out
+
+
+def check_options(opts: AnalyzeOptions, knobs: dict) -> None:
+    if knobs["normalization"] not in NORMALIZATIONS:
+        raise UserError(f"--normalization must be one of {', '.join(NORMALIZATIONS)}, got {knobs['normalization']!r}")
+    if knobs["scale_rewards"] not in ("group", "none"):
+        raise UserError(f"--scale-rewards must be group or none (batch scaling has no per-query ΔJ), got {knobs['scale_rewards']!r}")
+    if knobs["std"] not in STD_CONVENTIONS:
+        raise UserError(f"--std must be one of {', '.join(STD_CONVENTIONS)}, got {knobs['std']!r}")
+    if int(knobs["num_generations"]) < 2:
+        raise UserError(f"--num-generations must be >= 2, got {knobs['num_generations']}")
+    if not float(knobs["temperature"]) > 0:
+        raise UserError(f"--temperature must be > 0, got {knobs['temperature']}")
+    if int(knobs["max_completion_length"]) < 1:
+        raise UserError("--max-completion-length must be >= 1")
+    for name in ("queries", "targets_n", "chunk_size"):
+        if getattr(opts, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}")
+    if opts.validate < 0 or (opts.project_dim is not None and opts.project_dim < 0):
+        raise UserError("--validate and --project-dim must be >= 0")
+    if not 0 < opts.validate_step < 1:
+        raise UserError("--validate-step must be in (0, 1)")
+    if opts.precondition not in ("none", "adam"):
+        raise UserError(f"--precondition must be none or adam, got {opts.precondition!r}")
+    if opts.save_kernel and not opts.kernel:
+        raise UserError("--save-kernel needs the kernel; drop --no-kernel")
+    if opts.params:
+        try:
+            re.compile(opts.params)
+        except re.error as err:
+            raise UserError(f"--params is not a valid regular expression: {err}") from None
+
+
+def resolve_inputs(opts: AnalyzeOptions) -> dict:
+    """Paths to analyse and write; raises UserError before any work."""
+    from coinfluence.models.loading import check_checkpoint_dir
+
+    run = Path(opts.run) if opts.run else None
+    if run is not None and not run.is_dir():
+        raise UserError(f"run directory not found: {run}")
+    if opts.all_checkpoints:
+        if run is None:
+            raise UserError("--all-checkpoints needs --run")
+        ckpts = run_checkpoints(run)
+    else:
+        if not opts.ckpt:
+            raise UserError("pass --ckpt PATH (or --run RUN --all-checkpoints)")
+        ckpts = [Path(opts.ckpt)]
+    for c in ckpts:
+        check_checkpoint_dir(c)
+    if run is not None and (opts.train or opts.targets):
+        raise UserError("pass either --run or --train/--targets, not both")
+    if run is not None:
+        train, targets = run / "data" / "rl_train.jsonl", run / "data" / "val_id.jsonl"
+    elif opts.train and opts.targets:
+        train, targets = Path(opts.train), Path(opts.targets)
+    else:
+        raise UserError("pass --run RUN, or both --train FILE and --targets FILE")
+    for p in (train, targets):
+        if not p.is_file():
+            raise UserError(f"data file not found: {p}")
+    if opts.out:
+        out = Path(opts.out)
+    elif opts.all_checkpoints:
+        out = run / "analysis"
+    elif run is not None:
+        out = run / "analysis" / checkpoint_name(ckpts[0], run)
+    else:
+        out = ckpts[0] / "analysis"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out exists and is not a directory: {out}")
+    return {"run": run, "ckpts": ckpts, "train": train, "targets": targets, "out": out}
+
+
+# ----------------------------------------------------------------------------- rollouts
+
+
+def reward_function(rows: Sequence[dict]) -> tuple[str, Callable[[str, object], float]]:
+    """The task's reward for iGSM data (its prompts parse), exact match for any other data."""
+    from coinfluence.tasks.answer import exact_match_reward, reward
+
+    try:
+        from coinfluence.tasks.igsm.check import ParseError, parse_question
+
+        parse_question(rows[0]["prompt"])
+        return "task", reward
+    except ParseError:
+        return "exact_match", exact_match_reward
+
+
+def pick(rows: Sequence[dict], n: int, seed: int, salt: str) -> list[int]:
+    """``n`` row indices, a seeded choice: the same queries for every checkpoint of a run."""
+    idx = list(range(len(rows)))
+    random.Random(f"{seed}:analyze:{salt}").shuffle(idx)
+    return sorted(idx[:n])
+
+
+def sample_groups(model, tokenizer, rows: Sequence[dict], G: int, knobs: dict, seed: int, salt: str, progress: bool,
+                  batch_queries: int = 8) -> dict:
+    """``G`` rollouts per row (group after group) with the shared sampler, scored 0/1."""
+    from coinfluence.models.format import decode_completion, encode_prompt
+    from coinfluence.training.evaluate import stop_token_ids
+    from coinfluence.training.rollout import sample
+
+    kind, score = reward_function(rows)
+    stops = stop_token_ids(model, tokenizer)
+    gen = torch.Generator().manual_seed(int.from_bytes(f"{seed}:{salt}".encode()[:7].ljust(7, b"\0"), "little"))
+    prompts, completions, logps, lengths = [], [], [], []
+    for s in tqdm(range(0, len(rows), batch_queries), desc=f"sampling {salt}", file=sys.stderr, disable=not progress,
+                  dynamic_ncols=True, leave=False):
+        chunk = [encode_prompt(tokenizer, r["prompt"]) for r in rows[s : s + batch_queries] for _ in range(G)]
+        ro = sample(model, chunk, max_new_tokens=int(knobs["max_completion_length"]), temperature=float(knobs["temperature"]),
+                    top_p=1.0, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                    stop_token_ids=stops, generator=gen)
+        prompts += [list(p) for p in chunk]
+        completions += ro.completions()
+        logps += ro.sequence_logprobs().tolist()
+        lengths += ro.lengths.tolist()
+    texts = [decode_completion(tokenizer, c) for c in completions]
+    answers = [r["answer"] for r in rows for _ in range(G)]
+    rewards = torch.tensor([score(t, a) for t, a in zip(texts, answers)], dtype=torch.float64)
+    return {"prompts": prompts, "completions": completions, "texts": texts, "rewards": rewards,
+            "logprob": logps, "length": lengths, "reward_kind": kind}
+
+
+# ----------------------------------------------------------------------------- one checkpoint
+
+
+def kernel_streaming(model, params, tr: dict, tg: dict, pad_id: int, *, scales, project_dim, knobs, seed, chunk_size, progress):
+    """``K`` [target rollouts, train rollouts]: target features held, train features in chunks."""
+    kw = dict(normalization=knobs["normalization"], max_length=int(knobs["max_completion_length"]),
+              temperature=float(knobs["temperature"]), params=params, chunk_size=chunk_size,
+              project_dim=project_dim or None, seed=seed, scales=scales)
+    F_t = feat.features_vmap(model, tg["prompts"], tg["completions"], pad_id, **kw)
+    if project_dim:  # sketches are small: one call, so the Gaussian blocks are generated fewest times
+        return co_influence_kernel(F_t, feat.features_vmap(model, tr["prompts"], tr["completions"], pad_id, **kw)), F_t.shape[1]
+    n = len(tr["prompts"])
+    K = torch.empty(F_t.shape[0], n, dtype=torch.float64)
+    step = 4 * chunk_size
+    for s in tqdm(range(0, n, step), desc="train features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
+        F = feat.features_vmap(model, tr["prompts"][s : s + step], tr["completions"][s : s + step], pad_id, **kw)
+        K[:, s : s + step] = co_influence_kernel(F_t, F)
+    return K, F_t.shape[1]
+
+
+def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions, knobs: dict, out: Path,
+                       sources: dict, progress: bool = True) -> dict:
+    """Run the analysis of one checkpoint and write its files into ``out`` (an existing, temporary dir)."""
+    import pandas as pd
+
+    from coinfluence.models.loading import load_model
+    from coinfluence.plots.analysis import alpha_histogram, delta_J_by_alpha
+
+    timings = {}
+    started = time.perf_counter()
+    model, tok = load_model(ckpt)
+    params = feat.select_params(model, opts.params)
+    scales = feat.adam_preconditioner(model, ckpt, params) if opts.precondition == "adam" else None
+    G = int(knobs["num_generations"])
+    pad = tok.pad_token_id
+    common = dict(normalization=knobs["normalization"], max_length=int(knobs["max_completion_length"]),
+                  temperature=float(knobs["temperature"]))
+
+    t = time.perf_counter()
+    tr = sample_groups(model, tok, train_rows, G, knobs, opts.seed, "train", progress)
+    tg = sample_groups(model, tok, target_rows, G, knobs, opts.seed, "targets", progress)
+    timings["sampling_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    agg = delta_J_aggregated(model, params, tr["prompts"], tr["completions"], tr["rewards"], tg["prompts"], tg["completions"],
+                             tg["rewards"], pad, num_generations=G, scale_rewards=knobs["scale_rewards"], std=knobs["std"],
+                             scales=scales, micro_batch=4 * opts.chunk_size, progress=progress, **common)
+    timings["delta_J_s"] = time.perf_counter() - t
+
+    Q = len(train_rows)
+    K_plus_col = K_minus_col = np.full(Q, np.nan)
+    feature_dim = None
+    if opts.kernel:
+        t = time.perf_counter()
+        K, feature_dim = kernel_streaming(model, params, tr, tg, pad, scales=scales, project_dim=opts.project_dim, knobs=knobs,
+                                          seed=opts.seed, chunk_size=opts.chunk_size, progress=progress)
+        Kp, Km = K_plus_minus(K, tr["rewards"], G)
+        K_plus_col, K_minus_col = mean_over_targets(Kp).numpy(), mean_over_targets(Km).numpy()
+        if opts.save_kernel:
+            with atomic_path(out / "kernel.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, K.numpy())
+        timings["kernel_s"] = time.perf_counter() - t
+
+    validation = None
+    if opts.validate:
+        t = time.perf_counter()
+        informative = [q for q in range(Q) if 0 < float(agg["alpha"][q]) < 1]
+        chosen = sorted(random.Random(f"{opts.seed}:validate").sample(informative, min(opts.validate, len(informative))))
+        res = validate_first_order(model, params, tr["prompts"], tr["completions"], tr["rewards"], chosen, tg["prompts"],
+                                   tg["completions"], tg["rewards"], pad, num_generations=G, scale_rewards=knobs["scale_rewards"],
+                                   std=knobs["std"], scales=scales, relative_step=opts.validate_step, progress=progress, **common)
+        validation = {k: v for k, v in res.items() if k not in ("dlogp_observed", "dlogp_predicted")}
+        timings["validate_s"] = time.perf_counter() - t
+
+    # ---- tables
+    A_tr = advantages(tr["rewards"], G, knobs["scale_rewards"], knobs["std"])
+    A_tg = advantages(tg["rewards"], G, knobs["scale_rewards"], knobs["std"])
+    alpha_t = tg["rewards"].reshape(-1, G).mean(1)
+    from coinfluence.influence.step import weight
+
+    qid = lambda role, rows, i: str(rows[i].get("id", f"{role}-{i}"))  # noqa: E731
+    queries = pd.DataFrame({
+        "query_id": [qid("train", train_rows, i) for i in range(Q)] + [qid("target", target_rows, i) for i in range(len(target_rows))],
+        "role": ["train"] * Q + ["target"] * len(target_rows),
+        "alpha": np.concatenate([agg["alpha"].numpy(), alpha_t.numpy()]),
+        "n_correct": np.concatenate([tr["rewards"].reshape(-1, G).sum(1).numpy(), tg["rewards"].reshape(-1, G).sum(1).numpy()]).astype(int),
+        "num_generations": G,
+        "weight": np.concatenate([agg["weight"].numpy(), weight(alpha_t, G, knobs["scale_rewards"], knobs["std"]).numpy()]),
+        "K_plus": np.concatenate([K_plus_col, np.full(len(target_rows), np.nan)]),
+        "K_minus": np.concatenate([K_minus_col, np.full(len(target_rows), np.nan)]),
+        "co_influence": np.concatenate([agg["co_influence"].numpy(), np.full(len(target_rows), np.nan)]),
+        "delta_J": np.concatenate([agg["delta_J"].numpy(), np.full(len(target_rows), np.nan)]),
+    })
+    parts = []
+    for role, d, rows, A in (("train", tr, train_rows, A_tr), ("target", tg, target_rows, A_tg)):
+        parts.append(pd.DataFrame({
+            "query_id": [qid(role, rows, i // G) for i in range(len(d["prompts"]))],
+            "rollout_id": [i % G for i in range(len(d["prompts"]))],
+            "role": role,
+            "prompt_ids": d["prompts"], "completion_ids": d["completions"], "completion": d["texts"],
+            "reward": d["rewards"].numpy(), "advantage": A.numpy(), "logprob": d["logprob"], "length": d["length"],
+        }))
+    rollouts = pd.concat(parts, ignore_index=True)
+    for name, df in (("queries.parquet", queries), ("rollouts.parquet", rollouts)):
+        with atomic_path(out / name) as tmp:
+            df.to_parquet(tmp, index=False)
+    (out / "figures").mkdir(exist_ok=True)
+    alpha_histogram(out, out / "figures" / "alpha_hist.png")
+    delta_J_by_alpha(out, out / "figures" / "delta_J_by_alpha.png")
+
+    a = agg["alpha"]
+    informative = (a > 0) & (a < 1)
+    timings["total_s"] = time.perf_counter() - started
+    summary = {
+        "checkpoint": str(ckpt),
+        "step": checkpoint_step(ckpt),
+        **sources,
+        "reward": tr["reward_kind"],
+        "options": {**asdict(opts), **knobs},
+        "num_parameters_selected": feat.num_features(params),
+        "feature_dim": feature_dim,
+        "n_train_queries": Q, "n_target_queries": len(target_rows),
+        "alpha_hist": {"n_correct": list(range(G + 1)), "count": torch.bincount(tr["rewards"].reshape(-1, G).sum(1).long(), minlength=G + 1).tolist()},
+        "frac_informative": float(informative.double().mean()),
+        "mean_alpha": float(a.mean()),
+        "target_accuracy": float(tg["rewards"].mean()),
+        "mean_co_influence": float(agg["co_influence"][informative].mean()) if informative.any() else None,
+        "mean_delta_J": float(agg["delta_J"].mean()),
+        "validation": validation,
+        "timings": timings,
+        "notes": "delta_J and co_influence: exact aggregated path (not projected); K_plus/K_minus: means over target "
+                 "rollouts of the (projected, if project_dim) kernel; co_influence NaN where alpha in {0,1}, delta_J 0 there.",
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
+    """Check everything, then analyse one checkpoint (or a run's trajectory); returns the summary
+    (for ``all_checkpoints``: ``{"checkpoints": [...summaries], "out": ...}``)."""
+    paths = resolve_inputs(opts)
+    knobs = resolve_options(opts, paths["ckpts"][-1])
+    check_options(opts, knobs)
+    if opts.precondition == "adam":
+        for c in paths["ckpts"]:
+            feat.find_optimizer_state(c)
+    train_all, target_all = read_rows(paths["train"]), read_rows(paths["targets"])
+    train_rows = [train_all[i] for i in pick(train_all, opts.queries, opts.seed, "train")]
+    target_rows = [target_all[i] for i in pick(target_all, opts.targets_n, opts.seed, "targets")]
+    sources = {"train_file": str(paths["train"]), "targets_file": str(paths["targets"])}
+    if paths["run"] is not None:
+        sources["source"] = "train queries from RUN/data/rl_train.jsonl, targets from RUN/data/val_id.jsonl"
+    torch.manual_seed(opts.seed)
+    if not opts.all_checkpoints:
+        with atomic_dir(paths["out"]) as tmp:
+            summary = analyze_checkpoint(paths["ckpts"][0], train_rows, target_rows, opts, knobs, tmp, sources, progress)
+        return {**summary, "out": str(paths["out"])}
+
+    import pandas as pd
+
+    summaries = []
+    for c in paths["ckpts"]:
+        name = checkpoint_name(c, paths["run"])
+        with atomic_dir(paths["out"] / name) as tmp:
+            summaries.append(analyze_checkpoint(c, train_rows, target_rows, opts, knobs, tmp, sources, progress))
+    series = pd.DataFrame([{
+        "checkpoint": checkpoint_name(Path(s["checkpoint"]), paths["run"]), "step": s["step"],
+        "mean_co_influence": s["mean_co_influence"], "mean_delta_J": s["mean_delta_J"],
+        "frac_informative": s["frac_informative"], "mean_alpha": s["mean_alpha"],
+    } for s in summaries])
+    with atomic_path(paths["out"] / "timeseries.csv") as tmp:
+        series.to_csv(tmp, index=False)
+    return {"checkpoints": summaries, "out": str(paths["out"])}

@@ -1,0 +1,263 @@
+"""Per-rollout gradient features ``g(q,o) = ∇_θ ℓ(q,o)`` (DESIGN §2).
+
+``ℓ`` is the normalised completion log-probability of
+:func:`coinfluence.training.objectives.normalize_logprob`, at the sampling temperature, so
+the analysis differentiates exactly the quantity the GRPO trainer does.
+
+Two ways to get the same numbers:
+
+- :func:`features_vmap`: ``torch.func.vmap(grad(ℓ))`` over chunks of rollouts. Rows are
+  right-padded and *no* attention mask is passed: attention is causal, so padding after a
+  row's last token cannot change the log-probs of its real tokens, and the completion mask
+  zeroes the padded positions. That keeps the forward free of data-dependent branches, which
+  vmap needs.
+- :func:`features_loop`: one forward and backward per rollout, unpadded — the reference.
+
+Both can sketch the gradient with a seeded Gaussian projection (:func:`project`) and scale
+it by an Adam preconditioner (:func:`adam_preconditioner`) first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.func import functional_call, grad, vmap
+from tqdm.auto import tqdm
+
+from coinfluence.errors import UserError
+from coinfluence.training.objectives import normalize_logprob, token_logprobs
+
+# Gaussian sketch blocks hold at most this many entries (rows × d), i.e. 16 MiB in float32.
+PROJECTION_BLOCK_ELEMENTS = 1 << 22
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def select_params(model, pattern: str | None = None) -> dict[str, torch.Tensor]:
+    """Trainable parameters whose name matches ``pattern`` (``re.search``; all when None).
+
+    ``named_parameters`` lists a tied weight once, under its first name, so a tied embedding
+    and output head are one feature block, as they are one tensor to the optimiser.
+    """
+    try:
+        regex = re.compile(pattern) if pattern else None
+    except re.error as err:
+        raise UserError(f"--params is not a valid regular expression: {err}") from None
+    chosen = {n: p for n, p in model.named_parameters() if p.requires_grad and (regex is None or regex.search(n))}
+    if not chosen:
+        raise UserError(f"--params {pattern!r} matches no parameter of the model")
+    return chosen
+
+
+def num_features(params: dict[str, torch.Tensor]) -> int:
+    return sum(p.numel() for p in params.values())
+
+
+# ----------------------------------------------------------------------------- ℓ
+
+
+def rollout_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int):
+    """Right-padded ``prompt + completion`` ids and the completion mask aligned with the
+    next-token log-probs (the layout of ``objectives.rollout_batch``)."""
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
+    width = max(lengths)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width - 1))
+    for b, (p, c) in enumerate(zip(prompts, completions)):
+        ids[b, : lengths[b]] = torch.tensor(list(p) + list(c), dtype=torch.long)
+        mask[b, len(p) - 1 : lengths[b] - 1] = 1
+    return ids, mask
+
+
+def ell_batch(model, params: dict, ids: torch.Tensor, mask: torch.Tensor, *, normalization: str,
+              max_length: int | None, temperature: float) -> torch.Tensor:
+    """``ℓ`` of each row of right-padded ``ids [B, L]`` under ``model`` with ``params`` swapped in."""
+    logits = functional_call(model, params, (ids,)).logits[:, :-1]
+    logps = token_logprobs(logits, ids[:, 1:], temperature)
+    return normalize_logprob(logps, mask.to(logps.dtype), normalization, max_length)
+
+
+# ----------------------------------------------------------------------------- preconditioner
+
+
+def find_optimizer_state(ckpt: str | Path) -> Path:
+    """``CKPT/trainer_state.pt``, or for ``RUN/sft`` the newest ``RUN/sft-checkpoints/checkpoint-*``."""
+    ckpt = Path(ckpt)
+    if (ckpt / "trainer_state.pt").exists():
+        return ckpt / "trainer_state.pt"
+    candidates = sorted((ckpt.parent / "sft-checkpoints").glob("checkpoint-*/trainer_state.pt")) if ckpt.name == "sft" else []
+    if candidates:
+        return candidates[-1]
+    raise UserError(f"--precondition adam needs a saved optimizer state: no trainer_state.pt in {ckpt}"
+                    + (" or its run's sft-checkpoints/" if ckpt.name == "sft" else ""))
+
+
+def adam_preconditioner(model, ckpt: str | Path, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-parameter ``(√v̂ + eps)^(-1/2)``, so that ``⟨Sg', Sg⟩ = ⟨g', D g⟩`` with
+    ``D = 1/(√v̂ + eps)``: the metric of the step AdamW actually takes (momentum aside).
+
+    Optimizer state indices follow ``model.parameters()`` order (one param group, or groups
+    built in that order, as both trainers do), which is also ``named_parameters`` order.
+    """
+    path = find_optimizer_state(ckpt)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)["optimizer"]
+    except Exception as err:  # noqa: BLE001 - any unreadable file is a bad checkpoint to the user
+        raise UserError(f"cannot read the optimizer state in {path}: {type(err).__name__}") from None
+    groups = saved.get("param_groups", [])
+    index_to_group = {i: g for g in groups for i in g["params"]}
+    names = [n for n, _ in model.named_parameters()]
+    scales = {}
+    for idx, name in enumerate(names):
+        if name not in params:
+            continue
+        state = saved.get("state", {}).get(idx)
+        group = index_to_group.get(idx)
+        if state is None or "exp_avg_sq" not in state or group is None:
+            raise UserError(f"the optimizer state in {path} has no second moment for parameter {name}")
+        v = state["exp_avg_sq"].to(torch.float64)
+        if v.shape != params[name].shape:
+            raise UserError(f"the optimizer state in {path} does not match the model (parameter {name})")
+        step = float(state.get("step", 0))
+        beta2 = group.get("betas", (0.9, 0.999))[1]
+        v_hat = v / (1 - beta2**step) if step > 0 else v
+        scales[name] = (v_hat.sqrt() + group.get("eps", 1e-8)).rsqrt().to(params[name].dtype)
+    return scales
+
+
+# ----------------------------------------------------------------------------- projection
+
+
+def _block_generator(seed: int, name: str, block: int) -> torch.Generator:
+    # Keyed by parameter *name* and row block: the sketch of a tensor does not depend on which
+    # other tensors were selected, nor on the order rollouts arrive in.
+    digest = hashlib.sha256(f"{seed}:{name}:{block}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def projection_blocks(name: str, numel: int, dim: int, seed: int):
+    """Yield ``(start, stop, R)`` with ``R [stop-start, dim]`` of i.i.d. N(0, 1/d) entries: the
+    rows of the sketch for flat positions ``start:stop`` of parameter ``name``."""
+    rows = max(1, PROJECTION_BLOCK_ELEMENTS // dim)
+    for block, start in enumerate(range(0, numel, rows)):
+        stop = min(numel, start + rows)
+        r = torch.randn(stop - start, dim, generator=_block_generator(seed, name, block))
+        yield start, stop, r.mul_(dim**-0.5)
+
+
+def project(grads: dict[str, torch.Tensor], dim: int, seed: int) -> torch.Tensor:
+    """``P g`` for a chunk of flattened per-rollout gradients ``{name: [c, numel]}`` -> ``[c, dim]``.
+
+    ``E⟨Pg, Pg'⟩ = ⟨g, g'⟩``. The P×d matrix is never held: each block is regenerated from
+    its seed, so memory is O(c·d + block·d).
+    """
+    first = next(iter(grads.values()))
+    out = torch.zeros(first.shape[0], dim, dtype=torch.float32)
+    for name, g in grads.items():
+        g = g.reshape(g.shape[0], -1)
+        for start, stop, r in projection_blocks(name, g.shape[1], dim, seed):
+            out.addmm_(g[:, start:stop].float(), r)
+    return out
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def finish(grads: dict[str, torch.Tensor], *, scales: dict | None, project_dim: int | None, seed: int) -> torch.Tensor:
+    """Precondition, then sketch or flatten, a chunk of per-rollout gradients ``{name: [c, ...]}``."""
+    if scales:
+        grads = {n: g * scales[n] for n, g in grads.items()}
+    if project_dim:
+        return project(grads, project_dim, seed)
+    return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], dim=1)
+
+
+def features_vmap(model, prompts, completions, pad_id: int, *, normalization: str = "seq-mean",
+                  max_length: int | None = None, temperature: float = 1.0, params: dict | None = None,
+                  chunk_size: int = 32, project_dim: int | None = None, seed: int = 0,
+                  scales: dict | None = None, project_budget_mb: float = 256, progress: bool = False) -> torch.Tensor:
+    """Features ``[N, D]`` (``D`` = selected parameter count, or ``project_dim``) by vmap.
+
+    Rollouts are taken in order of length so each chunk pads little; rows come back in input
+    order. At most ``chunk_size × P`` gradient entries are alive at once.
+    """
+    params = params if params is not None else select_params(model)
+    frozen = {n: p.detach() for n, p in params.items()}
+
+    def one(p, ids, mask):
+        return ell_batch(model, p, ids[None], mask[None], normalization=normalization,
+                         max_length=max_length, temperature=temperature)[0]
+
+    per_rollout = vmap(grad(one), in_dims=(None, 0, 0))
+    n = len(prompts)
+    order = sorted(range(n), key=lambda i: len(prompts[i]) + len(completions[i]))
+    # With a sketch, chunks are buffered up to ``project_budget_mb`` of gradients and projected
+    # together: every projection regenerates the P×d Gaussian blocks, so fewer, larger
+    # projections cost far less, and memory stays O(budget + N·d).
+    per_row_bytes = num_features(params) * next(iter(frozen.values())).element_size()
+    buffer_rows = max(chunk_size, int(project_budget_mb * 2**20 // per_row_bytes)) if project_dim else chunk_size
+    out = None
+    pending: list[tuple[list[int], dict]] = []
+
+    def flush():
+        nonlocal out
+        if not pending:
+            return
+        idx = [i for ids_, _ in pending for i in ids_]
+        grads = {name: torch.cat([g[name] for _, g in pending]) for name in frozen}
+        pending.clear()
+        chunk = finish(grads, scales=scales, project_dim=project_dim, seed=seed)
+        if out is None:
+            out = torch.empty(n, chunk.shape[1], dtype=chunk.dtype)
+        out[torch.tensor(idx)] = chunk
+
+    was_training = model.training
+    model.eval()  # no dropout: a feature is a property of θ, not of a noise draw
+    bar = tqdm(total=n, desc="features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False)
+    try:
+        for s in range(0, n, chunk_size):
+            idx = order[s : s + chunk_size]
+            ids, mask = rollout_rows([prompts[i] for i in idx], [completions[i] for i in idx], pad_id)
+            pending.append((idx, {k: v.detach() for k, v in per_rollout(frozen, ids, mask).items()}))
+            if sum(len(i) for i, _ in pending) + chunk_size > buffer_rows:
+                flush()
+            bar.update(len(idx))
+        flush()
+    finally:
+        bar.close()
+        model.train(was_training)
+    return out
+
+
+def features_loop(model, prompts, completions, pad_id: int, *, normalization: str = "seq-mean",
+                  max_length: int | None = None, temperature: float = 1.0, params: dict | None = None,
+                  project_dim: int | None = None, seed: int = 0, scales: dict | None = None) -> torch.Tensor:
+    """The reference: one unpadded forward and ``torch.autograd.grad`` per rollout."""
+    params = params if params is not None else select_params(model)
+    names, tensors = list(params), list(params.values())
+    rows = []
+    was_training = model.training
+    model.eval()
+    try:
+        for p, c in zip(prompts, completions):
+            ids, mask = rollout_rows([p], [c], pad_id)
+            logits = model(input_ids=ids).logits[:, :-1]
+            ell = normalize_logprob(token_logprobs(logits, ids[:, 1:], temperature), mask.to(logits.dtype),
+                                    normalization, max_length)[0]
+            grads = torch.autograd.grad(ell, tensors, allow_unused=True)
+            grads = {n: (g if g is not None else torch.zeros_like(t))[None] for n, g, t in zip(names, grads, tensors)}
+            rows.append(finish(grads, scales=scales, project_dim=project_dim, seed=seed))
+    finally:
+        model.train(was_training)
+    return torch.cat(rows)
+
+
+def flat(grads: dict[str, torch.Tensor] | Sequence[torch.Tensor]) -> torch.Tensor:
+    values = grads.values() if isinstance(grads, dict) else grads
+    return torch.cat([g.reshape(-1) for g in values])

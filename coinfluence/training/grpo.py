@@ -1,0 +1,273 @@
+"""GRPO with a verifiable 0/1 reward, on any Hugging Face causal LM.
+
+One step: take ``prompts_per_step`` queries (a seeded, resumable order), sample
+``num_generations`` rollouts each with the shared sampler, score them with the task's
+reward, compute group advantages (:func:`grpo_advantages`), and descend the clipped
+surrogate (:func:`grpo_loss`) ``num_iterations`` times. Knob and metric names follow TRL.
+With ``num_iterations = 1`` the old log-probs are the current ones detached, so the step is
+exactly on-policy: the update the influence analysis predicts.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from coinfluence.errors import UserError
+from coinfluence.models.format import decode_completion, encode_prompt
+from coinfluence.tasks.answer import extract_answer, reward as task_reward
+from coinfluence.training import checkpoint as ckpt_io
+from coinfluence.training.evaluate import greedy_accuracy, stop_token_ids
+from coinfluence.training.metrics import drop_metrics_after, log_metrics
+from coinfluence.training.objectives import (
+    LOSS_TYPES, SCALE_REWARDS, STD_CONVENTIONS, grpo_advantages, grpo_loss, rollout_batch, sequence_logprobs,
+)
+from coinfluence.training.rollout import sample
+
+STAGE = "grpo"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class GRPOConfig:
+    learning_rate: float = _opt(5e-4, "AdamW learning rate (constant after warmup).")
+    warmup_steps: int = _opt(5, "Linear warmup steps.")
+    max_steps: int = _opt(100, "GRPO steps.")
+    prompts_per_step: int = _opt(16, "Queries per step; each gets num_generations rollouts.")
+    num_generations: int = _opt(8, "Rollouts per query (G).")
+    micro_batch_size: int = _opt(64, "Rollouts per forward/backward pass (memory knob; does not change the step).")
+    num_iterations: int = _opt(1, "Optimisation passes over each batch of rollouts (1 = exactly on-policy).")
+    beta: float = _opt(0.0, "Weight of the k3 KL penalty to the initial model (0 keeps no reference model).")
+    epsilon: float = _opt(0.2, "Lower clipping range of the ratio.")
+    epsilon_high: float | None = _opt(None, "Upper clipping range (default: epsilon).")
+    loss_type: str = _opt("grpo", "grpo (per-sequence mean), dr_grpo (sum / max length) or dapo (token mean over the batch).")
+    scale_rewards: str = _opt("group", "Divide advantages by the std of the group, of the batch, or none.")
+    std: str = _opt("population", "Std convention: population (ddof 0, the theory's) or unbiased (ddof 1, TRL's).")
+    temperature: float = _opt(1.0, "Sampling temperature (log-probs are taken at the same temperature).")
+    top_p: float = _opt(1.0, "Nucleus sampling threshold.")
+    max_completion_length: int = _opt(256, "Most new tokens per rollout.")
+    max_grad_norm: float = _opt(1.0, "Clip the gradient norm (0 disables).")
+    format_reward: float = _opt(0.0, "Extra reward for a well-formed answer marker (0 disables).")
+    weight_decay: float = _opt(0.0, "AdamW weight decay.")
+    logging_steps: int = _opt(1, "Append a metrics row every this many steps.")
+    eval_steps: int = _opt(25, "Greedy val_id/val_ood accuracy every this many steps (0: only at the end).")
+    eval_size: int = _opt(128, "Rows of each validation split used for the periodic accuracy.")
+    save_steps: int = _opt(50, "Checkpoint RUN/grpo/step-XXXXXX every this many steps (0: only the final one).")
+    save_total_limit: int = _opt(0, "Keep only this many step checkpoints (0 keeps all, for influence through training).")
+    seed: int = _opt(0, "Seed of the query order and of every rollout.")
+
+
+def validate_config(cfg: GRPOConfig) -> None:
+    for name in ("learning_rate", "max_steps", "prompts_per_step", "micro_batch_size", "num_iterations", "max_completion_length", "logging_steps"):
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"grpo option {name} must be > 0, got {getattr(cfg, name)}")
+    if cfg.num_generations < 2:
+        raise UserError(f"grpo option num_generations must be >= 2 (advantages compare rollouts), got {cfg.num_generations}")
+    for name, allowed in (("loss_type", LOSS_TYPES), ("scale_rewards", SCALE_REWARDS), ("std", STD_CONVENTIONS)):
+        if getattr(cfg, name) not in allowed:
+            raise UserError(f"grpo option {name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    if cfg.temperature <= 0 or not 0 < cfg.top_p <= 1:
+        raise UserError("grpo needs temperature > 0 and 0 < top_p <= 1")
+    if cfg.beta < 0 or cfg.epsilon < 0 or cfg.warmup_steps < 0 or cfg.eval_steps < 0 or cfg.save_steps < 0:
+        raise UserError("grpo options beta, epsilon, warmup_steps, eval_steps and save_steps must be >= 0")
+
+
+def query_order(n_rows: int, seed: int, step: int, per_step: int) -> list[int]:
+    """Row indices for ``step``: epochs of seeded permutations, a pure function of the step."""
+    out = []
+    start = step * per_step
+    for pos in range(start, start + per_step):
+        epoch, k = divmod(pos, n_rows)
+        perm = list(range(n_rows))
+        random.Random(f"{seed}:grpo-order:{epoch}").shuffle(perm)
+        out.append(perm[k])
+    return out
+
+
+def score(completions: Sequence[str], answers: Sequence, format_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(correctness in {0,1}, total reward = correctness + format bonus)."""
+    correct = torch.tensor([task_reward(c, a) for c, a in zip(completions, answers)], dtype=torch.float64)
+    if not format_weight:
+        return correct, correct
+    formatted = torch.tensor([extract_answer(c) is not None for c in completions], dtype=torch.float64)
+    return correct, correct + format_weight * formatted
+
+
+def step_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / ckpt_io.TRAINER_STATE).exists()]
+    return sorted(found)
+
+
+def train_grpo(
+    cfg: GRPOConfig,
+    model,
+    tokenizer,
+    train_rows: Sequence[dict],
+    val_rows: dict[str, Sequence[dict]] | None,
+    out_dir: str | Path,
+    resume: bool = False,
+    *,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``model`` in place; write RUN/grpo/step-XXXXXX/, RUN/grpo/final/, RUN/metrics.jsonl."""
+    validate_config(cfg)
+    if not train_rows:
+        raise UserError("no RL training rows")
+    out_dir = Path(out_dir)
+    root = out_dir / "grpo"
+    found = step_checkpoints(root)
+    if found and not resume:
+        raise UserError(f"{root} already holds GRPO checkpoints; pass resume to continue or choose another output dir")
+    # The reference is the model as handed in (the SFT checkpoint), before any resumed weights.
+    ref_model = copy.deepcopy(model).eval() if cfg.beta else None
+    if ref_model is not None:
+        ref_model.requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    schedule = lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)) if cfg.warmup_steps else 1.0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    step = 0
+    if resume and found:
+        step, latest = found[-1]
+        state = ckpt_io.load_trainer_state(latest)
+        ckpt_io.load_weights_into(model, latest)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        drop_metrics_after(out_dir, STAGE, step)
+
+    prompts = [encode_prompt(tokenizer, r["prompt"]) for r in train_rows]
+    answers = [r["answer"] for r in train_rows]
+    stops = stop_token_ids(model, tokenizer)
+    G, P = cfg.num_generations, cfg.prompts_per_step
+    evals = {name: list(rows)[: cfg.eval_size] for name, rows in (val_rows or {}).items() if rows}
+
+    def save(path: Path, with_state: bool) -> None:
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "config": asdict(cfg)} if with_state else None
+        ckpt_io.save_model_dir(path, model, tokenizer, {"grpo_config.json": asdict(cfg)}, state)
+
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    while step < cfg.max_steps:
+        started = time.perf_counter()
+        rows = query_order(len(train_rows), cfg.seed, step, P)
+        batch_prompts = [prompts[i] for i in rows for _ in range(G)]
+        model.eval()
+        gen = torch.Generator().manual_seed(hash((cfg.seed, step)) % (2**63))
+        ro = sample(
+            model, batch_prompts, max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
+            top_p=cfg.top_p, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            stop_token_ids=stops, generator=gen,
+        )
+        completions = ro.completions()
+        texts = [decode_completion(tokenizer, c) for c in completions]
+        correct, rewards = score(texts, [answers[i] for i in rows for _ in range(G)], cfg.format_reward)
+        advantages = grpo_advantages(rewards, G, cfg.scale_rewards, cfg.std)
+        batch = rollout_batch(batch_prompts, completions, tokenizer.pad_token_id)
+        stats = _optimise(cfg, model, optimizer, batch, advantages, ref_model)
+        grad_norm = stats.pop("grad_norm")
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        step += 1
+        bar.update(1)
+
+        per_query = correct.view(P, G)
+        lengths = ro.lengths.double()
+        row = {
+            "reward": float(rewards.mean()),
+            "reward_std": float(rewards.view(P, G).std(dim=1, unbiased=False).mean()),
+            "frac_reward_zero_std": float((rewards.view(P, G).std(dim=1) == 0).double().mean()),
+            "accuracy": float(correct.mean()),
+            "alpha_hist": [int(v) for v in torch.bincount(per_query.sum(1).long(), minlength=G + 1)],
+            "completions/mean_length": float(lengths.mean()),
+            "completions/clipped_ratio": float((~ro.finished).double().mean()),
+            "learning_rate": lr,
+            "grad_norm": grad_norm,
+            **stats,
+        }
+        evaluate_now = evals and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == cfg.max_steps)
+        if evaluate_now:
+            for name, eval_rows in evals.items():
+                row[f"{name}_accuracy"] = greedy_accuracy(model, tokenizer, eval_rows, max_new_tokens=cfg.max_completion_length)
+        row["step_time"] = time.perf_counter() - started
+        if step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps:
+            log_metrics(out_dir, STAGE, step, **row)
+        bar.set_postfix(reward=f"{row['reward']:.2f}", len=f"{row['completions/mean_length']:.0f}")
+        if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
+            save(root / f"step-{step:06d}", with_state=True)
+            if cfg.save_total_limit:
+                for _, old in step_checkpoints(root)[: -cfg.save_total_limit]:
+                    ckpt_io.shutil.rmtree(old, ignore_errors=True)
+        if stop_after is not None and step >= stop_after and step < cfg.max_steps:
+            bar.close()
+            return {"step": step, "stopped": True}
+    bar.close()
+    model.eval()
+    save(root / "final", with_state=False)
+    return {"step": step, "stopped": False, "final_dir": str(root / "final")}
+
+
+def _optimise(cfg: GRPOConfig, model, optimizer, batch, advantages, ref_model) -> dict:
+    """``num_iterations`` passes of the clipped surrogate over the batch, in micro-batches
+    whose losses are weighted so that their sum is the loss of the whole batch."""
+    B = batch["input_ids"].shape[0]
+    mask = batch["completion_mask"]
+    total_tokens = float(mask.sum().clamp(min=1))
+    chunks = [slice(s, min(s + cfg.micro_batch_size, B)) for s in range(0, B, cfg.micro_batch_size)]
+    part = lambda sl: {k: v[sl] for k, v in batch.items()}
+    with torch.no_grad():
+        old = [sequence_logprobs(model, part(sl), cfg.temperature) for sl in chunks] if cfg.num_iterations > 1 else None
+        ref = [sequence_logprobs(ref_model, part(sl), cfg.temperature) for sl in chunks] if ref_model is not None else None
+    model.train()
+    sums = Counter()
+    for _ in range(cfg.num_iterations):
+        optimizer.zero_grad(set_to_none=True)
+        for k, sl in enumerate(chunks):
+            mb = part(sl)
+            logps, entropy = sequence_logprobs(model, mb, cfg.temperature, with_entropy=True)
+            m = mb["completion_mask"]
+            loss, st = grpo_loss(
+                logps, old[k] if old else logps.detach(), advantages[sl].to(logps.dtype), m,
+                loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
+                beta=cfg.beta, ref_logps=ref[k] if ref else None, max_completion_length=cfg.max_completion_length,
+            )
+            weight = float(m.sum()) / total_tokens if cfg.loss_type == "dapo" else (sl.stop - sl.start) / B
+            (loss * weight).backward()
+            tokens = float(m.sum())
+            sums["loss"] += float(loss.detach()) * weight
+            sums["entropy"] += float((entropy * m).sum())
+            sums["clip_ratio"] += st["clip_ratio"] * tokens
+            sums["kl"] += st.get("kl", 0.0) * tokens
+            sums["tokens"] += tokens
+        params = [p for p in model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm else float("inf"))
+        optimizer.step()
+    n = cfg.num_iterations
+    tokens = max(sums["tokens"], 1.0)
+    out = {
+        "loss": sums["loss"] / n,
+        "entropy": sums["entropy"] / tokens,
+        "clip_ratio": sums["clip_ratio"] / tokens,
+        "grad_norm": float(norm),
+    }
+    if cfg.beta:
+        out["kl"] = sums["kl"] / tokens
+    return out
+
+
+def config_help() -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in fields(GRPOConfig)}

@@ -1,0 +1,99 @@
+"""The GRPO trainer: outputs, exact micro-batching, and exact resume."""
+
+import json
+
+import pytest
+import torch
+from toy_data import toy_rows, toy_texts
+
+from coinfluence.errors import UserError
+from coinfluence.models.loading import load_model
+from coinfluence.models.tokenizer import build_tokenizer
+from coinfluence.training.grpo import GRPOConfig, train_grpo
+from coinfluence.training.sft import SFTConfig, train_sft
+
+ROWS = toy_rows(12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer(toy_texts(ROWS))
+
+
+@pytest.fixture(scope="module")
+def warm(tok, tmp_path_factory):
+    """State of a nano model SFT'd briefly, so that sampled groups mix right and wrong answers."""
+    model, _ = load_model("nano", tok, seed=0)
+    cfg_sft = SFTConfig(max_steps=60, learning_rate=1e-2, logging_steps=10, eval_steps=0, eval_size=0, save_steps=0)
+    train_sft(cfg_sft, model, tok, ROWS, [], tmp_path_factory.mktemp("sft"), progress=False)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def warm_model(tok, warm):
+    model, _ = load_model("nano", tok, seed=0)
+    model.load_state_dict(warm)
+    return model
+
+
+def cfg(**kw):
+    base = dict(max_steps=3, prompts_per_step=3, num_generations=4, max_completion_length=64, learning_rate=1e-3,
+                warmup_steps=0, eval_steps=0, eval_size=4, save_steps=1, seed=0)
+    return GRPOConfig(**{**base, **kw})
+
+
+def weights(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_grpo_writes_metrics_and_checkpoints(tok, warm, tmp_path):
+    model = warm_model(tok, warm)
+    before = weights(model).clone()
+    summary = train_grpo(cfg(beta=0.1), model, tok, ROWS, {"val_id": ROWS[:4]}, tmp_path, progress=False)
+    assert not summary["stopped"] and (tmp_path / "grpo" / "final" / "model.safetensors").exists()
+    for step in (1, 2, 3):
+        assert (tmp_path / "grpo" / f"step-{step:06d}" / "trainer_state.pt").exists()
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["stage"] == "grpo" for r in rows)
+    for key in ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio",
+                "kl", "clip_ratio", "entropy", "loss", "grad_norm", "learning_rate", "step_time", "alpha_hist"):
+        assert key in rows[-1], key
+    assert sum(rows[0]["alpha_hist"]) == 3 and len(rows[0]["alpha_hist"]) == 5
+    assert "val_id_accuracy" in rows[-1]
+    assert 0 < rows[-1]["completions/mean_length"] <= 64
+    assert any(r["frac_reward_zero_std"] < 1 for r in rows), "no group had a reward spread: the test would be vacuous"
+    assert not torch.equal(before, weights(model))
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+def test_micro_batching_does_not_change_the_step(tok, warm, tmp_path, loss_type):
+    start = weights(warm_model(tok, warm))
+    results = []
+    for micro in (36, 7):
+        model = warm_model(tok, warm)
+        train_grpo(cfg(max_steps=2, prompts_per_step=6, num_generations=6, micro_batch_size=micro, loss_type=loss_type, save_steps=0),
+                   model, tok, ROWS, None, tmp_path / f"m{micro}", progress=False)
+        results.append(weights(model))
+    # Updates are ~lr = 1e-3; summation order in float32, amplified by Adam, moves a few
+    # weights by ~1e-6.
+    assert (results[0] - start).abs().max() > 1e-4
+    torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-5)
+
+
+def test_resume_equals_an_uninterrupted_run(tok, warm, tmp_path):
+    straight = warm_model(tok, warm)
+    train_grpo(cfg(max_steps=4, save_steps=2), straight, tok, ROWS, None, tmp_path / "a", progress=False)
+    killed = warm_model(tok, warm)
+    assert train_grpo(cfg(max_steps=4, save_steps=2), killed, tok, ROWS, None, tmp_path / "b", stop_after=3, progress=False)["stopped"]
+    resumed = warm_model(tok, warm)
+    train_grpo(cfg(max_steps=4, save_steps=2), resumed, tok, ROWS, None, tmp_path / "b", resume=True, progress=False)
+    torch.testing.assert_close(weights(straight), weights(resumed), rtol=0, atol=1e-6)
+    steps = [json.loads(l)["step"] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("field, value", [("num_generations", 1), ("loss_type", "ppo"), ("scale_rewards", "max"), ("temperature", 0.0), ("std", "mad")])
+def test_bad_options_are_user_errors(tok, tmp_path, field, value):
+    model, _ = load_model("nano", tok, seed=0)
+    with pytest.raises(UserError):
+        train_grpo(cfg(**{field: value}), model, tok, ROWS, None, tmp_path, progress=False)
+    assert not (tmp_path / "metrics.jsonl").exists()

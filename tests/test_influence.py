@@ -1,0 +1,275 @@
+"""The influence engine against DESIGN §2, on a nano model with real sampled rollouts.
+
+The model is SFT'd for a few seconds on data where every prompt is seen with two answers
+(the right one and the right one + 1), so sampled groups really mix correct and incorrect
+rollouts (0 < α < 1) — a random model never answers and would make every check vacuous.
+"""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from coinfluence.errors import UserError
+from coinfluence.influence import features as feat
+from coinfluence.influence.analyze import AnalyzeOptions, run_analysis, sample_groups
+from coinfluence.influence.kernel import K_plus_minus, co_influence, co_influence_kernel
+from coinfluence.influence.step import advantages, delta_J, delta_J_aggregated, weight
+from coinfluence.influence.validate import pearson, spearman, validate_first_order
+from coinfluence.models.loading import load_model
+from coinfluence.models.tokenizer import build_tokenizer
+from coinfluence.training.checkpoint import save_model_dir
+from coinfluence.training.sft import SFTConfig, train_sft
+
+NAMES = ["Lion", "Bear", "Tiger", "Owl", "Fox", "Zoo", "Park", "Farm"]
+G = 4
+
+
+def ambiguous_rows(n: int) -> list[dict]:
+    return [{"id": f"q{i}", "prompt": f"Question: how many {NAMES[i % 8]} in {NAMES[(i * 3 + 1) % 8]}?", "answer": i % 2}
+            for i in range(n)]
+
+
+ROWS = ambiguous_rows(12)
+SFT_ROWS = [dict(r, completion=f"So it is {a}. <answer>{a}</answer>") for r in ROWS for a in (r["answer"], r["answer"] + 1)]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer([t for r in SFT_ROWS for t in (r["prompt"], r["completion"])])
+
+
+@pytest.fixture(scope="module")
+def warm(tok, tmp_path_factory):
+    model, _ = load_model("nano", tok, seed=0)
+    cfg = SFTConfig(max_steps=60, learning_rate=1e-2, logging_steps=10, eval_steps=0, eval_size=0, save_steps=0)
+    train_sft(cfg, model, tok, SFT_ROWS, [], tmp_path_factory.mktemp("sft"), progress=False)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def groups(warm, tok):
+    """Sampled train (4 queries) and target (4 queries) groups of G rollouts; some mixed."""
+    knobs = {"max_completion_length": 14, "temperature": 1.0}
+    tr = sample_groups(warm, tok, ROWS[:4], G, knobs, 0, "train", False)
+    tg = sample_groups(warm, tok, ROWS[4:8], G, knobs, 0, "targets", False)
+    alpha = tr["rewards"].view(-1, G).mean(1)
+    assert ((alpha > 0) & (alpha < 1)).sum() >= 2, f"too few informative groups: {alpha.tolist()}"
+    assert tg["rewards"].view(-1, G).std(1).gt(0).any(), "no target group has a reward spread"
+    return tr, tg
+
+
+@pytest.fixture(scope="module")
+def model64(warm):
+    import copy
+
+    return copy.deepcopy(warm).double().eval()
+
+
+def test_vmap_features_equal_the_loop(model64, tok, groups):
+    tr, _ = groups
+    prompts, comps = tr["prompts"][:6], tr["completions"][:6]
+    kw = dict(normalization="seq-mean", temperature=1.0)
+    v = feat.features_vmap(model64, prompts, comps, tok.pad_token_id, chunk_size=4, **kw)
+    loop = feat.features_loop(model64, prompts, comps, tok.pad_token_id, **kw)
+    assert v.shape == (6, feat.num_features(feat.select_params(model64)))
+    assert loop.norm(dim=1).min() > 0
+    assert ((v - loop).norm(dim=1) / loop.norm(dim=1)).max() <= 1e-5
+    # The same with a parameter selection and a sketch (chunking must not change the sketch).
+    params = feat.select_params(model64, r"layers\.1\.mlp")
+    pv = feat.features_vmap(model64, prompts, comps, tok.pad_token_id, chunk_size=5, params=params, project_dim=32, seed=3, **kw)
+    pl = feat.features_loop(model64, prompts, comps, tok.pad_token_id, params=params, project_dim=32, seed=3, **kw)
+    assert ((pv - pl).norm(dim=1) / pl.norm(dim=1)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("normalization, scale_rewards, std", [
+    ("seq-mean", "group", "population"), ("token-sum", "group", "unbiased"), ("constant", "none", "population"),
+])
+def test_aggregated_delta_J_equals_the_pairwise_kernel(model64, tok, groups, normalization, scale_rewards, std):
+    tr, tg = groups
+    kw = dict(normalization=normalization, max_length=14, temperature=1.0)
+    params = feat.select_params(model64)
+    F_tr = feat.features_vmap(model64, tr["prompts"], tr["completions"], tok.pad_token_id, chunk_size=8, **kw)
+    F_tg = feat.features_vmap(model64, tg["prompts"], tg["completions"], tok.pad_token_id, chunk_size=8, **kw)
+    Kp, Km = K_plus_minus(co_influence_kernel(F_tg, F_tr), tr["rewards"], G)
+    co = co_influence(Kp, Km, advantages(tg["rewards"], G, scale_rewards, std), G)
+    alpha = tr["rewards"].view(-1, G).mean(1)
+    pairwise = delta_J(weight(alpha, G, scale_rewards, std), co)
+    agg = delta_J_aggregated(model64, params, tr["prompts"], tr["completions"], tr["rewards"], tg["prompts"], tg["completions"],
+                             tg["rewards"], tok.pad_token_id, num_generations=G, scale_rewards=scale_rewards, std=std, **kw)
+    informative = (alpha > 0) & (alpha < 1)
+    assert pairwise[informative].abs().min() > 0
+    assert torch.all(agg["delta_J"][~informative] == 0) and torch.all(pairwise[~informative] == 0)
+    assert (agg["delta_J"] - pairwise).abs().max() <= 1e-6 * pairwise.abs().max()
+    torch.testing.assert_close(agg["co_influence"][informative], co[informative], rtol=1e-6, atol=0)
+    assert torch.isnan(co[~informative]).all()
+
+
+def test_kernel_of_a_set_with_itself_is_symmetric_psd(model64, tok, groups):
+    tr, _ = groups
+    F = feat.features_vmap(model64, tr["prompts"], tr["completions"], tok.pad_token_id, chunk_size=8)
+    K = co_influence_kernel(F, F)
+    assert torch.equal(K, K.T) or (K - K.T).abs().max() <= 1e-12 * K.abs().max()
+    eig = torch.linalg.eigvalsh(K)
+    assert eig.min() >= -1e-10 * eig.max()
+    assert torch.all(torch.diagonal(K) > 0)
+
+
+def test_projection_preserves_inner_products_within_the_JL_bound():
+    d, n = 2048, 10
+    gen = torch.Generator().manual_seed(0)
+    # Two "parameter tensors"; correlated vectors so that inner products are not all ~0.
+    base = torch.randn(1, 3000, generator=gen)
+    vecs = 0.7 * base + torch.randn(n, 3000, generator=gen)
+    grads = {"a.weight": vecs[:, :1000].reshape(n, 10, 100), "b.weight": vecs[:, 1000:]}
+    P = feat.project(grads, d, seed=5)
+    exact, sketched = vecs.double() @ vecs.double().T, P.double() @ P.double().T
+    norms = vecs.double().norm(dim=1)
+    # Var⟨Pg,Pg'⟩ = (⟨g,g'⟩² + ‖g‖²‖g'‖²)/d ≤ 2‖g‖²‖g'‖²/d, so c = 6 is > 4 standard deviations.
+    c = 6.0
+    err = (sketched - exact).abs() / (norms[:, None] * norms[None, :] / math.sqrt(d))
+    assert err.max() <= c
+    # ...and the error is of the size the theory says, not trivially small (a wrong scale fails).
+    assert 0.2 < err.pow(2).mean().sqrt() < 2.0
+    # Deterministic per seed, different across seeds, linear.
+    assert torch.equal(P, feat.project(grads, d, seed=5))
+    assert not torch.allclose(P, feat.project(grads, d, seed=6))
+    mixed = {k: 2.0 * v[:1] - 3.0 * v[1:2] for k, v in grads.items()}
+    torch.testing.assert_close(feat.project(mixed, d, seed=5)[0], 2.0 * P[0] - 3.0 * P[1], rtol=1e-4, atol=1e-4)
+
+
+def test_first_order_prediction_matches_a_real_step(model64, tok, groups):
+    tr, tg = groups
+    alpha = tr["rewards"].view(-1, G).mean(1)
+    queries = [q for q in range(len(alpha)) if 0 < alpha[q] < 1]
+    res = validate_first_order(model64, feat.select_params(model64), tr["prompts"], tr["completions"], tr["rewards"], queries,
+                               tg["prompts"], tg["completions"], tg["rewards"], tok.pad_token_id, num_generations=G,
+                               normalization="seq-mean", relative_step=1e-4)
+    assert res["queries"] == queries and res["n_pairs"] == len(queries) * len(tg["prompts"])
+    assert res["dlogp_observed"].abs().max() > 0
+    assert res["pearson_dlogp"] >= 0.99
+    assert res["spearman_dlogp"] >= 0.9
+    # ΔJ predicted vs observed agree to first order query by query.
+    for o, p in zip(res["dJ_observed"], res["dJ_predicted"]):
+        assert abs(o - p) <= 0.05 * max(abs(p), 1e-12) + 1e-9
+
+
+def test_correlation_helpers():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert pearson(x, 2 * x + 1) == pytest.approx(1.0)
+    assert spearman(x, x**3) == pytest.approx(1.0)
+    assert spearman(x, -x) == pytest.approx(-1.0)
+    assert math.isnan(pearson(x[:2], x[:2]))
+
+
+def test_adam_preconditioner_gives_the_adam_metric(warm, tok, groups, tmp_path):
+    import copy
+
+    model = copy.deepcopy(warm)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-8)
+    for _ in range(2):
+        opt.zero_grad()
+        model(input_ids=torch.tensor([[1, 5, 6, 7]])).logits.square().mean().backward()
+        opt.step()
+    ckpt = tmp_path / "ckpt"
+    save_model_dir(ckpt, model, tok, trainer_state={"optimizer": opt.state_dict()})
+    params = feat.select_params(model, r"layers\.0\.mlp\.down_proj")
+    scales = feat.adam_preconditioner(model, ckpt, params)
+    (name, p), = params.items()
+    st = opt.state[p]
+    v_hat = st["exp_avg_sq"] / (1 - 0.999 ** float(st["step"]))
+    torch.testing.assert_close(scales[name] ** -2, v_hat.sqrt() + 1e-8)
+    tr, _ = groups
+    F = feat.features_vmap(model, tr["prompts"][:3], tr["completions"][:3], tok.pad_token_id, params=params, scales=scales)
+    raw = feat.features_vmap(model, tr["prompts"][:3], tr["completions"][:3], tok.pad_token_id, params=params)
+    D = (v_hat.sqrt() + 1e-8).reciprocal().flatten()
+    torch.testing.assert_close(F @ F.T, (raw * D) @ raw.T, rtol=1e-4, atol=1e-8)
+    with pytest.raises(UserError, match="optimizer state"):
+        feat.adam_preconditioner(model, tmp_path, params)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def checkpoint(warm, tok, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    save_model_dir(root / "model", warm, tok)
+    for name, rows in (("train.jsonl", ROWS[:4]), ("targets.jsonl", ROWS[4:8])):
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def cli():
+    import typer
+    from typer.testing import CliRunner
+
+    from coinfluence_cli.analyze import analyze
+
+    app = typer.Typer()
+    app.command()(analyze)
+    return app, CliRunner()
+
+
+def test_cli_writes_the_documented_files(checkpoint):
+    app, runner = cli()
+    out = checkpoint / "out"
+    args = ["--ckpt", str(checkpoint / "model"), "--train", str(checkpoint / "train.jsonl"), "--targets",
+            str(checkpoint / "targets.jsonl"), "--queries", "4", "--targets-n", "4", "--num-generations", "4",
+            "--max-completion-length", "14", "--project-dim", "64", "--save-kernel", "--validate", "2", "--out", str(out), "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("options", "alpha_hist", "frac_informative", "mean_co_influence", "mean_delta_J", "validation", "timings"):
+        assert key in s, key
+    assert s["options"]["normalization"] == "seq-mean" and s["options"]["project_dim"] == 64 and s["options"]["params"] is None
+    assert 0 < s["frac_informative"] <= 1 and sum(s["alpha_hist"]["count"]) == 4
+    assert s["validation"]["pearson_dlogp"] > 0.9
+    q = pd.read_parquet(out / "queries.parquet")
+    assert list(q.columns) == ["query_id", "role", "alpha", "n_correct", "num_generations", "weight", "K_plus", "K_minus",
+                               "co_influence", "delta_J"]
+    assert sorted(q["role"].unique()) == ["target", "train"] and len(q) == 8
+    train = q[q["role"] == "train"]
+    inf = train["alpha"].between(0, 1, inclusive="neither")
+    assert train.loc[inf, "K_plus"].notna().all() and (train.loc[~inf, "delta_J"] == 0).all()
+    r = pd.read_parquet(out / "rollouts.parquet")
+    assert list(r.columns) == ["query_id", "rollout_id", "role", "prompt_ids", "completion_ids", "completion", "reward",
+                               "advantage", "logprob", "length"]
+    assert len(r) == 32
+    K = np.load(out / "kernel.npy")
+    assert K.shape == (16, 16)
+    assert (out / "figures" / "alpha_hist.png").stat().st_size > 0 and (out / "figures" / "delta_J_by_alpha.png").exists()
+    # Same seed, same numbers.
+    again = checkpoint / "again"
+    assert runner.invoke(app, args[:-3] + ["--out", str(again), "--quiet"]).exit_code == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(again / "queries.parquet"), q)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"ckpt": "missing-dir"}, "not found"),
+    ({"normalization": "median"}, "--normalization"),
+    ({"params": "no_such_param"}, "matches no parameter"),
+    ({"params": "("}, "regular expression"),
+    ({"precondition": "adam"}, "optimizer state"),
+    ({"scale_rewards": "batch"}, "--scale-rewards"),
+    ({"train": "missing.jsonl"}, "not found"),
+])
+def test_bad_input_is_a_user_error_and_writes_nothing(checkpoint, change, message):
+    out = checkpoint / f"bad-{len(message)}-{sorted(change)[0]}"
+    base = dict(ckpt=str(checkpoint / "model"), train=str(checkpoint / "train.jsonl"), targets=str(checkpoint / "targets.jsonl"),
+                queries=2, targets_n=1, num_generations=2, max_completion_length=4, out=str(out))
+    base.update({k: (str(checkpoint / v) if k in ("ckpt", "train") else v) for k, v in change.items()})
+    with pytest.raises(UserError, match=message):
+        run_analysis(AnalyzeOptions(**base), progress=False)
+    assert not out.exists()
+
+
+def test_empty_checkpoint_dir_is_a_user_error_via_the_cli(checkpoint, tmp_path):
+    app, runner = cli()
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["--ckpt", str(tmp_path / "empty"), "--train", str(checkpoint / "train.jsonl"),
+                                 "--targets", str(checkpoint / "targets.jsonl"), "--out", str(tmp_path / "o")])
+    assert isinstance(result.exception, UserError) and not (tmp_path / "o").exists()
