@@ -73,7 +73,7 @@ def bench_features(model, tok, prompts, comps, loop_n: int, chunk_size: int):
     pad = tok.pad_token_id
     params = feat.select_params(model)
     n = len(prompts)
-    t_vmap, F = timed(lambda: feat.features_vmap(model, prompts, comps, pad, chunk_size=chunk_size, params=params))
+    t_vmap, F = timed(lambda: feat.features_vmap(model, prompts, comps, pad, chunk_size=chunk_size, params=params), repeat=2)
     t_loop, _ = timed(lambda: feat.features_loop(model, prompts[:loop_n], comps[:loop_n], pad, params=params))
     t_loop_all = t_loop * n / loop_n
 
@@ -85,7 +85,7 @@ def bench_features(model, tok, prompts, comps, loop_n: int, chunk_size: int):
             logps, mask = token_logps_rows(model, [prompts[i] for i in idx], [comps[i] for i in idx], pad, 1.0)
             torch.autograd.grad(normalize_logprob(logps, mask).sum(), list(params.values()), allow_unused=True)
 
-    t_floor, _ = timed(floor)
+    t_floor, _ = timed(floor, repeat=2)
     return {"n_rollouts": n, "params": feat.num_features(params), "vmap_s": t_vmap, "loop_s_extrapolated": t_loop_all,
             "loop_measured_on": loop_n, "floor_s": t_floor, "vmap_speedup_over_loop": t_loop_all / t_vmap,
             "vmap_over_floor": t_vmap / t_floor}
@@ -97,19 +97,18 @@ def bench_delta_J(model, tok, prompts, comps, rewards, G: int, n_target_queries:
     from coinfluence.influence import features as feat
     from coinfluence.influence.step import delta_J_aggregated
     from coinfluence.training.grpo import GRPOConfig, _optimise
-    from coinfluence.training.objectives import grpo_advantages, rollout_batch
+    from coinfluence.training.objectives import grpo_advantages
 
     pad = tok.pad_token_id
     nt = n_target_queries * G
     tgt = (prompts[:nt], comps[:nt], rewards[:nt])
     params = feat.select_params(model)
-    t_agg, _ = timed(lambda: delta_J_aggregated(model, params, prompts, comps, rewards, *tgt, pad, num_generations=G))
-    cfg = GRPOConfig(num_generations=G, micro_batch_size=len(prompts))
+    t_agg, _ = timed(lambda: delta_J_aggregated(model, params, prompts, comps, rewards, *tgt, pad, num_generations=G), repeat=2)
+    cfg = GRPOConfig(num_generations=G)  # the trainer's default length-grouped micro-batches
     stepped = copy.deepcopy(model)
     opt = torch.optim.AdamW(stepped.parameters(), lr=1e-6)
-    batch = rollout_batch(prompts, comps, pad)
     adv = grpo_advantages(rewards, G).float()
-    t_step, _ = timed(lambda: _optimise(cfg, stepped, opt, batch, adv, None))
+    t_step, _ = timed(lambda: _optimise(cfg, stepped, opt, prompts, comps, adv, pad, None), repeat=2)
     return {"train_rollouts": len(prompts), "target_rollouts": nt, "aggregated_s": t_agg, "grpo_step_s": t_step,
             "aggregated_over_step": t_agg / t_step}
 

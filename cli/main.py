@@ -13,6 +13,7 @@ import typer
 from coinfluence.errors import UserError
 
 from . import data as _data
+from . import analyze as _analyze
 from . import train as _train
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app.command("data")(_data.data)
 app.command("score")(_data.score)
 app.command("train")(_train.train)
 app.command("eval")(_train.eval_cmd)
+app.command("analyze")(_analyze.analyze)
 
 
 def main() -> None:

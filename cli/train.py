@@ -15,14 +15,11 @@ BEHAVIOURS = ("none", "explore", "exploit", "both")
 
 
 def read_split(data_dir: Path, split: str) -> list[dict]:
-    from coinfluence.io import read_jsonl
+    from coinfluence.io import read_rows
 
-    if (data_dir / f"{split}.jsonl").exists():
-        return read_jsonl(data_dir / f"{split}.jsonl")
-    if (data_dir / f"{split}.parquet").exists():
-        import pandas as pd
-
-        return pd.read_parquet(data_dir / f"{split}.parquet").to_dict("records")
+    for ext in ("jsonl", "parquet"):
+        if (data_dir / f"{split}.{ext}").exists():
+            return read_rows(data_dir / f"{split}.{ext}", ("prompt", "answer"))
     raise UserError(f"{data_dir} has no {split}.jsonl")
 
 
@@ -80,7 +77,7 @@ def train(
     gradient_accumulation_steps: Optional[int] = typer.Option(None, help="SFT micro-batches per optimizer step [1]"),
     full_loss: bool = typer.Option(False, "--full-loss", help="SFT loss on prompt tokens too (default: completion only)"),
     grpo_steps: Optional[int] = typer.Option(None, help="GRPO steps [100]"),
-    grpo_learning_rate: Optional[float] = typer.Option(None, help="GRPO learning rate [5e-4]"),
+    grpo_learning_rate: Optional[float] = typer.Option(None, help="GRPO learning rate [1e-4]"),
     num_generations: Optional[int] = typer.Option(None, help="GRPO rollouts per query, G [8]"),
     prompts_per_step: Optional[int] = typer.Option(None, help="GRPO queries per step [16]"),
     beta: Optional[float] = typer.Option(None, help="GRPO k3 KL weight to the SFT model [0]"),

@@ -25,10 +25,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -74,6 +82,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 directories
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             if old.exists():
@@ -98,3 +107,27 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         return sorted(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_rows(path: str | os.PathLike, required: tuple[str, ...] = ("prompt",)) -> list[dict]:
+    """Rows of a JSONL or Parquet file, each with the ``required`` fields; UserError otherwise."""
+    from .errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such file: {path}")
+    try:
+        if path.suffix == ".parquet":
+            import pandas as pd
+
+            rows = pd.read_parquet(path).to_dict("records")
+        else:
+            rows = read_jsonl(path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    if not rows:
+        raise UserError(f"{path} holds no rows")
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict) or any(k not in r for k in required)), None)
+    if bad is not None:
+        raise UserError(f"{path}: row {bad + 1} lacks one of the fields {', '.join(required)}")
+    return rows

@@ -219,3 +219,18 @@ def test_no_eval_or_exec_in_the_library():
     for path in root.rglob("*.py"):
         code = path.read_text()
         assert not re.search(r"(?<![\w.])(eval|exec)\(", code), path
+
+
+def test_written_files_are_readable_like_plain_writes(tmp_path):
+    import os
+    import stat
+
+    from coinfluence.io import atomic_dir, write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    with atomic_dir(tmp_path / "d") as d:
+        (d / "f").write_text("y")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~umask

@@ -35,7 +35,8 @@ from coinfluence.influence import features as feat
 from coinfluence.influence.kernel import K_plus_minus, co_influence_kernel, mean_over_targets
 from coinfluence.influence.step import advantages, delta_J_aggregated
 from coinfluence.influence.validate import validate_first_order
-from coinfluence.io import atomic_dir, atomic_path, read_jsonl, write_json
+from coinfluence.io import atomic_dir, atomic_path, write_json
+from coinfluence.io import read_rows as io_read_rows
 from coinfluence.training.objectives import LOSS_NORMALIZATION, NORMALIZATIONS, STD_CONVENTIONS
 
 _STEP = re.compile(r"^step-(\d+)$")
@@ -50,8 +51,8 @@ class AnalyzeOptions:
     run: str | None = None
     train: str | None = None
     targets: str | None = None
-    queries: int = 16
-    targets_n: int = 8
+    queries: int = 64
+    targets_n: int = 32
     num_generations: int | None = None
     temperature: float | None = None
     max_completion_length: int | None = None
@@ -79,21 +80,7 @@ DEFAULTS = {"num_generations": 8, "temperature": 1.0, "max_completion_length": 2
 
 
 def read_rows(path: Path) -> list[dict]:
-    try:
-        if path.suffix == ".parquet":
-            import pandas as pd
-
-            rows = pd.read_parquet(path).to_dict("records")
-        else:
-            rows = read_jsonl(path)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
-    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict) or "prompt" not in r or "answer" not in r), None)
-    if bad is not None:
-        raise UserError(f"{path}: row {bad + 1} lacks a 'prompt' or an 'answer' field")
-    if not rows:
-        raise UserError(f"{path} holds no rows")
-    return rows
+    return io_read_rows(path, ("prompt", "answer"))
 
 
 def checkpoint_name(ckpt: Path, run: Path | None) -> str:

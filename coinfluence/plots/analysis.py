@@ -61,7 +61,7 @@ def alpha_histogram(analysis_dir, out_path=None) -> Path:
 def delta_J_by_alpha(analysis_dir, out_path=None) -> Path:
     df = _train_queries(analysis_dir)
     G = int(df["num_generations"].iloc[0]) if len(df) else 1
-    fig, ax = plt.subplots(figsize=(4.5, 3))
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
     ax.scatter(df["alpha"], df["delta_J"], s=10, alpha=0.5, color="#4c72b0", label="ΔJ(q)")
     means = df.groupby("alpha")["delta_J"].mean()
     ax.plot(means.index, means.values, "o-", color="#c44e52", label="mean per α")
@@ -73,6 +73,7 @@ def delta_J_by_alpha(analysis_dir, out_path=None) -> Path:
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xlabel("rollout accuracy α")
     ax.set_ylabel("ΔJ per unit step")
-    ax.set_xticks(np.arange(G + 1) / G if G <= 8 else np.linspace(0, 1, 5))
-    ax.legend(fontsize=7)
+    ticks = np.arange(G + 1) / G if G <= 8 else np.linspace(0, 1, 5)
+    ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, out_path or Path(analysis_dir) / "figures" / "delta_J_by_alpha.png")

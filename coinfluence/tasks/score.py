@@ -5,29 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from ..errors import UserError
-from ..io import read_jsonl
+from ..io import read_rows
 from .answer import reward
 from .igsm.check import check_steps
 
 
 def load_rows(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no such file: {path}")
-    try:
-        if path.suffix == ".parquet":
-            import pandas as pd
-
-            rows = pd.read_parquet(path).to_dict("records")
-        else:
-            rows = read_jsonl(path)
-    except (ValueError, OSError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
-    missing = [k for k in ("prompt", "completion", "answer") if rows and k not in rows[0]]
-    if missing:
-        raise UserError(f"{path}: rows need prompt, completion and answer; missing {', '.join(missing)}")
-    return rows
+    return read_rows(path, ("prompt", "completion", "answer"))
 
 
 def score_rows(rows: list[dict]) -> tuple[list[dict], dict]:

@@ -44,12 +44,12 @@ def _opt(default, help: str):
 
 @dataclass
 class GRPOConfig:
-    learning_rate: float = _opt(5e-4, "AdamW learning rate (constant after warmup).")
+    learning_rate: float = _opt(1e-4, "AdamW learning rate (constant after warmup); 5e-4 degraded the mini default.")
     warmup_steps: int = _opt(5, "Linear warmup steps.")
     max_steps: int = _opt(100, "GRPO steps.")
     prompts_per_step: int = _opt(16, "Queries per step; each gets num_generations rollouts.")
     num_generations: int = _opt(8, "Rollouts per query (G).")
-    micro_batch_size: int = _opt(64, "Rollouts per forward/backward pass (memory knob; does not change the step).")
+    micro_batch_size: int = _opt(32, "Rollouts per forward/backward pass, grouped by length (does not change the step).")
     num_iterations: int = _opt(1, "Optimisation passes over each batch of rollouts (1 = exactly on-policy).")
     beta: float = _opt(0.0, "Weight of the k3 KL penalty to the initial model (0 keeps no reference model).")
     epsilon: float = _opt(0.2, "Lower clipping range of the ratio.")
@@ -149,7 +149,8 @@ def train_grpo(
         ckpt_io.load_weights_into(model, latest)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        drop_metrics_after(out_dir, STAGE, step)
+    # Rows a killed run logged after its last checkpoint are redone now; keep them once.
+    drop_metrics_after(out_dir, STAGE, step)
 
     prompts = [encode_prompt(tokenizer, r["prompt"]) for r in train_rows]
     answers = [r["answer"] for r in train_rows]
@@ -177,8 +178,7 @@ def train_grpo(
         texts = [decode_completion(tokenizer, c) for c in completions]
         correct, rewards = score(texts, [answers[i] for i in rows for _ in range(G)], cfg.format_reward)
         advantages = grpo_advantages(rewards, G, cfg.scale_rewards, cfg.std)
-        batch = rollout_batch(batch_prompts, completions, tokenizer.pad_token_id)
-        stats = _optimise(cfg, model, optimizer, batch, advantages, ref_model)
+        stats = _optimise(cfg, model, optimizer, batch_prompts, completions, advantages, tokenizer.pad_token_id, ref_model)
         grad_norm = stats.pop("grad_norm")
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
@@ -221,31 +221,33 @@ def train_grpo(
     return {"step": step, "stopped": False, "final_dir": str(root / "final")}
 
 
-def _optimise(cfg: GRPOConfig, model, optimizer, batch, advantages, ref_model) -> dict:
-    """``num_iterations`` passes of the clipped surrogate over the batch, in micro-batches
-    whose losses are weighted so that their sum is the loss of the whole batch."""
-    B = batch["input_ids"].shape[0]
-    mask = batch["completion_mask"]
-    total_tokens = float(mask.sum().clamp(min=1))
-    chunks = [slice(s, min(s + cfg.micro_batch_size, B)) for s in range(0, B, cfg.micro_batch_size)]
-    part = lambda sl: {k: v[sl] for k, v in batch.items()}
+def _optimise(cfg: GRPOConfig, model, optimizer, prompts, completions, advantages, pad_id: int, ref_model) -> dict:
+    """``num_iterations`` passes of the clipped surrogate over the rollouts, in micro-batches
+    whose losses are weighted so that their sum is the loss of the whole batch. Rollouts are
+    sorted by length before they are split, so each micro-batch is padded only to its own
+    longest row (a few runaway rollouts would otherwise pad the whole batch)."""
+    B = len(prompts)
+    order = sorted(range(B), key=lambda i: len(prompts[i]) + len(completions[i]))
+    chunks = [order[s : s + cfg.micro_batch_size] for s in range(0, B, cfg.micro_batch_size)]
+    batches = [rollout_batch([prompts[i] for i in c], [completions[i] for i in c], pad_id) for c in chunks]
+    chunk_adv = [advantages[torch.tensor(c)] for c in chunks]
+    total_tokens = float(sum(b["completion_mask"].sum() for b in batches)) or 1.0
     with torch.no_grad():
-        old = [sequence_logprobs(model, part(sl), cfg.temperature) for sl in chunks] if cfg.num_iterations > 1 else None
-        ref = [sequence_logprobs(ref_model, part(sl), cfg.temperature) for sl in chunks] if ref_model is not None else None
+        old = [sequence_logprobs(model, b, cfg.temperature) for b in batches] if cfg.num_iterations > 1 else None
+        ref = [sequence_logprobs(ref_model, b, cfg.temperature) for b in batches] if ref_model is not None else None
     model.train()
     sums = Counter()
     for _ in range(cfg.num_iterations):
         optimizer.zero_grad(set_to_none=True)
-        for k, sl in enumerate(chunks):
-            mb = part(sl)
+        for k, mb in enumerate(batches):
             logps, entropy = sequence_logprobs(model, mb, cfg.temperature, with_entropy=True)
             m = mb["completion_mask"]
             loss, st = grpo_loss(
-                logps, old[k] if old else logps.detach(), advantages[sl].to(logps.dtype), m,
+                logps, old[k] if old else logps.detach(), chunk_adv[k].to(logps.dtype), m,
                 loss_type=cfg.loss_type, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high,
                 beta=cfg.beta, ref_logps=ref[k] if ref else None, max_completion_length=cfg.max_completion_length,
             )
-            weight = float(m.sum()) / total_tokens if cfg.loss_type == "dapo" else (sl.stop - sl.start) / B
+            weight = float(m.sum()) / total_tokens if cfg.loss_type == "dapo" else len(chunks[k]) / B
             (loss * weight).backward()
             tokens = float(m.sum())
             sums["loss"] += float(loss.detach()) * weight
