@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 # The main job on the embedded default: mini BRIDGE data, SFT of the tiny model, GRPO,
 # greedy test accuracy. --resume makes a second `make demo` continue or reuse runs/demo.
