@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import random
 import re
+import shutil
 import sys
 import time
 from collections import Counter
@@ -168,6 +169,8 @@ def train_grpo(
         rows = query_order(len(train_rows), cfg.seed, step, P)
         batch_prompts = [prompts[i] for i in rows for _ in range(G)]
         model.eval()
+        # Rollouts depend only on (seed, step), so a resumed run samples what it would have
+        # (hash of an int tuple is not salted, so this is the same on every run).
         gen = torch.Generator().manual_seed(hash((cfg.seed, step)) % (2**63))
         ro = sample(
             model, batch_prompts, max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
@@ -211,7 +214,7 @@ def train_grpo(
             save(root / f"step-{step:06d}", with_state=True)
             if cfg.save_total_limit:
                 for _, old in step_checkpoints(root)[: -cfg.save_total_limit]:
-                    ckpt_io.shutil.rmtree(old, ignore_errors=True)
+                    shutil.rmtree(old, ignore_errors=True)
         if stop_after is not None and step >= stop_after and step < cfg.max_steps:
             bar.close()
             return {"step": step, "stopped": True}

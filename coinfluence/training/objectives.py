@@ -173,11 +173,12 @@ def sequence_logprobs(model, batch: dict[str, torch.Tensor], temperature: float 
     """Per-token log-probs ``[B, L-1]`` of each next token (use with ``completion_mask``),
     and optionally the policy's per-token entropy (detached)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    logps = token_logprobs(logits, batch["input_ids"][:, 1:], temperature)
     if not with_entropy:
-        return logps
+        return token_logprobs(logits, batch["input_ids"][:, 1:], temperature)
+    # One log-softmax serves both the token log-probs and the (detached) entropy.
+    scaled = logits if temperature in (0.0, 1.0) else logits / temperature
+    logp_all = torch.log_softmax(scaled.float() if scaled.dtype in (torch.float16, torch.bfloat16) else scaled, dim=-1)
+    logps = logp_all.gather(-1, batch["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
     with torch.no_grad():
-        scaled = logits if temperature in (0.0, 1.0) else logits / temperature
-        logp_all = torch.log_softmax(scaled.float(), dim=-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logps, entropy
