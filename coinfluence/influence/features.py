@@ -30,7 +30,7 @@ from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 from coinfluence.errors import UserError
-from coinfluence.training.objectives import normalize_logprob, token_logprobs
+from coinfluence.training.objectives import normalize_logprob, rollout_batch, token_logprobs
 
 # Gaussian sketch blocks hold at most this many entries (rows × d), i.e. 16 MiB in float32.
 PROJECTION_BLOCK_ELEMENTS = 1 << 22
@@ -63,16 +63,10 @@ def num_features(params: dict[str, torch.Tensor]) -> int:
 
 
 def rollout_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int):
-    """Right-padded ``prompt + completion`` ids and the completion mask aligned with the
-    next-token log-probs (the layout of ``objectives.rollout_batch``)."""
-    lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
-    width = max(lengths)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width - 1))
-    for b, (p, c) in enumerate(zip(prompts, completions)):
-        ids[b, : lengths[b]] = torch.tensor(list(p) + list(c), dtype=torch.long)
-        mask[b, len(p) - 1 : lengths[b] - 1] = 1
-    return ids, mask
+    """Right-padded ids and the completion mask of ``objectives.rollout_batch`` (no attention
+    mask is needed: attention is causal, so trailing padding never reaches real tokens)."""
+    batch = rollout_batch(prompts, completions, pad_id)
+    return batch["input_ids"], batch["completion_mask"]
 
 
 def ell_batch(model, params: dict, ids: torch.Tensor, mask: torch.Tensor, *, normalization: str,

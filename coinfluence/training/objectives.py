@@ -162,7 +162,7 @@ def rollout_batch(prompts: list[list[int]], completions: list[list[int]], pad_id
     attention = torch.zeros((len(prompts), width), dtype=torch.long)
     completion_mask = torch.zeros((len(prompts), width - 1))
     for b, (p, c) in enumerate(zip(prompts, completions)):
-        ids[b, : lengths[b]] = torch.tensor(p + c, dtype=torch.long)
+        ids[b, : lengths[b]] = torch.tensor(list(p) + list(c), dtype=torch.long)
         attention[b, : lengths[b]] = 1
         completion_mask[b, len(p) - 1 : lengths[b] - 1] = 1
     return {"input_ids": ids, "attention_mask": attention, "completion_mask": completion_mask}
