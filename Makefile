@@ -7,8 +7,9 @@ STAMP   := $(VENV)/.installed
 # CPU build stored on the dev/CI machines; keep the pin below 2.15.
 TORCH   ?= torch==2.13.0
 PYTEST_ARGS ?=
+BENCH_VENV ?= .venv-bench
 
-.PHONY: setup test test-slow demo bench clean
+.PHONY: setup test test-slow demo bench figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,11 +31,30 @@ test-slow: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/coinfluence train --bridge --out runs/demo --resume
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_generate.py
-	$(BIN)/python benchmarks/bench_sft_tokens.py
-	$(BIN)/python benchmarks/bench_rollout.py
-	$(BIN)/python benchmarks/bench_influence.py
+# Benchmarks run in their own venv with the peers of the `bench` extra (TRL, dattri), so the
+# test venv never sees them. Kronfluence declares torchvision, which does not work beside the
+# CPU torch: it goes in with --no-deps (what it really imports is in the extra).
+$(BENCH_VENV)/.installed: pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q "$(TORCH)"
+	echo "$(TORCH)" > $(BENCH_VENV)/constraints.txt
+	$(BENCH_VENV)/bin/python -m pip install -q -c $(BENCH_VENV)/constraints.txt -e ".[dev,bench]"
+	$(BENCH_VENV)/bin/python -m pip install -q --no-deps "kronfluence==1.0.1"
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/bench_generate.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_sft_tokens.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_rollout.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_influence.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_peers.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_grpo_trl.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_scaling.py
+
+# The paper's diagnostics: run the missing (variant, seed) units, then redraw figures/*.png and Table 1.
+figures: $(STAMP)
+	$(BIN)/python figures/make_figures.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

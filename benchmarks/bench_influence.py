@@ -2,12 +2,14 @@
 
 Measures, in one run:
 
-1. per-rollout features: vmap vs the per-rollout autograd loop (aim ≥ 10×), and vs the
-   floor — one batched forward+backward of Σℓ over the same tokens (aim within 2×);
+1. per-rollout features: vmap and the layerwise engine (one batched backward + per-layer
+   outer products) vs the per-rollout autograd loop (aim ≥ 10×), and vs the floor — one
+   batched forward+backward of Σℓ over the same tokens (aim within 2×);
 2. the aggregated ΔJ path (targets + one backward per group) vs one GRPO step (the trainer's
    ``_optimise``) on the same rollouts (aim ≤ 1.5×);
-3. peak resident memory of features for 4,096 short rollouts sketched to d = 1,024 (a child
-   process, so the number is that computation's alone).
+3. peak resident memory of features for 4,096 rollouts sketched to about d = 1,024 (a child
+   process, so the number is that computation's alone): the dense Gaussian sketch on one
+   layer, and the per-layer Kronecker sketch on every weight matrix of the model.
 
 Rollouts are the task's reference completions (truncated to ``--completion-tokens``), so
 timings do not depend on what an untrained model happens to sample. Rewards are random 0/1,
@@ -67,6 +69,7 @@ def timed(fn, repeat: int = 1):
 
 def bench_features(model, tok, prompts, comps, loop_n: int, chunk_size: int):
     from coinfluence.influence import features as feat
+    from coinfluence.influence.layerwise import features_layerwise
     from coinfluence.influence.step import token_logps_rows
     from coinfluence.training.objectives import normalize_logprob
 
@@ -74,6 +77,8 @@ def bench_features(model, tok, prompts, comps, loop_n: int, chunk_size: int):
     params = feat.select_params(model)
     n = len(prompts)
     t_vmap, F = timed(lambda: feat.features_vmap(model, prompts, comps, pad, chunk_size=chunk_size, params=params), repeat=2)
+    t_layer, F_layer = timed(lambda: features_layerwise(model, prompts, comps, pad, chunk_size=chunk_size, params=params), repeat=2)
+    agreement = float(((F - F_layer).norm(dim=1) / F.norm(dim=1)).max())
     t_loop, _ = timed(lambda: feat.features_loop(model, prompts[:loop_n], comps[:loop_n], pad, params=params))
     t_loop_all = t_loop * n / loop_n
 
@@ -88,7 +93,8 @@ def bench_features(model, tok, prompts, comps, loop_n: int, chunk_size: int):
     t_floor, _ = timed(floor, repeat=2)
     return {"n_rollouts": n, "params": feat.num_features(params), "vmap_s": t_vmap, "loop_s_extrapolated": t_loop_all,
             "loop_measured_on": loop_n, "floor_s": t_floor, "vmap_speedup_over_loop": t_loop_all / t_vmap,
-            "vmap_over_floor": t_vmap / t_floor}
+            "vmap_over_floor": t_vmap / t_floor, "layerwise_s": t_layer, "layerwise_speedup_over_loop": t_loop_all / t_layer,
+            "layerwise_over_floor": t_layer / t_floor, "layerwise_vs_vmap_max_rel_err": agreement}
 
 
 def bench_delta_J(model, tok, prompts, comps, rewards, G: int, n_target_queries: int):
@@ -113,17 +119,21 @@ def bench_delta_J(model, tok, prompts, comps, rewards, G: int, n_target_queries:
             "aggregated_over_step": t_agg / t_step}
 
 
-def memory_child(n: int, dim: int, completion_tokens: int, chunk_size: int, params: str | None) -> None:
+def memory_child(n: int, dim: int, completion_tokens: int, chunk_size: int, params: str | None, kron_rank: int) -> None:
     from coinfluence.influence import features as feat
+    from coinfluence.influence.layerwise import features_layerwise
 
     model, tok, prompts, comps, _ = setup(max(1, n // 8), 8, completion_tokens)
     selected = feat.select_params(model, params)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    F = feat.features_vmap(model, prompts[:n], comps[:n], tok.pad_token_id, chunk_size=chunk_size, project_dim=dim, seed=0, params=selected)
+    if kron_rank:
+        F = features_layerwise(model, prompts[:n], comps[:n], tok.pad_token_id, chunk_size=chunk_size, kron_rank=kron_rank, seed=0, params=selected)
+    else:
+        F = feat.features_vmap(model, prompts[:n], comps[:n], tok.pad_token_id, chunk_size=chunk_size, project_dim=dim, seed=0, params=selected)
     elapsed = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"n_rollouts": len(F), "project_dim": dim, "params": feat.num_features(selected),
+    print(json.dumps({"n_rollouts": len(F), "project_dim": F.shape[1], "kron_rank": kron_rank, "params": feat.num_features(selected),
                       "peak_rss_mib": peak / 1024, "rss_before_mib": base / 1024, "seconds": elapsed,
                       "features_mib": F.numel() * F.element_size() / 2**20}))
 
@@ -140,11 +150,16 @@ def main() -> None:
     ap.add_argument("--memory-tokens", type=int, default=8)
     ap.add_argument("--memory-params", default=r"layers\.3\.mlp\.down_proj",
                     help="parameter regex for the memory run ('' = all; the sketch costs N·P·d flops)")
+    ap.add_argument("--memory-kron-rank", type=int, default=6,
+                    help="rank per side of the Kronecker sketch in the second memory run (every weight matrix; 29 matrices x 36 = 1,044 dims on tiny)")
+    ap.add_argument("--memory-kron-params", default=r"proj|embed", help="parameter regex of the Kronecker memory run")
+    ap.add_argument("--memory-kron-tokens", type=int, default=48, help="completion tokens per rollout in the Kronecker memory run")
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--memory-kron", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:
-        memory_child(args.memory_n, args.memory_dim, args.memory_tokens, args.chunk_size, args.memory_params or None)
+        memory_child(args.memory_n, args.memory_dim, args.memory_tokens, args.chunk_size, args.memory_params or None, args.memory_kron)
         return
 
     model, tok, prompts, comps, rewards = setup(args.queries, args.num_generations, args.completion_tokens)
@@ -156,19 +171,27 @@ def main() -> None:
         ("features: batched backward (floor)", f"{f['floor_s']:.2f} s", "one backward of Σℓ, same chunks"),
         ("vmap speed-up over loop", f"{f['vmap_speedup_over_loop']:.1f}x", "aim >= 10x"),
         ("vmap / floor", f"{f['vmap_over_floor']:.2f}x", "aim <= 2x"),
+        ("features: layerwise", f"{f['layerwise_s']:.2f} s", f"max rel. difference to vmap {f['layerwise_vs_vmap_max_rel_err']:.1e}"),
+        ("layerwise speed-up over loop", f"{f['layerwise_speedup_over_loop']:.1f}x", "aim >= 10x"),
+        ("layerwise / floor", f"{f['layerwise_over_floor']:.2f}x", "aim <= 2x"),
         ("ΔJ aggregated path", f"{d['aggregated_s']:.2f} s", f"{d['train_rollouts']} train + {d['target_rollouts']} target rollouts"),
         ("one GRPO step (same rollouts)", f"{d['grpo_step_s']:.2f} s", "forward+backward+AdamW"),
         ("aggregated / GRPO step", f"{d['aggregated_over_step']:.2f}x", "aim <= 1.5x"),
     ]
     if not args.skip_memory:
-        cmd = [sys.executable, __file__, "--memory-child", "--memory-n", str(args.memory_n), "--memory-dim", str(args.memory_dim),
-               "--memory-tokens", str(args.memory_tokens), "--chunk-size", str(max(args.chunk_size, 64)),
-               "--memory-params", args.memory_params]
-        m = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        rows += [
-            (f"peak RSS, {m['n_rollouts']} rollouts -> d={m['project_dim']}", f"{m['peak_rss_mib']:.0f} MiB",
-             f"{m['rss_before_mib']:.0f} MiB before; features {m['features_mib']:.0f} MiB; {m['seconds']:.0f} s; {m['params']:,} params ({args.memory_params or 'all'})"),
-        ]
+        def child(*extra):
+            cmd = [sys.executable, __file__, "--memory-child", "--memory-n", str(args.memory_n), "--memory-dim", str(args.memory_dim),
+                   "--chunk-size", str(max(args.chunk_size, 64)), *extra]
+            return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+        for m, label, regex in (
+            (child("--memory-tokens", str(args.memory_tokens), "--memory-params", args.memory_params), "Gaussian sketch", args.memory_params),
+            (child("--memory-tokens", str(args.memory_kron_tokens), "--memory-params", args.memory_kron_params,
+                   "--memory-kron", str(args.memory_kron_rank)), f"Kronecker sketch, rank {args.memory_kron_rank}", args.memory_kron_params),
+        ):
+            rows.append((f"peak RSS, {m['n_rollouts']} rollouts -> d={m['project_dim']} ({label})", f"{m['peak_rss_mib']:.0f} MiB",
+                         f"{m['rss_before_mib']:.0f} MiB before; features {m['features_mib']:.0f} MiB; {m['seconds']:.0f} s; "
+                         f"{m['params']:,} params ({regex or 'all'})"))
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>10}  {note}")

@@ -14,6 +14,7 @@ from coinfluence.errors import UserError
 
 from . import data as _data
 from . import analyze as _analyze
+from . import plot as _plot
 from . import train as _train
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.command("score")(_data.score)
 app.command("train")(_train.train)
 app.command("eval")(_train.eval_cmd)
 app.command("analyze")(_analyze.analyze)
+app.command("plot")(_plot.plot)
 
 
 def main() -> None:

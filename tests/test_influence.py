@@ -85,6 +85,60 @@ def test_vmap_features_equal_the_loop(model64, tok, groups):
     assert ((pv - pl).norm(dim=1) / pl.norm(dim=1)).max() <= 1e-5
 
 
+def test_layerwise_features_equal_the_loop(model64, tok, groups):
+    from coinfluence.influence.layerwise import features_layerwise
+
+    tr, _ = groups
+    prompts, comps = tr["prompts"][:6], tr["completions"][:6]
+    for kw in (dict(normalization="seq-mean"), dict(normalization="constant", max_length=14)):
+        lw = features_layerwise(model64, prompts, comps, tok.pad_token_id, chunk_size=4, **kw)
+        loop = feat.features_loop(model64, prompts, comps, tok.pad_token_id, **kw)
+        assert lw.shape == loop.shape and loop.norm(dim=1).min() > 0
+        assert ((lw - loop).norm(dim=1) / loop.norm(dim=1)).max() <= 1e-5
+    # A selection, a dense sketch and Adam scales go through the same finish() as vmap.
+    params = feat.select_params(model64, r"embed|layers\.0\.(self_attn|post_attention)")
+    scales = {n: torch.rand_like(p) + 0.5 for n, p in params.items()}
+    kw = dict(params=params, project_dim=32, seed=3, scales=scales)
+    lw = features_layerwise(model64, prompts, comps, tok.pad_token_id, chunk_size=5, **kw)
+    loop = feat.features_loop(model64, prompts, comps, tok.pad_token_id, **kw)
+    assert ((lw - loop).norm(dim=1) / loop.norm(dim=1)).max() <= 1e-5
+
+
+def test_kronecker_sketch_is_an_unbiased_layerwise_projection(model64, tok, groups):
+    """Averaged over seeds, ⟨P_oᵀ G P_i, P_oᵀ G' P_i⟩ is the exact ⟨G, G'⟩ (per layer, so for the sum)."""
+    from coinfluence.influence.layerwise import features_layerwise, kron_feature_dim
+
+    tr, _ = groups
+    prompts, comps = tr["prompts"][:4], tr["completions"][:4]
+    params = feat.select_params(model64, r"layers\.1\.mlp\.(gate|down)_proj|norm")
+    exact = feat.features_loop(model64, prompts, comps, tok.pad_token_id, params=params)
+    K = exact @ exact.T
+    sketches = [features_layerwise(model64, prompts, comps, tok.pad_token_id, params=params, kron_rank=8, seed=s)
+                for s in range(48)]
+    assert sketches[0].shape == (4, kron_feature_dim(params, 8))
+    assert not torch.equal(sketches[0], sketches[1])
+    assert torch.equal(sketches[0], features_layerwise(model64, prompts, comps, tok.pad_token_id, params=params, kron_rank=8, seed=0))
+    Ks = torch.stack([S @ S.T for S in sketches])
+    mean, sem = Ks.mean(0), Ks.std(0) / math.sqrt(len(sketches))
+    scale = torch.sqrt(torch.diagonal(K)[:, None] * torch.diagonal(K)[None, :])
+    assert ((mean - K).abs() <= 5 * sem + 1e-9 * scale).all()
+    # One seed is a real approximation, not noise: its error is well below the kernel's scale.
+    assert ((Ks[0] - K).abs() / scale).max() < 1.0
+
+
+def test_layerwise_rejects_modules_it_cannot_differentiate(model64, tok, groups):
+    from coinfluence.influence.layerwise import features_layerwise
+
+    tr, _ = groups
+    model = torch.nn.Module()
+    model.conv = torch.nn.Conv1d(2, 2, 1)
+    with pytest.raises(UserError, match="layerwise engine cannot"):
+        features_layerwise(model, tr["prompts"][:1], tr["completions"][:1], tok.pad_token_id,
+                           params=dict(model.named_parameters()))
+    with pytest.raises(UserError, match="Kronecker"):
+        features_layerwise(model64, tr["prompts"][:1], tr["completions"][:1], tok.pad_token_id, kron_rank=4, project_dim=8)
+
+
 @pytest.mark.parametrize("normalization, scale_rewards, std", [
     ("seq-mean", "group", "population"), ("token-sum", "group", "unbiased"), ("constant", "none", "population"),
 ])

@@ -1,0 +1,177 @@
+"""What RL adds: Table 1, the behaviour ablation (Fig. 4) and the injection-probability sweep.
+
+All read RUN/eval.json, written by ``training.evaluate.evaluate_checkpoint``:
+``{"checkpoints": {"sft": {"test_id": {"accuracy": ..., "num_rows": ...}, ...}, "grpo/final": {...}}}``
+— the greedy accuracy of the SFT model and of the RL-finetuned one (RFT) per test split. The
+RL gain is RFT − SFT accuracy of the same run; variants and seeds come from RUN/config.json
+(see ``runs.run_label``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from coinfluence.plots.runs import data_config, group_runs, rl_gain, run_seed
+from coinfluence.plots.style import new_figure, order_variants, save_figure, theme, variant_colors
+
+SPLITS = ("test_id", "test_ood")
+SPLIT_TITLES = {"test_id": "in-distribution (test_id)", "test_ood": "out-of-distribution (test_ood)",
+                "val_id": "in-distribution (val_id)", "val_ood": "out-of-distribution (val_ood)"}
+SPLIT_SHORT = {"test_id": "ID", "test_ood": "OOD", "val_id": "val ID", "val_ood": "val OOD"}
+# The behaviour ablation: the four settings with default probabilities and no augmentation.
+ABLATION = (("vanilla", "none"), ("explore only", "explore"), ("exploit only", "exploit"), ("BRIDGE", "both"))
+# Which behaviour settings a probability acts on.
+SWEEP_BEHAVIOURS = {"p_explore": ("explore", "both"), "p_exploit": ("exploit", "both")}
+SWEEP_AXIS = {"p_explore": "exploration probability p_explore", "p_exploit": "restating-probability scale p_exploit"}
+
+
+def rl_gains(run_dirs, splits=SPLITS) -> pd.DataFrame:
+    """One row per (run, split): variant, seed, run, split, sft, rft, gain (accuracies as
+    fractions). Runs without both an SFT and a grpo/final evaluation are left out."""
+    rows = []
+    for label, runs in group_runs(run_dirs).items():
+        for run in runs:
+            for split, acc in rl_gain(run).items():
+                if split in splits:
+                    rows.append({"variant": label, "seed": run_seed(run), "run": str(run), "split": split, **acc})
+    return pd.DataFrame(rows, columns=["variant", "seed", "run", "split", "sft", "rft", "gain"])
+
+
+def _fmt(mean: float, sd: float, n: int) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    return f"{100 * mean:.1f} ± {100 * sd:.1f}" if n > 1 and np.isfinite(sd) else f"{100 * mean:.1f}"
+
+
+def table1(run_dirs, out_path=None, splits=SPLITS) -> pd.DataFrame:
+    """Table 1: per variant, mean (and s.d. over seeds) greedy accuracy of SFT and RFT on each
+    split and the RL gain. Columns ``variant, seeds, {sft,rft,gain}_{split}_{mean,sd}``
+    (fractions). With ``out_path``, writes it as ``.csv`` and as a ``.md`` table in percent."""
+    gains = rl_gains(run_dirs, splits)
+    rows = []
+    for label in order_variants(gains["variant"]):
+        g = gains[gains["variant"] == label]
+        row = {"variant": label, "seeds": int(g["run"].nunique())}
+        for split in splits:
+            s = g[g["split"] == split]
+            for what in ("sft", "rft", "gain"):
+                row[f"{what}_{split}_mean"] = s[what].mean() if len(s) else np.nan
+                row[f"{what}_{split}_sd"] = s[what].std(ddof=1) if len(s) > 1 else np.nan
+        rows.append(row)
+    cols = ["variant", "seeds"] + [f"{w}_{s}_{m}" for s in splits for w in ("sft", "rft", "gain") for m in ("mean", "sd")]
+    table = pd.DataFrame(rows, columns=cols)
+    if out_path is not None:
+        from coinfluence.io import atomic_path, write_text
+
+        base = Path(out_path)
+        with atomic_path(base.with_suffix(".csv")) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.4f")
+        write_text(base.with_suffix(".md"), table1_markdown(table, splits))
+    return table
+
+
+def table1_markdown(table: pd.DataFrame, splits=SPLITS) -> str:
+    """Table 1 as Markdown: accuracy in percent, ``mean ± s.d.`` over seeds where there are several."""
+    head = ["variant", "seeds"] + [f"{SPLIT_SHORT.get(s, s)} {w}" for s in splits for w in ("SFT", "RFT", "gain")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (3 * len(splits))]
+    for _, r in table.iterrows():
+        cells = [str(r["variant"]), str(r["seeds"])]
+        for s in splits:
+            for w in ("sft", "rft", "gain"):
+                text = _fmt(r[f"{w}_{s}_mean"], r[f"{w}_{s}_sd"], r["seeds"])
+                cells.append(("+" if w == "gain" and np.isfinite(r[f"{w}_{s}_mean"]) and r[f"{w}_{s}_mean"] > 0 else "") + text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nGreedy accuracy (%) on the test splits; RFT = after GRPO (grpo/final); gain = RFT − SFT in points; ± is 1 s.d. over seeds.\n"
+
+
+def _gain_bars(ax, gains: pd.DataFrame, labels: list[str], colors: dict, split: str) -> None:
+    for x, label in enumerate(labels):
+        g = 100 * gains.loc[(gains["variant"] == label) & (gains["split"] == split), "gain"]
+        sd = g.std(ddof=1) if len(g) > 1 else None
+        ax.bar(x, g.mean() if len(g) else np.nan, yerr=sd, width=0.6, capsize=3, color=colors[label])
+        if len(g) > 1:
+            ax.plot([x] * len(g), g, "o", ms=3, color="black", alpha=0.7)
+    ax.axhline(0, color="black", lw=0.5)
+
+
+def rl_gain_ablation(run_dirs, out_path=None, splits=SPLITS) -> Figure:
+    """Fig. 4: RL gain (points of greedy accuracy) of the behaviour settings none / explore /
+    exploit / both (default probabilities, no augmentation), one panel per split: bar = mean over
+    seeds, error bar ±1 s.d., dots = seeds. Settings without runs are left out."""
+    gains = rl_gains(run_dirs, splits)
+    present = [(label, b) for label, b in ABLATION if (gains["variant"] == label).any()]
+    labels = [label for label, _ in present]
+    colors = variant_colors(labels)
+    with theme():
+        fig, axes = new_figure(len(splits), panel=(3.4, 2.9), sharey=True)
+        for ax, split in zip(axes[0], splits):
+            _gain_bars(ax, gains, labels, colors, split)
+            ax.set_xticks(range(len(present)), [b if b not in ("none", "both") else f"{b}\n({label})" for label, b in present])
+            ax.set_xlabel("injected behaviours")
+            ax.set_title(SPLIT_TITLES.get(split, split))
+        axes[0, 0].set_ylabel("RL gain (RFT − SFT, points)")
+        if out_path is not None:
+            save_figure(fig, out_path)
+    return fig
+
+
+def default_probability(param: str) -> float:
+    """The injection probability a run used when its data config left ``param`` unset."""
+    from coinfluence.tasks.bridge import BehaviourConfig
+
+    return float(BehaviourConfig.__dataclass_fields__[param].default)
+
+
+def sweep_points(run_dirs, param: str = "p_explore", splits=SPLITS) -> pd.DataFrame:
+    """RL gains of the runs whose behaviours use ``param`` (p_explore: explore/both; p_exploit:
+    exploit/both), without augmentation and with the other probability at its default, with the
+    probability each trained on (the recorded value, else the default) in column ``p`` and the
+    behaviour setting in ``behaviours``."""
+    if param not in SWEEP_BEHAVIOURS:
+        raise ValueError(f"param must be one of {', '.join(SWEEP_BEHAVIOURS)}, got {param!r}")
+    other = next(k for k in SWEEP_BEHAVIOURS if k != param)
+    gains = rl_gains(run_dirs, splits)
+    rows = []
+    for run, g in gains.groupby("run", sort=False):
+        cfg = data_config(run)
+        augmented = (cfg.get("question_aug") or 1) > 1 or (cfg.get("answer_aug") or 1) > 1
+        if cfg.get("behaviours") not in SWEEP_BEHAVIOURS[param] or augmented or cfg.get(other) is not None:
+            continue
+        p = cfg.get(param)
+        rows.append(g.assign(p=float(p) if p is not None else default_probability(param), behaviours=cfg["behaviours"]))
+    if not rows:
+        return pd.DataFrame(columns=[*gains.columns, "p", "behaviours"])
+    return pd.concat(rows, ignore_index=True)
+
+
+def rl_gain_sweep(run_dirs, param: str = "p_explore", out_path=None, splits=SPLITS) -> Figure:
+    """RL gain against the injection probability ``param`` (p_explore or p_exploit), one line per
+    behaviour setting it acts on, one panel per split: mean over seeds, error bar ±1 s.d."""
+    points = sweep_points(run_dirs, param, splits)
+    names = {"explore": "explore only", "exploit": "exploit only", "both": "BRIDGE"}
+    colors = variant_colors(names.values())
+    with theme():
+        fig, axes = new_figure(len(splits), panel=(3.4, 2.9), sharey=True)
+        for ax, split in zip(axes[0], splits):
+            for behaviours in SWEEP_BEHAVIOURS[param]:
+                s = points[(points["behaviours"] == behaviours) & (points["split"] == split)]
+                if not len(s):
+                    continue
+                stats = s.groupby("p")["gain"].agg(["mean", "std", "count"])
+                sd = 100 * stats["std"].where(stats["count"] > 1).to_numpy(dtype=float)
+                ax.errorbar(stats.index.to_numpy(dtype=float), 100 * stats["mean"].to_numpy(dtype=float), yerr=sd, fmt="o-", ms=4, capsize=3,
+                            color=colors[names[behaviours]], label=names[behaviours])
+            ax.axhline(0, color="black", lw=0.5)
+            ax.set_xlabel(SWEEP_AXIS[param])
+            ax.set_title(SPLIT_TITLES.get(split, split))
+        axes[0, 0].set_ylabel("RL gain (RFT − SFT, points)")
+        handles = [h for a in axes[0] for h in a.get_legend_handles_labels()[0]]
+        if handles:
+            axes[0, -1].legend(loc="best")
+        if out_path is not None:
+            save_figure(fig, out_path)
+    return fig

@@ -1,0 +1,80 @@
+"""Training curves of GRPO runs (the paper's Fig. 1, left).
+
+Reads RUN/metrics.jsonl rows with ``"stage": "grpo"``: ``reward`` (mean 0/1 reward of the step's
+rollouts, logged every step) and the greedy ``val_id_accuracy`` / ``val_ood_accuracy`` (logged
+every ``eval_steps``). Runs of one variant (same label, see ``runs.run_label``) are drawn as
+their mean over seeds with a ±1 s.d. band.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from coinfluence.plots.runs import group_runs, read_metrics
+from coinfluence.plots.style import new_figure, save_figure, theme, variant_colors
+
+CURVES = (
+    ("reward", "GRPO reward (training batch)", "mean reward of the step's rollouts"),
+    ("val_id_accuracy", "in-distribution (val_id)", "greedy accuracy"),
+    ("val_ood_accuracy", "out-of-distribution (val_ood)", "greedy accuracy"),
+)
+
+
+def seed_mean(series: Sequence[pd.Series]) -> pd.DataFrame:
+    """Mean, s.d. (ddof 1) and count over runs of a metric indexed by step; s.d. is NaN where
+    fewer than two runs logged the step."""
+    table = pd.concat(list(series), axis=1)
+    return pd.DataFrame({"mean": table.mean(axis=1), "std": table.std(axis=1, ddof=1), "n": table.count(axis=1)})
+
+
+def metric_by_step(run_dir, column: str, window: int = 1) -> pd.Series:
+    """One run's GRPO ``column`` indexed by step (rows that did not log it dropped), with a
+    trailing rolling mean over ``window`` logged points."""
+    df = read_metrics(run_dir, "grpo")
+    if column not in df:
+        return pd.Series(dtype=float, name=column)
+    s = df.dropna(subset=[column]).set_index("step")[column].astype(float)
+    return s.rolling(window, min_periods=1).mean() if window > 1 else s
+
+
+def reward_curves(run_dirs, out_path=None, window: int = 1, columns=CURVES) -> Figure:
+    """GRPO reward and greedy val_id / val_ood accuracy against the RL step, one line per variant
+    (mean over seeds, band ±1 s.d. where ≥2 seeds). ``window`` smooths the (noisy, per-step)
+    reward with a trailing mean; the accuracies are drawn as logged."""
+    groups = group_runs(run_dirs)
+    colors = variant_colors(groups)
+    with theme():
+        fig, axes = new_figure(len(columns), panel=(3.6, 2.9))
+        for ax, (column, title, ylabel) in zip(axes[0], columns):
+            for label, runs in groups.items():
+                w = window if column == "reward" else 1
+                stats = seed_mean([metric_by_step(r, column, w) for r in runs])
+                stats = stats[stats["n"] > 0]
+                if not len(stats):
+                    continue
+                n = len(runs)
+                ax.plot(stats.index, stats["mean"], color=colors[label], marker="o" if len(stats) < 12 else None,
+                        ms=3, lw=1.5, label=f"{label} ({n} seed{'s' * (n > 1)})")
+                band = stats.dropna(subset=["std"])
+                if len(band):
+                    ax.fill_between(band.index, band["mean"] - band["std"], band["mean"] + band["std"],
+                                    color=colors[label], alpha=0.2, lw=0)
+            ax.set_title(title + (f", {window}-step mean" if column == "reward" and window > 1 else ""))
+            ax.set_xlabel("GRPO step")
+            ax.set_ylabel(ylabel)
+            if column != "reward":
+                ax.set_ylim(-0.02, 1.02)
+        entries = {}  # one legend for all panels: a variant may lack a metric in some of them
+        for ax in axes[0]:
+            for handle, name in zip(*ax.get_legend_handles_labels()):
+                entries.setdefault(name, handle)
+        if entries:
+            axes[0, -1].legend(list(entries.values()), list(entries), loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                               title="mean ±1 s.d.")
+        if out_path is not None:
+            save_figure(fig, out_path)
+    return fig
+

@@ -1,0 +1,337 @@
+"""Plotting functions, `coinfluence plot` and the figure scripts' helpers, on saved fixtures.
+
+The fixtures under tests/fixtures/plots/ are the small result files of four tiny real runs
+(tests/fixtures/make_plot_fixtures.py): vanilla seeds 0 and 1, BRIDGE seed 0, and BRIDGE with
+p_exploit 2.5 seed 0. Expected values are recomputed here from those files, never typed in.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.container import BarContainer, ErrorbarContainer  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from coinfluence.errors import UserError  # noqa: E402
+from coinfluence.plots import analysis, gains, report, runs, training  # noqa: E402
+from coinfluence.plots.style import variant_colors  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures" / "plots"
+VANILLA = [FIXTURES / "vanilla-s0", FIXTURES / "vanilla-s1"]
+BRIDGE = FIXTURES / "bridge-s0"
+BRIDGE_PX = FIXTURES / "bridge-px2.5-s0"
+ALL = VANILLA + [BRIDGE, BRIDGE_PX]
+PX_LABEL = "BRIDGE (p_exploit=2.5)"
+
+
+def grpo_rows(run: Path) -> list[dict]:
+    return [r for line in (run / "metrics.jsonl").read_text().splitlines() if (r := json.loads(line))["stage"] == "grpo"]
+
+
+def eval_acc(run: Path, ckpt: str, split: str) -> float:
+    return json.loads((run / "eval.json").read_text())["checkpoints"][ckpt][split]["accuracy"]
+
+
+def train_queries(run: Path, ckpt: str = "sft") -> pd.DataFrame:
+    q = pd.read_parquet(run / "analysis" / ckpt / "queries.parquet")
+    return q[q["role"] == "train"]
+
+
+def data_lines(ax) -> list:
+    """Lines that carry data (reference lines such as axhline(0) have no label)."""
+    return [line for line in ax.lines if not line.get_label().startswith("_")]
+
+
+def legend_texts(ax) -> list[str]:
+    legend = ax.get_legend()
+    return [t.get_text() for t in legend.get_texts()] if legend else []
+
+
+def test_fixtures_are_small_and_complete():
+    files = [p for p in FIXTURES.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 1_000_000
+    for run in ALL:
+        for name in ("config.json", "metrics.jsonl", "eval.json", "analysis/timeseries.csv", "analysis/sft/queries.parquet"):
+            assert (run / name).is_file(), run / name
+    assert not any(p.suffix in (".safetensors", ".pt", ".bin") for p in files)
+
+
+# ----------------------------------------------------------------------------- reading and labels
+
+
+def test_run_labels_and_seeds_come_from_the_run_files():
+    assert [runs.run_label(r) for r in ALL] == ["vanilla", "vanilla", "BRIDGE", PX_LABEL]
+    assert [runs.run_seed(r) for r in ALL] == [0, 1, 0, 0]
+    assert list(runs.group_runs([BRIDGE, *VANILLA])) == ["vanilla", "BRIDGE"]  # known variants in a fixed order
+    assert runs.analysis_label(BRIDGE / "analysis" / "sft") == "BRIDGE"
+
+
+@pytest.mark.parametrize("cfg, label", [
+    ({"behaviours": "none"}, "vanilla"),
+    ({"behaviours": "both"}, "BRIDGE"),
+    ({"behaviours": "explore"}, "explore only"),
+    ({"behaviours": "exploit", "p_exploit": 0.5}, "exploit only (p_exploit=0.5)"),
+    ({"behaviours": "none", "question_aug": 4, "answer_aug": 1}, "question aug."),
+    ({"behaviours": "none", "question_aug": 1, "answer_aug": 4}, "answer aug."),
+    ({}, "unknown"),
+])
+def test_variant_label(cfg, label):
+    assert runs.variant_label(cfg) == label
+
+
+def test_variant_label_reads_train_data_config_when_recorded(tmp_path):
+    # `train --behaviours X` records the data options in config.json itself (no data dir copied).
+    (tmp_path / "config.json").write_text(json.dumps({"train": {"seed": 3, "data_config": {"behaviours": "explore", "seed": 3}}}))
+    assert runs.run_label(tmp_path) == "explore only" and runs.run_seed(tmp_path) == 3
+
+
+def test_a_checkpoint_dir_is_not_a_run_dir(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    assert not runs.is_run_dir(tmp_path) and runs.is_run_dir(BRIDGE)
+
+
+def test_rl_gain_is_rft_minus_sft_from_eval_json():
+    g = runs.rl_gain(BRIDGE)
+    assert set(g) == {"test_id", "test_ood"}
+    for split in g:
+        assert g[split]["sft"] == eval_acc(BRIDGE, "sft", split)
+        assert g[split]["rft"] == eval_acc(BRIDGE, "grpo/final", split)
+        assert g[split]["gain"] == pytest.approx(g[split]["rft"] - g[split]["sft"])
+
+
+# ----------------------------------------------------------------------------- training curves
+
+
+def test_reward_curves_mean_and_band_over_seeds(tmp_path):
+    fig = training.reward_curves(ALL, tmp_path / "curves")
+    assert isinstance(fig, Figure)
+    axes = fig.axes
+    assert [ax.get_xlabel() for ax in axes] == ["GRPO step"] * 3
+    assert [ax.get_ylabel() for ax in axes] == ["mean reward of the step's rollouts", "greedy accuracy", "greedy accuracy"]
+    for ax in axes:
+        assert len(ax.lines) == 3  # vanilla, BRIDGE, BRIDGE p_exploit 2.5
+        assert len(ax.collections) == 1  # one ±s.d. band: only vanilla has two seeds
+    assert legend_texts(axes[-1]) == ["vanilla (2 seeds)", "BRIDGE (1 seed)", f"{PX_LABEL} (1 seed)"]
+    reward = axes[0].lines[0]
+    per_seed = [{r["step"]: r["reward"] for r in grpo_rows(run)} for run in VANILLA]
+    steps = sorted(per_seed[0])
+    assert list(reward.get_xdata()) == steps
+    np.testing.assert_allclose(reward.get_ydata(), [np.mean([s[k] for s in per_seed]) for k in steps])
+    val_steps = [r["step"] for r in grpo_rows(BRIDGE) if "val_id_accuracy" in r]
+    assert list(axes[1].lines[1].get_xdata()) == val_steps and len(val_steps) >= 2
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "curves.pdf").read_bytes()[:4] == b"%PDF"
+
+
+def test_reward_window_smooths_the_reward_only():
+    fig = training.reward_curves([BRIDGE], window=2)
+    rewards = [r["reward"] for r in grpo_rows(BRIDGE)]
+    expected = pd.Series(rewards).rolling(2, min_periods=1).mean()
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), expected)
+    assert "2-step mean" in fig.axes[0].get_title()
+
+
+# ----------------------------------------------------------------------------- analyses
+
+
+def test_single_analysis_figures_keep_working(tmp_path):
+    sft = BRIDGE / "analysis" / "sft"
+    q = train_queries(BRIDGE)
+    G = int(q["num_generations"].iloc[0])
+    fig = analysis.alpha_histogram(sft, tmp_path / "hist.png")
+    heights = [b.get_height() for b in fig.axes[0].containers[0]]
+    assert heights == list(np.bincount(q["n_correct"], minlength=G + 1))
+    assert (tmp_path / "hist.png").exists() and (tmp_path / "hist.pdf").exists()
+    fig = analysis.delta_J_by_alpha(sft, tmp_path / "dj.png")
+    assert fig.axes[0].get_ylabel() == "ΔJ per unit step" and len(fig.axes[0].collections[0].get_offsets()) == len(q)
+
+
+def test_alpha_histograms_side_by_side():
+    dirs = [r / "analysis" / "sft" for r in VANILLA + [BRIDGE]]
+    fig = analysis.alpha_histograms(dirs)
+    assert len(fig.axes) == 2
+    left, right = fig.axes
+    G = int(train_queries(BRIDGE)["num_generations"].iloc[0])
+    bars = [c for c in right.containers if isinstance(c, BarContainer)]
+    assert len(bars) == 1 and len(bars[0]) == G + 1
+    q = train_queries(BRIDGE)
+    np.testing.assert_allclose([b.get_height() for b in bars[0]], np.bincount(q["n_correct"], minlength=G + 1) / len(q))
+    # vanilla: mean share over its two seeds, with error bars
+    shares = [np.bincount(train_queries(r)["n_correct"], minlength=G + 1) / len(train_queries(r)) for r in VANILLA]
+    vbars = [c for c in left.containers if isinstance(c, BarContainer)][0]
+    np.testing.assert_allclose([b.get_height() for b in vbars], np.mean(shares, axis=0))
+    assert any(isinstance(c, ErrorbarContainer) for c in left.containers)
+    assert left.get_title().startswith("vanilla (n=2)") and right.get_title().startswith("BRIDGE (n=1)")
+    informative = q["alpha"].between(0, 1, inclusive="neither").mean()
+    assert f"{informative:.0%} informative" in right.get_title()
+    assert "informative 0<α<1" in legend_texts(right)
+    assert left.get_ylabel() == "share of training queries" and left.get_xlabel() == "rollout accuracy α"
+
+
+def test_influence_by_alpha_means_and_co_influence_bars():
+    dirs = [r / "analysis" / "sft" for r in VANILLA + [BRIDGE]]
+    fig = analysis.influence_by_alpha(dirs)
+    left, right = fig.axes
+    assert left.get_xlabel() == "rollout accuracy α of the training query"
+    errorbars = [c for c in left.containers if isinstance(c, ErrorbarContainer)]
+    assert len(errorbars) == 2
+    q = train_queries(BRIDGE)
+    means = q.groupby(q["alpha"].round(6))["delta_J"].mean()
+    x, y = errorbars[1].lines[0].get_data()
+    np.testing.assert_allclose(y, means.values)
+    np.testing.assert_allclose(np.asarray(x) - (x[0] - means.index[0]), means.index)  # shifted by a constant
+    assert any("√(α(1−α))" in t for t in legend_texts(left))
+    bars = [c for c in right.containers if isinstance(c, BarContainer)]
+    assert len(bars) == 2 and [t.get_text() for t in right.get_xticklabels()] == ["vanilla", "BRIDGE"]
+    inf = q[q["alpha"].between(0, 1, inclusive="neither")]
+    assert bars[1][0].get_height() == pytest.approx(inf["co_influence"].mean())
+    assert "co-influence" in right.get_ylabel()
+
+
+def test_influence_through_training_from_timeseries(tmp_path):
+    fig = analysis.influence_through_training(VANILLA + [BRIDGE / "analysis"], tmp_path / "itt")
+    assert len(fig.axes) == 3
+    assert [ax.get_ylabel() for ax in fig.axes] == [label for _, label in analysis.TIMESERIES]
+    ts = [pd.read_csv(r / "analysis" / "timeseries.csv") for r in VANILLA]
+    for ax, (column, _) in zip(fig.axes, analysis.TIMESERIES):
+        assert len(data_lines(ax)) == 2
+        x, y = data_lines(ax)[0].get_data()
+        assert list(x) == list(ts[0]["step"]) and x[0] == 0
+        np.testing.assert_allclose(y, (ts[0][column] + ts[1][column]) / 2)
+    assert legend_texts(fig.axes[-1]) == ["vanilla (2 seeds)", "BRIDGE (1 seed)"]
+    assert (tmp_path / "itt.png").exists()
+
+
+# ----------------------------------------------------------------------------- RL gains
+
+
+def test_table1_markdown_and_csv(tmp_path):
+    table = gains.table1(ALL, tmp_path / "table1")
+    assert list(table["variant"]) == ["vanilla", "BRIDGE", PX_LABEL] and list(table["seeds"]) == [2, 1, 1]
+    van = [eval_acc(r, "grpo/final", "test_id") - eval_acc(r, "sft", "test_id") for r in VANILLA]
+    assert table.loc[0, "gain_test_id_mean"] == pytest.approx(np.mean(van))
+    assert table.loc[0, "gain_test_id_sd"] == pytest.approx(np.std(van, ddof=1))
+    assert table.loc[1, "sft_test_ood_mean"] == pytest.approx(eval_acc(BRIDGE, "sft", "test_ood"))
+    csv = pd.read_csv(tmp_path / "table1.csv")
+    assert list(csv.columns) == list(table.columns) and len(csv) == 3
+    md = (tmp_path / "table1.md").read_text().splitlines()
+    assert md[0] == "| variant | seeds | ID SFT | ID RFT | ID gain | OOD SFT | OOD RFT | OOD gain |"
+    assert md[2].startswith("| vanilla | 2 | ") and f"{100 * eval_acc(BRIDGE, 'sft', 'test_id'):.1f}" in md[3]
+
+
+def test_rl_gain_ablation_bars():
+    fig = gains.rl_gain_ablation(ALL)
+    assert len(fig.axes) == 2
+    for ax, split in zip(fig.axes, gains.SPLITS):
+        bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+        # only the four behaviour settings at default probabilities; the p_exploit=2.5 run is not one
+        assert len(bars) == 2
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["none\n(vanilla)", "both\n(BRIDGE)"]
+        gain = 100 * (eval_acc(BRIDGE, "grpo/final", split) - eval_acc(BRIDGE, "sft", split))
+        assert bars[1][0].get_height() == pytest.approx(gain)
+    assert fig.axes[0].get_ylabel() == "RL gain (RFT − SFT, points)"
+
+
+def test_rl_gain_sweep_over_p_exploit():
+    points = gains.sweep_points(ALL, "p_exploit")
+    assert sorted(points["p"].unique()) == [1.0, 2.5]  # 1.0: the default, recorded as unset
+    fig = gains.rl_gain_sweep(ALL, "p_exploit")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "restating-probability scale p_exploit"
+    (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    x, y = bars.lines[0].get_data()
+    assert list(x) == [1.0, 2.5]
+    expected = [100 * (eval_acc(r, "grpo/final", "test_id") - eval_acc(r, "sft", "test_id")) for r in (BRIDGE, BRIDGE_PX)]
+    np.testing.assert_allclose(y, expected)
+    assert legend_texts(fig.axes[-1]) == ["BRIDGE"]
+
+
+def test_colours_are_fixed_per_variant():
+    assert variant_colors(["BRIDGE"])["BRIDGE"] == variant_colors(["vanilla", "BRIDGE"])["BRIDGE"]
+    colors = variant_colors(["vanilla", "BRIDGE", "something else"])
+    assert len(set(colors.values())) == 3
+
+
+# ----------------------------------------------------------------------------- draw_all and the CLI
+
+
+def test_draw_all_plans_what_the_inputs_support(tmp_path):
+    assert set(report.plan(ALL)) == {"reward_curves", "table1", "rl_gain_ablation", "rl_gain_sweep_p_exploit",
+                                     "alpha_histograms", "influence_by_alpha", "influence_through_training"}
+    # an analysis dir alone supports only the analysis figures; an --all-checkpoints dir adds the time series
+    assert set(report.plan([BRIDGE / "analysis" / "sft"])) == {"alpha_histograms", "influence_by_alpha"}
+    assert set(report.plan([BRIDGE / "analysis"])) == {"alpha_histograms", "influence_by_alpha", "influence_through_training"}
+    # the same run given twice (as RUN and RUN/analysis) is drawn once
+    _, inputs, _ = report.plan([BRIDGE, BRIDGE / "analysis"])["influence_through_training"]
+    assert len(inputs) == 1
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "coinfluence_cli.main", *args], capture_output=True, text=True)
+
+
+def test_cli_plot_writes_and_lists_the_figures(tmp_path):
+    out = tmp_path / "figs"
+    r = run_cli("plot", *map(str, ALL), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    written = [line.removeprefix("wrote ") for line in r.stdout.splitlines()]
+    assert {Path(p).name for p in written} >= {"reward_curves.png", "reward_curves.pdf", "table1.md", "table1.csv",
+                                               "alpha_histograms.png", "influence_by_alpha.png",
+                                               "influence_through_training.png", "rl_gain_ablation.png",
+                                               "rl_gain_sweep_p_exploit.png"}
+    assert all(Path(p).is_file() and Path(p).stat().st_size > 0 for p in written)
+    assert not list(out.glob(".*tmp"))  # atomic writes leave no temporary files
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "missing", "not found"),
+    (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "neither a run dir"),
+])
+def test_cli_plot_bad_input_is_one_line_and_draws_nothing(tmp_path, make, message):
+    out = tmp_path / "figs"
+    r = run_cli("plot", str(BRIDGE), str(make(tmp_path)), "--out", str(out))
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not out.exists()
+
+
+def test_classify_rejects_a_file(tmp_path):
+    with pytest.raises(UserError, match="not a directory"):
+        report.classify([BRIDGE / "eval.json"])
+
+
+# ----------------------------------------------------------------------------- figure scripts
+
+
+def figure_scripts():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "figures"))
+    import run_unit
+
+    return run_unit
+
+
+def test_run_unit_variants():
+    ru = figure_scripts()
+    assert ru.parse_variant("vanilla") == ("none", [])
+    assert ru.parse_variant("bridge") == ("both", [])
+    assert ru.parse_variant("question-aug", 3) == ("none", ["--question-aug", "3"])
+    assert ru.parse_variant("bridge-pe0.6") == ("both", ["--p-explore", "0.6"])
+    with pytest.raises(ValueError, match="unknown variant"):
+        ru.parse_variant("bridge-x")
+
+
+def test_run_unit_skips_a_unit_whose_results_exist(tmp_path, monkeypatch):
+    ru = figure_scripts()
+    shutil.copytree(BRIDGE, tmp_path / "results" / "bridge-s0")
+    monkeypatch.setattr(ru, "coinfluence", lambda args: pytest.fail(f"ran {args}"))
+    assert ru.run_unit("bridge", 0, runs_root=tmp_path / "runs", results_root=tmp_path / "results") == tmp_path / "results" / "bridge-s0"
