@@ -24,6 +24,8 @@ def analyze(
     std: Optional[str] = typer.Option(None, "--std", help="population | unbiased (default: GRPO config, else population)."),
     params: Optional[str] = typer.Option(None, "--params", help="Regex on parameter names (re.search); default all."),
     project_dim: Optional[int] = typer.Option(None, "--project-dim", help="Sketch per-rollout features to D dims (seeded Gaussian); default none."),
+    kron_rank: Optional[int] = typer.Option(None, "--kron-rank", help="Per-layer Kronecker sketch: each weight gradient to K×K (layerwise engine; for large models)."),
+    engine: str = typer.Option("auto", "--engine", help="Per-rollout gradients: auto (layerwise where the model allows, else vmap) | layerwise | vmap | loop."),
     precondition: str = typer.Option("none", "--precondition", help="none | adam (scale by the checkpoint's AdamW second moment)."),
     kernel: bool = typer.Option(True, "--kernel/--no-kernel", help="Per-rollout features for K_plus/K_minus (--no-kernel: ΔJ only, faster)."),
     save_kernel: bool = typer.Option(False, "--save-kernel", help="Write kernel.npy (rows target rollouts, cols train rollouts)."),
@@ -42,7 +44,7 @@ def analyze(
         ckpt=ckpt, run=run, train=train, targets=targets, queries=queries, targets_n=targets_n,
         num_generations=num_generations, temperature=temperature, max_completion_length=max_completion_length,
         normalization=normalization, scale_rewards=scale_rewards, std=std, params=params, project_dim=project_dim,
-        precondition=precondition, kernel=kernel, save_kernel=save_kernel, validate=validate, validate_step=validate_step,
+        kron_rank=kron_rank, engine=engine, precondition=precondition, kernel=kernel, save_kernel=save_kernel, validate=validate, validate_step=validate_step,
         chunk_size=chunk_size, all_checkpoints=all_checkpoints, out=out, seed=seed,
     )
     result = run_analysis(opts, progress=not quiet)

@@ -282,6 +282,7 @@ def test_cli_writes_the_documented_files(checkpoint):
     assert s["options"]["normalization"] == "seq-mean" and s["options"]["project_dim"] == 64 and s["options"]["params"] is None
     assert 0 < s["frac_informative"] <= 1 and sum(s["alpha_hist"]["count"]) == 4
     assert s["validation"]["pearson_dlogp"] > 0.9
+    assert s["feature_engine"] == "layerwise"  # auto: every parameter of the Llama sits in a supported module
     q = pd.read_parquet(out / "queries.parquet")
     assert list(q.columns) == ["query_id", "role", "alpha", "n_correct", "num_generations", "weight", "K_plus", "K_minus",
                                "co_influence", "delta_J"]
@@ -302,6 +303,23 @@ def test_cli_writes_the_documented_files(checkpoint):
     pd.testing.assert_frame_equal(pd.read_parquet(again / "queries.parquet"), q)
 
 
+def test_feature_engines_give_the_same_kernel(checkpoint, tmp_path):
+    base = dict(ckpt=str(checkpoint / "model"), train=str(checkpoint / "train.jsonl"), targets=str(checkpoint / "targets.jsonl"),
+                queries=4, targets_n=2, num_generations=4, max_completion_length=14, save_kernel=True)
+    kernels = {}
+    for engine in ("vmap", "layerwise", "loop"):
+        s = run_analysis(AnalyzeOptions(**base, engine=engine, out=str(tmp_path / engine)), progress=False)
+        assert s["feature_engine"] == engine
+        kernels[engine] = np.load(tmp_path / engine / "kernel.npy")
+    scale = np.abs(kernels["loop"]).max()
+    assert scale > 0
+    for engine in ("vmap", "layerwise"):
+        assert np.abs(kernels[engine] - kernels["loop"]).max() <= 1e-4 * scale, engine
+    s = run_analysis(AnalyzeOptions(**base, kron_rank=4, out=str(tmp_path / "kron")), progress=False)
+    assert s["options"]["kron_rank"] == 4 and s["feature_dim"] < s["num_parameters_selected"]
+    assert np.load(tmp_path / "kron" / "kernel.npy").shape == kernels["loop"].shape
+
+
 @pytest.mark.parametrize("change, message", [
     ({"ckpt": "missing-dir"}, "not found"),
     ({"normalization": "median"}, "--normalization"),
@@ -310,6 +328,8 @@ def test_cli_writes_the_documented_files(checkpoint):
     ({"precondition": "adam"}, "optimizer state"),
     ({"scale_rewards": "batch"}, "--scale-rewards"),
     ({"train": "missing.jsonl"}, "not found"),
+    ({"engine": "magic"}, "--engine"),
+    ({"kron_rank": 4, "project_dim": 8}, "--kron-rank"),
 ])
 def test_bad_input_is_a_user_error_and_writes_nothing(checkpoint, change, message):
     out = checkpoint / f"bad-{len(message)}-{sorted(change)[0]}"

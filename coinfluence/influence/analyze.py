@@ -7,8 +7,11 @@ What is computed how:
   (:func:`coinfluence.influence.step.delta_J_aggregated`) — exact (never projected), one
   backward for the targets plus one per informative group.
 - ``K_plus``/``K_minus`` (means over target rollouts) and, with ``save_kernel``, the full
-  kernel: per-rollout features (vmap), sketched when ``project_dim`` is set. Target features
-  are held; train features are streamed in chunks, so memory is O(N'·D + chunk·P).
+  kernel: per-rollout features (``engine``: the layerwise batched backward where every selected
+  parameter sits in a Linear/Embedding/RMSNorm, else torch.func vmap; the autograd loop on
+  request), sketched when ``project_dim`` (dense Gaussian) or ``kron_rank`` (per-layer
+  Kronecker) is set. Target features are held; train features are streamed in chunks, so
+  memory is O(N'·D + chunk·P).
   ``kernel=False`` skips this (the columns are then NaN).
 
 Every option and path is checked before the model is run, and the output directory appears
@@ -61,6 +64,8 @@ class AnalyzeOptions:
     std: str | None = None
     params: str | None = None
     project_dim: int | None = None
+    kron_rank: int | None = None
+    engine: str = "auto"
     precondition: str = "none"
     kernel: bool = True
     save_kernel: bool = False
@@ -72,6 +77,7 @@ class AnalyzeOptions:
     seed: int = 0
 
 
+ENGINES = ("auto", "layerwise", "vmap", "loop")
 DEFAULTS = {"num_generations": 8, "temperature": 1.0, "max_completion_length": 256, "normalization": "seq-mean",
             "scale_rewards": "group", "std": "population"}
 
@@ -149,6 +155,13 @@ def check_options(opts: AnalyzeOptions, knobs: dict) -> None:
         raise UserError("--validate and --project-dim must be >= 0")
     if not 0 < opts.validate_step < 1:
         raise UserError("--validate-step must be in (0, 1)")
+    if opts.engine not in ENGINES:
+        raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {opts.engine!r}")
+    if opts.kron_rank is not None:
+        if opts.kron_rank < 1:
+            raise UserError(f"--kron-rank must be >= 1, got {opts.kron_rank}")
+        if opts.project_dim or opts.precondition != "none" or opts.engine in ("vmap", "loop"):
+            raise UserError("--kron-rank is a layerwise sketch: it excludes --project-dim, --precondition adam and --engine vmap/loop")
     if opts.precondition not in ("none", "adam"):
         raise UserError(f"--precondition must be none or adam, got {opts.precondition!r}")
     if opts.save_kernel and not opts.kernel:
@@ -255,19 +268,49 @@ def sample_groups(model, tokenizer, rows: Sequence[dict], G: int, knobs: dict, s
 # ----------------------------------------------------------------------------- one checkpoint
 
 
-def kernel_streaming(model, params, tr: dict, tg: dict, pad_id: int, *, scales, project_dim, knobs, seed, chunk_size, progress):
+def feature_engine(model, params, requested: str) -> str:
+    """``auto`` → ``layerwise`` when it can take every selected parameter, else ``vmap``."""
+    from coinfluence.influence.layerwise import owners
+
+    if requested != "auto":
+        if requested == "layerwise":
+            owners(model, params)  # raises UserError naming the module it cannot take
+        return requested
+    try:
+        owners(model, params)
+        return "layerwise"
+    except UserError:
+        return "vmap"
+
+
+def features(engine: str, model, prompts, completions, pad_id: int, **kw) -> torch.Tensor:
+    from coinfluence.influence.layerwise import features_layerwise
+
+    kron_rank = kw.pop("kron_rank", None)
+    if engine == "layerwise":
+        return features_layerwise(model, prompts, completions, pad_id, kron_rank=kron_rank, **kw)
+    if engine == "loop":
+        kw.pop("chunk_size")
+        return feat.features_loop(model, prompts, completions, pad_id, **kw)
+    return feat.features_vmap(model, prompts, completions, pad_id, **kw)
+
+
+def kernel_streaming(model, params, tr: dict, tg: dict, pad_id: int, *, scales, project_dim, knobs, seed, chunk_size, progress,
+                     engine: str = "vmap", kron_rank: int | None = None):
     """``K`` [target rollouts, train rollouts]: target features held, train features in chunks."""
     kw = dict(normalization=knobs["normalization"], max_length=int(knobs["max_completion_length"]),
               temperature=float(knobs["temperature"]), params=params, chunk_size=chunk_size,
               project_dim=project_dim or None, seed=seed, scales=scales)
-    F_t = feat.features_vmap(model, tg["prompts"], tg["completions"], pad_id, **kw)
-    if project_dim:  # sketches are small: one call, so the Gaussian blocks are generated fewest times
-        return co_influence_kernel(F_t, feat.features_vmap(model, tr["prompts"], tr["completions"], pad_id, **kw)), F_t.shape[1]
+    if kron_rank:
+        kw["kron_rank"] = kron_rank
+    F_t = features(engine, model, tg["prompts"], tg["completions"], pad_id, **kw)
+    if project_dim or kron_rank:  # sketches are small: one call, so the Gaussian blocks are generated fewest times
+        return co_influence_kernel(F_t, features(engine, model, tr["prompts"], tr["completions"], pad_id, **kw)), F_t.shape[1]
     n = len(tr["prompts"])
     K = torch.empty(F_t.shape[0], n, dtype=torch.float64)
     step = 4 * chunk_size
     for s in tqdm(range(0, n, step), desc="train features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
-        F = feat.features_vmap(model, tr["prompts"][s : s + step], tr["completions"][s : s + step], pad_id, **kw)
+        F = features(engine, model, tr["prompts"][s : s + step], tr["completions"][s : s + step], pad_id, **kw)
         K[:, s : s + step] = co_influence_kernel(F_t, F)
     return K, F_t.shape[1]
 
@@ -303,11 +346,13 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
 
     Q = len(train_rows)
     K_plus_col = K_minus_col = np.full(Q, np.nan)
-    feature_dim = None
+    feature_dim = engine = None
     if opts.kernel:
         t = time.perf_counter()
+        engine = feature_engine(model, params, opts.engine)
         K, feature_dim = kernel_streaming(model, params, tr, tg, pad, scales=scales, project_dim=opts.project_dim, knobs=knobs,
-                                          seed=opts.seed, chunk_size=opts.chunk_size, progress=progress)
+                                          seed=opts.seed, chunk_size=opts.chunk_size, progress=progress, engine=engine,
+                                          kron_rank=opts.kron_rank)
         Kp, Km = K_plus_minus(K, tr["rewards"], G)
         K_plus_col, K_minus_col = mean_over_targets(Kp).numpy(), mean_over_targets(Km).numpy()
         if opts.save_kernel:
@@ -373,6 +418,7 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
         "options": {**asdict(opts), **knobs},
         "num_parameters_selected": feat.num_features(params),
         "feature_dim": feature_dim,
+        "feature_engine": engine,
         "n_train_queries": Q, "n_target_queries": len(target_rows),
         "alpha_hist": {"n_correct": list(range(G + 1)), "count": torch.bincount(tr["rewards"].reshape(-1, G).sum(1).long(), minlength=G + 1).tolist()},
         "frac_informative": float(informative.double().mean()),
@@ -383,7 +429,7 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
         "validation": validation,
         "timings": timings,
         "notes": "delta_J and co_influence: exact aggregated path (not projected); K_plus/K_minus: means over target "
-                 "rollouts of the (projected, if project_dim) kernel; co_influence NaN where alpha in {0,1}, delta_J 0 there.",
+                 "rollouts of the kernel (sketched if project_dim or kron_rank); co_influence NaN where alpha in {0,1}, delta_J 0 there.",
     }
     write_json(out / "summary.json", summary)
     return summary
