@@ -11,7 +11,7 @@ import typer
 
 def analyze(
     ckpt: Optional[str] = typer.Option(None, "--ckpt", help="Checkpoint dir (any AutoModelForCausalLM/AutoTokenizer dir)."),
-    run: Optional[str] = typer.Option(None, "--run", help="Run dir: train queries from data/rl_train.jsonl, targets from data/val_id.jsonl."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run dir: train queries from its data's rl_train.jsonl, targets from val_id.jsonl (the data recorded in RUN/config.json, else RUN/data)."),
     train: Optional[str] = typer.Option(None, "--train", help="JSONL of training queries (prompt, answer); with --targets."),
     targets: Optional[str] = typer.Option(None, "--targets", help="JSONL of target queries (prompt, answer); with --train."),
     queries: int = typer.Option(64, "--queries", help="Training queries to analyse (seeded choice)."),

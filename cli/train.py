@@ -59,6 +59,31 @@ def task_tokenizer(task_preset: str, rows_by_split: dict):
     return build_tokenizer(words + texts)
 
 
+def train_record(out: Path, stage: str, data: Path, data_cfg, preset: str, from_sft: Optional[Path], seed: int,
+                 eval_size: int) -> dict:
+    """OUT/config.json's ``train`` entry. A ``--stage grpo`` run on top of this run's own SFT keeps
+    what the SFT stage recorded (its model, its data) and adds the RL data when it differs."""
+    from dataclasses import asdict
+
+    from coinfluence.io import read_json
+
+    if data_cfg is not None:
+        generated = asdict(data_cfg)
+    else:  # given data: its generator config, when the data dir carries one
+        path = data / "data_config.json"
+        generated = read_json(path).get("data") if path.exists() else None
+    entry = {"stage": stage, "data": str(data), "data_config": generated,
+             "model": str(from_sft) if from_sft else preset if stage != "grpo" else str(out / "sft"),
+             "from_sft": str(from_sft) if from_sft else None, "seed": seed, "eval_size": eval_size}
+    path = out / "config.json"
+    previous = (read_json(path).get("train") or {}) if path.exists() else {}
+    if stage == "grpo" and from_sft is None and previous.get("stage") in ("sft", "all"):
+        entry = {**previous, "stage": "all", "eval_size": eval_size}
+        if str(data) != previous.get("data"):
+            entry["rl_data"] = str(data)
+    return entry
+
+
 def train(
     stage: str = typer.Option("all", help="sft, grpo, or all (sft then grpo)"),
     data: Optional[Path] = typer.Option(None, help="existing data dir (sft.jsonl, rl_train.jsonl, ...); default: generate into OUT/data"),
@@ -158,10 +183,7 @@ def train(
             typer.echo(f"generating data into {data}/ ...", err=True)
             write_dataset(data, data_cfg)
     rows = {s: read_split(data, s) for s in SPLIT_NAMES if any((data / f"{s}.{e}").exists() for e in ("jsonl", "parquet"))}
-    update_run_config(out, "train", {
-        "stage": stage, "data": str(data), "data_config": asdict(data_cfg) if data_cfg else None, "model": preset,
-        "from_sft": str(from_sft) if from_sft else None, "seed": seed, "eval_size": eval_size,
-    })
+    update_run_config(out, "train", train_record(out, stage, data, data_cfg, preset, from_sft, seed, eval_size))
     evaluated: list[tuple[str, Path]] = []
 
     # ---- SFT

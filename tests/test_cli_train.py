@@ -44,6 +44,18 @@ def test_train_all_then_resume_then_grpo_from_sft(data_dir, tmp_path):
     rl = run("train", "--stage", "grpo", "--from-sft", str(out / "sft"), "--data", str(data_dir), "--out", str(tmp_path / "rl"), *SMALL)
     assert rl.returncode == 0, rl.stderr
     assert (tmp_path / "rl" / "grpo" / "final" / "config.json").exists() and not (tmp_path / "rl" / "sft").exists()
+    recorded = json.loads((tmp_path / "rl" / "config.json").read_text())["train"]
+    assert recorded["model"] == recorded["from_sft"] == str(out / "sft")
+    assert recorded["data_config"]["sft_size"] == 40  # read from the given data dir
+
+
+def test_grpo_stage_after_sft_stage_keeps_the_sft_record(data_dir, tmp_path):
+    out = tmp_path / "split"
+    assert run("train", "--stage", "sft", "--data", str(data_dir), "--out", str(out), *SMALL).returncode == 0
+    r = run("train", "--stage", "grpo", "--data", str(data_dir), "--out", str(out), *SMALL)
+    assert r.returncode == 0, r.stderr
+    recorded = json.loads((out / "config.json").read_text())["train"]
+    assert recorded["model"] == "nano" and recorded["stage"] == "all" and "rl_data" not in recorded
 
 
 @pytest.mark.parametrize("args, message", [

@@ -48,17 +48,19 @@ def weights(model):
 def test_grpo_writes_metrics_and_checkpoints(tok, warm, tmp_path):
     model = warm_model(tok, warm)
     before = weights(model).clone()
-    summary = train_grpo(cfg(beta=0.1), model, tok, ROWS, {"val_id": ROWS[:4]}, tmp_path, progress=False)
+    summary = train_grpo(cfg(beta=0.1, eval_steps=2), model, tok, ROWS, {"val_id": ROWS[:4]}, tmp_path, progress=False)
     assert not summary["stopped"] and (tmp_path / "grpo" / "final" / "model.safetensors").exists()
     for step in (1, 2, 3):
         assert (tmp_path / "grpo" / f"step-{step:06d}" / "trainer_state.pt").exists()
     rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["stage"] == "grpo" for r in rows)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3] and all(r["stage"] == "grpo" for r in rows)
+    assert set(rows[0]) == {"stage", "step", "val_id_accuracy", "time"}  # the accuracy RL starts from
+    rows = rows[1:]
     for key in ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio",
                 "kl", "clip_ratio", "entropy", "loss", "grad_norm", "learning_rate", "step_time", "alpha_hist"):
         assert key in rows[-1], key
     assert sum(rows[0]["alpha_hist"]) == 3 and len(rows[0]["alpha_hist"]) == 5
-    assert "val_id_accuracy" in rows[-1]
+    assert "val_id_accuracy" in rows[-1] and "val_id_accuracy" in rows[1] and "val_id_accuracy" not in rows[0]
     assert 0 < rows[-1]["completions/mean_length"] <= 64
     assert any(r["frac_reward_zero_std"] < 1 for r in rows), "no group had a reward spread: the test would be vacuous"
     assert not torch.equal(before, weights(model))

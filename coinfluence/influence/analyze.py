@@ -113,6 +113,20 @@ def run_checkpoints(run: Path) -> list[Path]:
     return found
 
 
+def run_data_dir(run: Path) -> Path:
+    """The data a run trained on: RUN/config.json's ``train.rl_data`` or ``train.data``, else RUN/data."""
+    try:
+        recorded = json.loads((run / "config.json").read_text()).get("train") or {}
+    except (OSError, ValueError):
+        recorded = {}
+    for key in ("rl_data", "data"):
+        if recorded.get(key):
+            path = Path(recorded[key])
+            # Recorded relative to where `train` ran; fall back to the run's own copy.
+            return path if path.is_dir() else run / "data"
+    return run / "data"
+
+
 def grpo_config_of(ckpt: Path) -> dict:
     path = ckpt / "grpo_config.json"
     try:
@@ -193,7 +207,8 @@ def resolve_inputs(opts: AnalyzeOptions) -> dict:
     if run is not None and (opts.train or opts.targets):
         raise UserError("pass either --run or --train/--targets, not both")
     if run is not None:
-        train, targets = run / "data" / "rl_train.jsonl", run / "data" / "val_id.jsonl"
+        data = run_data_dir(run)
+        train, targets = data / "rl_train.jsonl", data / "val_id.jsonl"
     elif opts.train and opts.targets:
         train, targets = Path(opts.train), Path(opts.targets)
     else:
@@ -322,10 +337,12 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
 
     from coinfluence.models.loading import load_model
     from coinfluence.plots.analysis import alpha_histogram, delta_J_by_alpha
+    from coinfluence.training.checkpoint import quiet_hf_progress
 
     timings = {}
     started = time.perf_counter()
-    model, tok = load_model(ckpt)
+    with quiet_hf_progress():
+        model, tok = load_model(ckpt)
     params = feat.select_params(model, opts.params)
     scales = feat.adam_preconditioner(model, ckpt, params) if opts.precondition == "adam" else None
     G = int(knobs["num_generations"])

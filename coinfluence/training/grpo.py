@@ -150,8 +150,9 @@ def train_grpo(
         ckpt_io.load_weights_into(model, latest)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-    # Rows a killed run logged after its last checkpoint are redone now; keep them once.
-    drop_metrics_after(out_dir, STAGE, step)
+    # Rows a killed run logged after its last checkpoint are redone now; keep them once
+    # (a run that never reached a checkpoint redoes its step-0 evaluation too).
+    drop_metrics_after(out_dir, STAGE, step if step else -1)
 
     prompts = [encode_prompt(tokenizer, r["prompt"]) for r in train_rows]
     answers = [r["answer"] for r in train_rows]
@@ -163,6 +164,9 @@ def train_grpo(
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "config": asdict(cfg)} if with_state else None
         ckpt_io.save_model_dir(path, model, tokenizer, {"grpo_config.json": asdict(cfg)}, state)
 
+    if step == 0 and evals and cfg.eval_steps:  # the start of the accuracy curves: the model RL begins from
+        log_metrics(out_dir, STAGE, 0, **{f"{name}_accuracy": greedy_accuracy(model, tokenizer, rows, max_new_tokens=cfg.max_completion_length)
+                                         for name, rows in evals.items()})
     bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     while step < cfg.max_steps:
         started = time.perf_counter()
