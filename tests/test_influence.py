@@ -347,3 +347,19 @@ def test_empty_checkpoint_dir_is_a_user_error_via_the_cli(checkpoint, tmp_path):
     result = runner.invoke(app, ["--ckpt", str(tmp_path / "empty"), "--train", str(checkpoint / "train.jsonl"),
                                  "--targets", str(checkpoint / "targets.jsonl"), "--out", str(tmp_path / "o")])
     assert isinstance(result.exception, UserError) and not (tmp_path / "o").exists()
+
+
+def test_run_data_is_the_data_the_run_recorded(checkpoint, tmp_path):
+    from coinfluence.influence.analyze import resolve_inputs
+
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    for d in (run / "data", elsewhere):
+        d.mkdir(parents=True)
+        for name in ("rl_train.jsonl", "val_id.jsonl"):
+            (d / name).write_text((checkpoint / "train.jsonl").read_text())
+    opts = AnalyzeOptions(ckpt=str(checkpoint / "model"), run=str(run))
+    assert resolve_inputs(opts)["train"] == run / "data" / "rl_train.jsonl"  # nothing recorded
+    (run / "config.json").write_text(json.dumps({"train": {"data": str(elsewhere)}}))
+    assert resolve_inputs(opts)["targets"] == elsewhere / "val_id.jsonl"
+    (run / "config.json").write_text(json.dumps({"train": {"data": str(elsewhere), "rl_data": str(tmp_path / "gone")}}))
+    assert resolve_inputs(opts)["train"] == run / "data" / "rl_train.jsonl"  # a recorded dir that moved away
