@@ -36,6 +36,18 @@ def test_score_counts_wrong_rows(tmp_path):
     assert summary["accuracy"] == 0.75 and summary["verdicts"]["wrong_final_answer"] == 5
 
 
+def test_threads_option_sets_torch_threads(tmp_path):
+    code = ("import sys, torch; from coinfluence_cli.main import app; "
+            "sys.argv = ['coinfluence', '--threads', '1', 'score', sys.argv[1]]; "
+            "app(standalone_mode=False); print('threads', torch.get_num_threads())")
+    out = tmp_path / "d"
+    assert run("data", "--out", str(out), "--sft-size", "5", "--rl-size", "5", "--eval-size", "5").returncode == 0
+    r = subprocess.run([sys.executable, "-c", code, str(out / "sft.jsonl")], capture_output=True, text=True,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "2"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("threads 1")
+
+
 def test_parquet_format(tmp_path):
     import pandas as pd
 
@@ -56,6 +68,7 @@ def test_bad_input_is_one_line_and_nonzero_and_writes_nothing(tmp_path):
         ["data", "--out", str(out), "--rl-size", "-3"],
         ["data", "--out", str(out), "--op-id", "two"],
         ["score", str(tmp_path / "missing.jsonl")],
+        ["--threads", "0", "data", "--out", str(out)],
     ):
         r = run(*args)
         assert r.returncode != 0
