@@ -29,7 +29,12 @@ app = typer.Typer(
 @app.callback()
 def root(threads: Optional[int] = typer.Option(
         None, "--threads", help="CPU threads for torch (default: torch's choice). On a machine busy with other jobs, "
-                                "--threads 1 can be many times faster than oversubscribed cores.")) -> None:
+                                "--threads 1 can be many times faster than oversubscribed cores."),
+         device: str = typer.Option(
+        "auto", "--device", help="where models run: auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N")) -> None:
+    from coinfluence.device import set_default_device
+
+    set_default_device(device)
     if threads is not None:
         if threads < 1:
             raise UserError(f"--threads must be >= 1, got {threads}")

@@ -119,6 +119,7 @@ def train(
     """Train on generated or given data: SFT, then GRPO, then greedy test accuracy (DESIGN §5 run layout)."""
     from dataclasses import asdict
 
+    from coinfluence.device import default_device, model_device
     from coinfluence.models.loading import check_checkpoint_dir, is_preset, load_model, load_tokenizer
     from coinfluence.training import checkpoint as ckpt_io
     from coinfluence.training.checkpoint import quiet_hf_progress
@@ -183,7 +184,8 @@ def train(
             typer.echo(f"generating data into {data}/ ...", err=True)
             write_dataset(data, data_cfg)
     rows = {s: read_split(data, s) for s in SPLIT_NAMES if any((data / f"{s}.{e}").exists() for e in ("jsonl", "parquet"))}
-    update_run_config(out, "train", train_record(out, stage, data, data_cfg, preset, from_sft, seed, eval_size))
+    update_run_config(out, "train", {**train_record(out, stage, data, data_cfg, preset, from_sft, seed, eval_size),
+                                     "device": str(default_device())})
     evaluated: list[tuple[str, Path]] = []
 
     # ---- SFT
@@ -195,7 +197,8 @@ def train(
         else:
             model, tokenizer = load_model(preset)
         n_params = sum(p.numel() for p in model.parameters())
-        typer.echo(f"sft: {model_name} ({n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}) on {len(rows['sft'])} rows -> {out}/", err=True)
+        typer.echo(f"sft: {model_name} ({n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}) on {len(rows['sft'])} rows, "
+                   f"{model_device(model)} -> {out}/", err=True)
         with quiet_hf_progress():
             train_sft(cfg, model, tokenizer, rows["sft"], rows.get("val_id", []), out, resume=resume, progress=progress)
     if stage in ("sft", "all"):

@@ -129,7 +129,8 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
         "variant": variant, "seed": seed, "run": str(run), "commands": ["coinfluence " + shlex.join(c) for c in commands],
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "machine": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "python": platform.python_version()},
+                    "torch": torch.__version__, "python": platform.python_version(),
+                    "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"},
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     skipped = copy_results(ROOT / run, dest, record)

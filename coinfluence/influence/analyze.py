@@ -436,6 +436,7 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
         "num_parameters_selected": feat.num_features(params),
         "feature_dim": feature_dim,
         "feature_engine": engine,
+        "device": str(next(model.parameters()).device),
         "n_train_queries": Q, "n_target_queries": len(target_rows),
         "alpha_hist": {"n_correct": list(range(G + 1)), "count": torch.bincount(tr["rewards"].reshape(-1, G).sum(1).long(), minlength=G + 1).tolist()},
         "frac_informative": float(informative.double().mean()),

@@ -29,6 +29,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
+from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.training.objectives import normalize_logprob, rollout_batch, token_logprobs
 
@@ -67,6 +68,12 @@ def rollout_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequenc
     mask is needed: attention is causal, so trailing padding never reaches real tokens)."""
     batch = rollout_batch(prompts, completions, pad_id)
     return batch["input_ids"], batch["completion_mask"]
+
+
+def rollout_rows_on(model, prompts, completions, pad_id: int):
+    """:func:`rollout_rows` on the model's device."""
+    device = model_device(model)
+    return tuple(t.to(device) for t in rollout_rows(prompts, completions, pad_id))
 
 
 def ell_batch(model, params: dict, ids: torch.Tensor, mask: torch.Tensor, *, normalization: str,
@@ -121,27 +128,29 @@ def adam_preconditioner(model, ckpt: str | Path, params: dict[str, torch.Tensor]
         step = float(state.get("step", 0))
         beta2 = group.get("betas", (0.9, 0.999))[1]
         v_hat = v / (1 - beta2**step) if step > 0 else v
-        scales[name] = (v_hat.sqrt() + group.get("eps", 1e-8)).rsqrt().to(params[name].dtype)
+        scales[name] = (v_hat.sqrt() + group.get("eps", 1e-8)).rsqrt().to(params[name].device, params[name].dtype)
     return scales
 
 
 # ----------------------------------------------------------------------------- projection
 
 
-def _block_generator(seed: int, name: str, block: int) -> torch.Generator:
+def _block_generator(seed: int, name: str, block: int, device="cpu") -> torch.Generator:
     # Keyed by parameter *name* and row block: the sketch of a tensor does not depend on which
     # other tensors were selected, nor on the order rollouts arrive in.
     digest = hashlib.sha256(f"{seed}:{name}:{block}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def projection_blocks(name: str, numel: int, dim: int, seed: int):
+def projection_blocks(name: str, numel: int, dim: int, seed: int, device="cpu"):
     """Yield ``(start, stop, R)`` with ``R [stop-start, dim]`` of i.i.d. N(0, 1/d) entries: the
-    rows of the sketch for flat positions ``start:stop`` of parameter ``name``."""
+    rows of the sketch for flat positions ``start:stop`` of parameter ``name``. Drawn on
+    ``device`` (a sketch of a large model is too many draws for the CPU), so one seed gives one
+    sketch per device type: CPU and GPU sketches are different draws of the same distribution."""
     rows = max(1, PROJECTION_BLOCK_ELEMENTS // dim)
     for block, start in enumerate(range(0, numel, rows)):
         stop = min(numel, start + rows)
-        r = torch.randn(stop - start, dim, generator=_block_generator(seed, name, block))
+        r = torch.randn(stop - start, dim, generator=_block_generator(seed, name, block, device), device=device)
         yield start, stop, r.mul_(dim**-0.5)
 
 
@@ -152,10 +161,10 @@ def project(grads: dict[str, torch.Tensor], dim: int, seed: int) -> torch.Tensor
     its seed, so memory is O(c·d + block·d).
     """
     first = next(iter(grads.values()))
-    out = torch.zeros(first.shape[0], dim, dtype=torch.float32)
+    out = torch.zeros(first.shape[0], dim, dtype=torch.float32, device=first.device)
     for name, g in grads.items():
         g = g.reshape(g.shape[0], -1)
-        for start, stop, r in projection_blocks(name, g.shape[1], dim, seed):
+        for start, stop, r in projection_blocks(name, g.shape[1], dim, seed, g.device):
             out.addmm_(g[:, start:stop].float(), r)
     return out
 
@@ -176,7 +185,8 @@ def features_vmap(model, prompts, completions, pad_id: int, *, normalization: st
                   max_length: int | None = None, temperature: float = 1.0, params: dict | None = None,
                   chunk_size: int = 32, project_dim: int | None = None, seed: int = 0,
                   scales: dict | None = None, project_budget_mb: float = 256, progress: bool = False) -> torch.Tensor:
-    """Features ``[N, D]`` (``D`` = selected parameter count, or ``project_dim``) by vmap.
+    """Features ``[N, D]`` (``D`` = selected parameter count, or ``project_dim``) by vmap,
+    computed on the model's device and returned on the CPU.
 
     Rollouts are taken in order of length so each chunk pads little; rows come back in input
     order. At most ``chunk_size × P`` gradient entries are alive at once.
@@ -209,7 +219,7 @@ def features_vmap(model, prompts, completions, pad_id: int, *, normalization: st
         chunk = finish(grads, scales=scales, project_dim=project_dim, seed=seed)
         if out is None:
             out = torch.empty(n, chunk.shape[1], dtype=chunk.dtype)
-        out[torch.tensor(idx)] = chunk
+        out[torch.tensor(idx)] = chunk.cpu()
 
     was_training = model.training
     model.eval()  # no dropout: a feature is a property of θ, not of a noise draw
@@ -217,7 +227,7 @@ def features_vmap(model, prompts, completions, pad_id: int, *, normalization: st
     try:
         for s in range(0, n, chunk_size):
             idx = order[s : s + chunk_size]
-            ids, mask = rollout_rows([prompts[i] for i in idx], [completions[i] for i in idx], pad_id)
+            ids, mask = rollout_rows_on(model, [prompts[i] for i in idx], [completions[i] for i in idx], pad_id)
             pending.append((idx, {k: v.detach() for k, v in per_rollout(frozen, ids, mask).items()}))
             if sum(len(i) for i, _ in pending) + chunk_size > buffer_rows:
                 flush()
@@ -240,13 +250,13 @@ def features_loop(model, prompts, completions, pad_id: int, *, normalization: st
     model.eval()
     try:
         for p, c in zip(prompts, completions):
-            ids, mask = rollout_rows([p], [c], pad_id)
+            ids, mask = rollout_rows_on(model, [p], [c], pad_id)
             logits = model(input_ids=ids).logits[:, :-1]
             ell = normalize_logprob(token_logprobs(logits, ids[:, 1:], temperature), mask.to(logits.dtype),
                                     normalization, max_length)[0]
             grads = torch.autograd.grad(ell, tensors, allow_unused=True)
             grads = {n: (g if g is not None else torch.zeros_like(t))[None] for n, g, t in zip(names, grads, tensors)}
-            rows.append(finish(grads, scales=scales, project_dim=project_dim, seed=seed))
+            rows.append(finish(grads, scales=scales, project_dim=project_dim, seed=seed).cpu())
     finally:
         model.train(was_training)
     return torch.cat(rows)

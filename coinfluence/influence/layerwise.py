@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from coinfluence.errors import UserError
-from coinfluence.influence.features import finish, rollout_rows, select_params
+from coinfluence.influence.features import finish, rollout_rows_on, select_params
 from coinfluence.training.objectives import normalize_logprob, token_logprobs
 
 
@@ -68,10 +68,11 @@ def owners(model, params: dict[str, torch.Tensor]) -> list[tuple[nn.Module, dict
     return found
 
 
-def _sketch(seed: int, name: str, side: str, size: int, rank: int, dtype) -> torch.Tensor:
+def _sketch(seed: int, name: str, side: str, size: int, rank: int, dtype, device="cpu") -> torch.Tensor:
+    # Drawn on the CPU, so a seed gives the same sketch on every device.
     digest = hashlib.sha256(f"{seed}:kron:{name}:{side}".encode()).digest()
     gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-    return torch.randn(size, rank, generator=gen, dtype=torch.float64).mul_(rank**-0.5).to(dtype)
+    return torch.randn(size, rank, generator=gen, dtype=torch.float64).mul_(rank**-0.5).to(device, dtype)
 
 
 def kron_feature_dim(params: dict[str, torch.Tensor], rank: int) -> int:
@@ -104,7 +105,7 @@ def _row_grads(mod, roles, x, delta, sketches, kron_rank):
             rows = sketches[(name, "out")][x]  # one-hot(ids) @ P_out without the one-hot
             out[name] = torch.einsum("btk,btl->bkl", rows, delta @ sketches[(name, "in")])
         else:
-            g = torch.zeros(x.shape[0], V, delta.shape[-1], dtype=delta.dtype)
+            g = torch.zeros(x.shape[0], V, delta.shape[-1], dtype=delta.dtype, device=delta.device)
             g.scatter_add_(1, x.unsqueeze(-1).expand_as(delta), delta)
             out[name] = g
         return out
@@ -132,18 +133,19 @@ def features_layerwise(model, prompts: Sequence[Sequence[int]], completions: Seq
                        progress: bool = False) -> torch.Tensor:
     """Features ``[N, D]`` equal to :func:`features.features_vmap`'s (same layout, same dense
     sketch), or with ``kron_rank`` the per-layer Kronecker sketch (``D`` =
-    :func:`kron_feature_dim`)."""
+    :func:`kron_feature_dim`); computed on the model's device, returned on the CPU."""
     if kron_rank and (project_dim or scales):
         raise UserError("the Kronecker sketch cannot be combined with --project-dim or --precondition adam")
     params = params if params is not None else select_params(model)
     found = owners(model, params)
     dtype = next(iter(params.values())).dtype
+    device = next(iter(params.values())).device
     sketches = {}
     if kron_rank:
         for name, p in params.items():
             if p.dim() == 2:
-                sketches[(name, "out")] = _sketch(seed, name, "out", p.shape[0], kron_rank, dtype)
-                sketches[(name, "in")] = _sketch(seed, name, "in", p.shape[1], kron_rank, dtype)
+                sketches[(name, "out")] = _sketch(seed, name, "out", p.shape[0], kron_rank, dtype, device)
+                sketches[(name, "in")] = _sketch(seed, name, "in", p.shape[1], kron_rank, dtype, device)
 
     n = len(prompts)
     order = sorted(range(n), key=lambda i: len(prompts[i]) + len(completions[i]))
@@ -155,7 +157,7 @@ def features_layerwise(model, prompts: Sequence[Sequence[int]], completions: Seq
     try:
         for s in range(0, n, chunk_size):
             idx = order[s : s + chunk_size]
-            ids, mask = rollout_rows([prompts[i] for i in idx], [completions[i] for i in idx], pad_id)
+            ids, mask = rollout_rows_on(model, [prompts[i] for i in idx], [completions[i] for i in idx], pad_id)
             calls.clear()
             with torch.enable_grad():
                 logits = model(input_ids=ids).logits[:, :-1]
@@ -173,7 +175,7 @@ def features_layerwise(model, prompts: Sequence[Sequence[int]], completions: Seq
             for name, p in params.items():  # parameters this chunk never reached
                 if name not in grads:
                     shape = (kron_rank, kron_rank) if kron_rank and p.dim() == 2 else tuple(p.shape)
-                    grads[name] = torch.zeros((B, *shape), dtype=dtype)
+                    grads[name] = torch.zeros((B, *shape), dtype=dtype, device=device)
             grads = {name: grads[name] for name in params}  # the layout of features_vmap
             if kron_rank:
                 chunk = torch.cat([g.reshape(B, -1) for g in grads.values()], dim=1)
@@ -181,7 +183,7 @@ def features_layerwise(model, prompts: Sequence[Sequence[int]], completions: Seq
                 chunk = finish(grads, scales=scales, project_dim=project_dim, seed=seed)
             if out is None:
                 out = torch.empty(n, chunk.shape[1], dtype=chunk.dtype)
-            out[torch.tensor(idx)] = chunk
+            out[torch.tensor(idx)] = chunk.cpu()
             bar.update(B)
     finally:
         for h in handles:

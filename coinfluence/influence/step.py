@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from coinfluence.influence.features import rollout_rows
+from coinfluence.influence.features import rollout_rows_on
 from coinfluence.training.objectives import LOSS_NORMALIZATION, group_weight, grpo_advantages, grpo_loss, normalize_logprob, token_logprobs
 
 LOSS_TYPE_OF = {norm: loss for loss, norm in LOSS_NORMALIZATION.items()}
@@ -46,7 +46,7 @@ def advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str =
 def token_logps_rows(model, prompts, completions, pad_id: int, temperature: float):
     """Per-token log-probs ``[B, L−1]`` and completion mask of right-padded rows (no attention
     mask: causal attention makes trailing padding invisible to real tokens)."""
-    ids, mask = rollout_rows(prompts, completions, pad_id)
+    ids, mask = rollout_rows_on(model, prompts, completions, pad_id)
     logits = model(input_ids=ids).logits[:, :-1]
     logps = token_logprobs(logits, ids[:, 1:], temperature)
     return logps, mask.to(logps.dtype)
@@ -67,7 +67,7 @@ def target_direction(model, params: dict, prompts: Sequence, completions: Sequen
         sl = slice(s, min(n, s + micro_batch))
         logps, mask = token_logps_rows(model, prompts[sl], completions[sl], pad_id, temperature)
         ell = normalize_logprob(logps, mask, normalization, max_length)
-        part = _grad((target_advantages[sl].to(ell.dtype) * ell).sum() / n, params)
+        part = _grad((target_advantages[sl].to(ell.device, ell.dtype) * ell).sum() / n, params)
         for name in u:
             u[name] += part[name]
     return u
@@ -84,7 +84,7 @@ def objective_gradient(model, params: dict, prompts: Sequence, completions: Sequ
     """
     G = len(prompts)
     logps, mask = token_logps_rows(model, prompts, completions, pad_id, temperature)
-    adv = advantages(rewards, G, scale_rewards, std).to(logps.dtype)
+    adv = advantages(rewards, G, scale_rewards, std).to(logps.device, logps.dtype)
     loss_type = LOSS_TYPE_OF[normalization]
     loss, _ = grpo_loss(logps, logps.detach(), adv, mask, loss_type=loss_type, beta=0.0, max_completion_length=max_length)
     if loss_type == "dapo":
@@ -94,7 +94,7 @@ def objective_gradient(model, params: dict, prompts: Sequence, completions: Sequ
 
 def inner(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], scales: dict | None = None) -> float:
     """``⟨a, D b⟩`` with ``D = scales²`` (the preconditioner; identity when None)."""
-    total = torch.zeros((), dtype=torch.float64)
+    total = torch.zeros((), dtype=torch.float64, device=next(iter(a.values())).device)
     for name, x in a.items():
         y = b[name].double()
         if scales:

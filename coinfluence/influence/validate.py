@@ -22,7 +22,7 @@ import torch
 from torch.func import functional_call, jvp
 from tqdm.auto import tqdm
 
-from coinfluence.influence.features import rollout_rows
+from coinfluence.influence.features import rollout_rows_on
 from coinfluence.influence.step import objective_gradient
 from coinfluence.training.objectives import normalize_logprob, token_logprobs
 
@@ -75,8 +75,8 @@ def validate_first_order(model, params: dict, train_prompts: Sequence, train_com
     ``relative_step``. The model is restored exactly after each step.
     """
     G = num_generations
-    ids, mask = rollout_rows(target_prompts, target_completions, pad_id)
-    r_t = target_rewards.double()
+    ids, mask = rollout_rows_on(model, target_prompts, target_completions, pad_id)
+    r_t = target_rewards.double().to(ids.device)
     base = {n: p.detach().clone() for n, p in params.items()}
     theta_norm = math.sqrt(sum(float(p.double().pow(2).sum()) for p in base.values()))
     kw = dict(normalization=normalization, max_length=max_length, temperature=temperature)
@@ -101,7 +101,7 @@ def validate_first_order(model, params: dict, train_prompts: Sequence, train_com
                 ell1, s1 = ell_and_s(model, moved, ids, mask, **kw)
             rows.append({
                 "query": int(q), "eta": step,
-                "dlogp_observed": (ell1 - ell0).double(), "dlogp_predicted": (step * dell).double(),
+                "dlogp_observed": (ell1 - ell0).double().cpu(), "dlogp_predicted": (step * dell).double().cpu(),
                 "dJ_observed": float((r_t * torch.expm1((s1 - s0).double())).mean()),
                 "dJ_predicted": float((r_t * step * ds.double()).mean()),
             })

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from coinfluence.device import default_device, resolve_device
 from coinfluence.errors import UserError
 from coinfluence.models.presets import PRESETS, build_preset_model
 
@@ -53,8 +54,10 @@ def load_tokenizer(path: str | os.PathLike):
     return ensure_pad_token(tokenizer)
 
 
-def load_model(path_or_preset: str | os.PathLike, tokenizer=None, *, seed: int = 0, dtype: torch.dtype = torch.float32):
-    """Return ``(model, tokenizer)`` in eval mode, with eager attention and a pad token set.
+def load_model(path_or_preset: str | os.PathLike, tokenizer=None, *, seed: int = 0, dtype: torch.dtype = torch.float32,
+               device: str | torch.device | None = None):
+    """Return ``(model, tokenizer)`` in eval mode on ``device`` (default: :func:`default_device`),
+    with eager attention and a pad token set.
 
     * preset name ("tiny", "small", ...): a new randomly initialised model (seeded) sized to
       ``tokenizer``; without a tokenizer one is built from the task vocabulary.
@@ -64,7 +67,8 @@ def load_model(path_or_preset: str | os.PathLike, tokenizer=None, *, seed: int =
     if is_preset(path_or_preset):
         if tokenizer is None:
             tokenizer = default_task_tokenizer()
-        return build_preset_model(str(path_or_preset), ensure_pad_token(tokenizer), seed=seed), tokenizer
+        model = build_preset_model(str(path_or_preset), ensure_pad_token(tokenizer), seed=seed)
+        return model.to(_target(device)), tokenizer
 
     path = check_checkpoint_dir(path_or_preset)
     if tokenizer is None:
@@ -84,7 +88,13 @@ def load_model(path_or_preset: str | os.PathLike, tokenizer=None, *, seed: int =
         raise UserError(f"cannot load model weights from {path}: {str(err).splitlines()[0]}") from None
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model.eval(), tokenizer
+    return model.to(_target(device)).eval(), tokenizer
+
+
+def _target(device) -> torch.device:
+    if device is None:
+        return default_device()
+    return device if isinstance(device, torch.device) else resolve_device(device)
 
 
 def default_task_tokenizer(preset: str = "mini"):

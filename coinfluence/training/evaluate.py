@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from coinfluence.device import model_device
 from coinfluence.io import read_json, write_json, write_jsonl
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.answer import reward
@@ -72,11 +73,12 @@ def hf_generate(
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[]):
+        device = model_device(model)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             for start in range(0, len(order), per_batch):
                 chunk = order[start : start + per_batch]
-                ids, mask = left_pad([prompt_ids[i] for i in chunk], tokenizer.pad_token_id)
+                ids, mask = (t.to(device) for t in left_pad([prompt_ids[i] for i in chunk], tokenizer.pad_token_id))
                 sample_args = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if sampling else dict(do_sample=False)
                 out = model.generate(
                     input_ids=ids,

@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.answer import extract_answer, reward as task_reward
@@ -31,7 +32,7 @@ from coinfluence.training import checkpoint as ckpt_io
 from coinfluence.training.evaluate import greedy_accuracy, stop_token_ids
 from coinfluence.training.metrics import drop_metrics_after, log_metrics
 from coinfluence.training.objectives import (
-    LOSS_TYPES, SCALE_REWARDS, STD_CONVENTIONS, grpo_advantages, grpo_loss, rollout_batch, sequence_logprobs,
+    LOSS_TYPES, SCALE_REWARDS, STD_CONVENTIONS, batch_to, grpo_advantages, grpo_loss, rollout_batch, sequence_logprobs,
 )
 from coinfluence.training.rollout import sample
 
@@ -236,8 +237,9 @@ def _optimise(cfg: GRPOConfig, model, optimizer, prompts, completions, advantage
     B = len(prompts)
     order = sorted(range(B), key=lambda i: len(prompts[i]) + len(completions[i]))
     chunks = [order[s : s + cfg.micro_batch_size] for s in range(0, B, cfg.micro_batch_size)]
-    batches = [rollout_batch([prompts[i] for i in c], [completions[i] for i in c], pad_id) for c in chunks]
-    chunk_adv = [advantages[torch.tensor(c)] for c in chunks]
+    device = model_device(model)
+    batches = [batch_to(rollout_batch([prompts[i] for i in c], [completions[i] for i in c], pad_id), device) for c in chunks]
+    chunk_adv = [advantages[torch.tensor(c)].to(device) for c in chunks]
     total_tokens = float(sum(b["completion_mask"].sum() for b in batches)) or 1.0
     with torch.no_grad():
         old = [sequence_logprobs(model, b, cfg.temperature) for b in batches] if cfg.num_iterations > 1 else None

@@ -168,6 +168,11 @@ def rollout_batch(prompts: list[list[int]], completions: list[list[int]], pad_id
     return {"input_ids": ids, "attention_mask": attention, "completion_mask": completion_mask}
 
 
+def batch_to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """The same batch with every tensor on ``device`` (the model's)."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def sequence_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1.0,
                       with_entropy: bool = False):
     """Per-token log-probs ``[B, L-1]`` of each next token (use with ``completion_mask``),

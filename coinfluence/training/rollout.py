@@ -27,6 +27,8 @@ from typing import Callable, Literal, Sequence
 import torch
 import torch.nn.functional as F
 
+from coinfluence.device import model_device
+
 Backend = Literal["auto", "lean", "hf"]
 
 # RoPE variants whose cos/sin depend only on the position, so a table built once is exact.
@@ -193,12 +195,16 @@ class TokenChooser:
         if self.greedy:
             token = logits.argmax(-1)
         elif self.top_p < 1.0:
-            uniform = torch.rand(batch, generator=self.generator, device=logits.device)[rows]
-            token = self.nucleus(logp.exp(), uniform)
+            token = self.nucleus(logp.exp(), self.uniforms(batch, logits.device)[rows])
         else:
-            uniform = torch.rand(batch, generator=self.generator, device=logits.device)[rows]
-            token = self.inverse_cdf(logp.exp(), uniform)
+            token = self.inverse_cdf(logp.exp(), self.uniforms(batch, logits.device)[rows])
         return token, logp.gather(-1, token[:, None]).squeeze(-1)
+
+    def uniforms(self, batch: int, device: torch.device) -> torch.Tensor:
+        # Drawn where the generator lives (the CPU unless the caller made another), then moved:
+        # one seed gives the same draws whichever device the model is on.
+        where = self.generator.device if self.generator is not None else torch.device("cpu")
+        return torch.rand(batch, generator=self.generator, device=where).to(device, non_blocking=True)
 
     @staticmethod
     def inverse_cdf(weights: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
@@ -262,10 +268,6 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[tor
         ids[row, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
         mask[row, width - len(p) :] = 1
     return ids.to(device), mask.to(device)
-
-
-def model_device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 # ----------------------------------------------------------------------------- generic engine
@@ -478,10 +480,17 @@ def sample_lean(model, prompts, max_new: int, chooser: TokenChooser, stops, pad_
     return recorder.result()
 
 
+def mask_value(dtype) -> float:
+    """The additive mask: the most negative number finite both in ``dtype`` and in the float32
+    softmax (a float64 model's own min would become -inf there, and a fully masked pad row NaN,
+    which reaches real rows through the next layer's 0 * NaN)."""
+    return max(torch.finfo(dtype).min, torch.finfo(torch.float32).min)
+
+
 def padding_bias(mask: torch.Tensor, total: int, dtype) -> torch.Tensor:
-    """Additive bias over all cache slots: the dtype's min on prompt padding, 0 elsewhere."""
+    """Additive bias over all cache slots: :func:`mask_value` on prompt padding, 0 elsewhere."""
     bias = torch.zeros(mask.shape[0], total, dtype=dtype, device=mask.device)
-    bias[:, : mask.shape[1]].masked_fill_(mask == 0, torch.finfo(dtype).min)
+    bias[:, : mask.shape[1]].masked_fill_(mask == 0, mask_value(dtype))
     return bias[:, None, None, None, :]
 
 
@@ -491,7 +500,7 @@ def prefill_bias(mask: torch.Tensor, dtype) -> torch.Tensor:
     width = mask.shape[1]
     causal = torch.ones(width, width, dtype=torch.bool, device=mask.device).tril()
     allowed = causal[None] & mask.bool()[:, None, :]
-    bias = torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill_(~allowed, mask_value(dtype))
     return bias[:, None, None]
 
 

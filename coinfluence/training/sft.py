@@ -20,12 +20,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.io import read_json, write_json
 from coinfluence.models.format import encode_example
 from coinfluence.training import checkpoint as ckpt_io
 from coinfluence.training.evaluate import greedy_accuracy
 from coinfluence.training.metrics import drop_metrics_after, log_metrics
+from coinfluence.training.objectives import batch_to
 
 IGNORE_INDEX = -100
 STAGE = "sft"
@@ -284,6 +286,7 @@ def train_sft(
         ckpt_io.prune_checkpoints(ckpt_root, cfg.save_total_limit)
 
     stream = micro_batches_from(lengths, cfg, position)
+    device = model_device(model)
     bar = tqdm(total=cfg.max_steps, initial=step, desc="sft", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
     last_val = None
@@ -291,7 +294,7 @@ def train_sft(
     while step < cfg.max_steps:
         started = time.perf_counter()
         micro = [next(stream) for _ in range(cfg.gradient_accumulation_steps)]
-        batches = [collate([examples[i] for i in batch], tokenizer.pad_token_id, cfg.completion_only_loss) for _, batch in micro]
+        batches = [batch_to(collate([examples[i] for i in batch], tokenizer.pad_token_id, cfg.completion_only_loss), device) for _, batch in micro]
         # Mean over every target token of the optimizer step, not a mean of per-batch means.
         targets = max(1, sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches))
         step_loss = 0.0
