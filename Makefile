@@ -30,6 +30,7 @@ test-slow: $(STAMP)
 # greedy test accuracy. --resume makes a second `make demo` continue or reuse runs/demo.
 demo: $(STAMP)
 	$(BIN)/coinfluence train --bridge --out runs/demo --resume
+	test -f runs/demo/analysis/sft/summary.json || $(BIN)/coinfluence analyze --ckpt runs/demo/sft --run runs/demo --no-kernel
 
 # Benchmarks run in their own venv with the peers of the `bench` extra (TRL, dattri), so the
 # test venv never sees them. Kronfluence declares torchvision, which does not work beside the
