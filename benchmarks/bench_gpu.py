@@ -88,9 +88,10 @@ def main() -> None:
     print(f"{gpu}; model {n_params / 1e6:.0f}M parameters; torch {torch.__version__}", flush=True)
     rows = []
 
-    def add(section, method, seconds, **extra):
+    def add(section, method, seconds, **extra) -> dict:
         rows.append({"section": section, "method": method, "seconds": round(seconds, 4), **extra})
         print(rows[-1], flush=True)
+        return rows[-1]
 
     # ---- sampler vs generate
     g = torch.Generator().manual_seed(0)
@@ -129,15 +130,15 @@ def main() -> None:
         "ours vmap": lambda: feat.features_vmap(model, prompts, completions, PAD, params=scope, chunk_size=4, **kw),
         "ours loop": lambda: feat.features_loop(model, prompts, completions, PAD, params=scope, **kw),
     }
-    results = {}
+    results, feature_rows = {}, {}
     for name, fn in methods.items():
-        seconds, out = timed(fn, args.repeats)
-        results[name] = out
-        add("features", name, seconds, scope_params=feat.num_features(scope), rollouts=n, peak_mib=round(peak_mib(fn, base)))
+        seconds, results[name] = timed(fn, args.repeats)
+        feature_rows[name] = add("features", name, seconds, scope_params=feat.num_features(scope), rollouts=n,
+                                 peak_mib=round(peak_mib(fn, base)))
     ref = results["ours loop"]
     for name in ("ours layerwise", "ours vmap"):
         err = float((results[name] - ref).abs().max() / ref.abs().max())
-        rows[-4 + list(methods).index(name)]["rel_diff_vs_loop"] = f"{err:.1e}"
+        feature_rows[name]["rel_diff_vs_loop"] = f"{err:.1e}"
     kron = lambda: features_layerwise(model, prompts, completions, PAD, params=weights, chunk_size=8, kron_rank=16, **kw)
     seconds, out = timed(kron, args.repeats)
     add("features", "ours layerwise kron16 (all weights)", seconds, scope_params=feat.num_features(weights), rollouts=n,

@@ -30,10 +30,8 @@ import copy
 import csv
 import json
 import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +44,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 import torch  # noqa: E402
+from machine import lscpu_model, package_versions  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
 
@@ -182,26 +181,6 @@ def check_prompt_ids(tok, rows) -> None:
 # ----------------------------------------------------------------------------- main
 
 
-def lscpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for pkg in ("torch", "transformers", "trl", "accelerate", "datasets"):
-        try:
-            out.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            out.append(f"{pkg} missing")
-    return ", ".join(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
@@ -280,7 +259,7 @@ def main() -> None:
     md = [
         "# One GRPO step: coinfluence vs TRL `GRPOTrainer`\n",
         f"Command: `{command}`  ",
-        f"Machine: {lscpu_model()}, {os.cpu_count()} CPUs, {args.threads} torch threads; {versions()}  ",
+        f"Machine: {lscpu_model()}, {os.cpu_count()} CPUs, {args.threads} torch threads; {package_versions('torch', 'transformers', 'trl', 'accelerate', 'datasets')}  ",
         f"Load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f} (other processes shared the cores when it exceeds the core count)  ",
         f"Setting: `{args.ckpt or args.preset}` model ({n_params:,} parameters, float32, eager attention), P = {args.prompts} prompts x "
         f"G = {args.num_generations} rollouts, max_completion_length {args.max_completion_length}, temperature 1, "

@@ -201,7 +201,7 @@ def main() -> None:
         w = csv.writer(fh)
         w.writerow(["measure", "value", "note"])
         w.writerows(rows)
-    md = [f"# Influence engine benchmark\n", f"Command: `{command}`  ", f"Machine: {machine}\n",
+    md = ["# Influence engine benchmark\n", f"Command: `{command}`  ", f"Machine: {machine}\n",
           "| measure | value | note |", "|---|---:|---|", *[f"| {a} | {b} | {c} |" for a, b, c in rows]]
     (HERE / "influence.md").write_text("\n".join(md) + "\n")
 

@@ -39,7 +39,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import random
 import resource
 import statistics
@@ -50,6 +49,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import lscpu_model, package_versions  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
 LINEAR_REGEX = r"^model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$"
@@ -282,26 +282,6 @@ def child(args) -> None:
 # ----------------------------------------------------------------------------- parent
 
 
-def lscpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for pkg in ("torch", "transformers", "dattri", "kronfluence"):
-        try:
-            out.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            out.append(f"{pkg} missing")
-    return ", ".join(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny", help="model preset (randomly initialised, seeded)")
@@ -396,7 +376,7 @@ def main() -> None:
     md = [
         "# Per-rollout features + kernel: coinfluence vs dattri vs Kronfluence\n",
         f"Command: `{command}`  ",
-        f"Machine: {lscpu_model()}, {os.cpu_count()} CPUs, {args.threads} torch threads; {versions()}  ",
+        f"Machine: {lscpu_model()}, {os.cpu_count()} CPUs, {args.threads} torch threads; {package_versions('torch', 'transformers', 'dattri', 'kronfluence')}  ",
         f"Load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f} (other processes shared the cores when it exceeds the core count)  ",
         f"Setting: `{args.ckpt or args.preset}` model, {args.n_train} train + {args.n_target} target rollouts of "
         f"{lo}-{hi} tokens (mean {mean:.0f}), ℓ = seq-mean completion log-prob, batch {args.batch_size}, "

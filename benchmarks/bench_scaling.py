@@ -26,7 +26,6 @@ import csv
 import importlib.util
 import json
 import os
-import platform
 import random
 import resource
 import subprocess
@@ -35,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import lscpu_model  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
 
@@ -92,14 +92,6 @@ def child(args) -> None:
     tokens = sum(len(p) + len(c) for p, c in zip(tr_p + tg_p, tr_c + tg_c))
     print(json.dumps({"seconds": seconds, "peak_delta_mib": max(0.0, peak - base), "rss_base_mib": base,
                       "params": feat.num_features(params), "feature_dim": d, "tokens": tokens}))
-
-
-def lscpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def plot(results, path: Path, args) -> None:

@@ -117,8 +117,6 @@ def train(
     progress: bool = typer.Option(True, help="show progress bars"),
 ):
     """Train on generated or given data: SFT, then GRPO, then greedy test accuracy (DESIGN §5 run layout)."""
-    from dataclasses import asdict
-
     from coinfluence.device import default_device, model_device
     from coinfluence.models.loading import check_checkpoint_dir, is_preset, load_model, load_tokenizer
     from coinfluence.training import checkpoint as ckpt_io

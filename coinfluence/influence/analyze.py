@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.influence import features as feat
 from coinfluence.influence.kernel import K_plus_minus, co_influence_kernel, mean_over_targets
@@ -436,7 +437,7 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
         "num_parameters_selected": feat.num_features(params),
         "feature_dim": feature_dim,
         "feature_engine": engine,
-        "device": str(next(model.parameters()).device),
+        "device": str(model_device(model)),
         "n_train_queries": Q, "n_target_queries": len(target_rows),
         "alpha_hist": {"n_correct": list(range(G + 1)), "count": torch.bincount(tr["rewards"].reshape(-1, G).sum(1).long(), minlength=G + 1).tolist()},
         "frac_informative": float(informative.double().mean()),

@@ -8,7 +8,6 @@ during a save leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import json
 import random
 from contextlib import contextmanager
 import re

@@ -17,6 +17,7 @@ from coinfluence.device import model_device
 from coinfluence.io import read_json, write_json, write_jsonl
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.answer import reward
+from coinfluence.training.rollout import left_pad
 
 # (model, tokenizer, prompt_ids, *, max_new_tokens, temperature, num_samples, seed) ->
 # for each prompt, ``num_samples`` lists of generated ids (stop token excluded).
@@ -36,16 +37,6 @@ def cut_at_stop(ids: list[int], stops: Sequence[int]) -> list[int]:
         if tok in stops:
             return ids[:k]
     return ids
-
-
-def left_pad(prompt_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompt_ids)
-    ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-    for row, p in enumerate(prompt_ids):
-        ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[row, width - len(p):] = 1
-    return ids, mask
 
 
 @torch.no_grad()
@@ -78,7 +69,7 @@ def hf_generate(
             torch.manual_seed(seed)
             for start in range(0, len(order), per_batch):
                 chunk = order[start : start + per_batch]
-                ids, mask = (t.to(device) for t in left_pad([prompt_ids[i] for i in chunk], tokenizer.pad_token_id))
+                ids, mask = left_pad([prompt_ids[i] for i in chunk], tokenizer.pad_token_id, device)
                 sample_args = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if sampling else dict(do_sample=False)
                 out = model.generate(
                     input_ids=ids,
