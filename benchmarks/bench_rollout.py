@@ -8,6 +8,12 @@ top-k/top-p and never stop early (no eos for ours, ``min_new_tokens`` for genera
 produce exactly batch x new-tokens tokens from the same left-padded prompts. Rates are the
 median of the repeats after one warm-up; prefill is included. Prints a table and writes
 benchmarks/rollout.csv and benchmarks/rollout.md.
+
+The "matmul floor" column times only the matrix products that any exact float32 decode of this
+model has to do (the projections with q/k/v and gate/up fused, the two attention products over
+the KV cache, the LM head; prefill included) on preallocated tensors, with nothing else in
+between. generate / floor is the most any sampler could gain over ``generate`` while doing the
+same arithmetic with torch's kernels on this machine.
 """
 
 from __future__ import annotations
@@ -15,9 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +30,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from coinfluence.training.rollout import sample
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import lscpu_model  # noqa: E402
 
 PAD, EOS = 0, 1
 
@@ -63,6 +70,43 @@ def run_generate(model, prompts, new_tokens, seed):
     assert out.shape[1] == width + new_tokens
 
 
+def matmul_floor(model, prompts, new_tokens):
+    """Returns a function of a seed that runs only the decode's matrix products (see the docstring)."""
+    config, batch, width = model.config, len(prompts), max(map(len, prompts))
+    heads, head_dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
+    kv_heads = config.num_key_value_heads
+    group = heads // kv_heads
+    layers = [(torch.cat([l.self_attn.q_proj.weight, l.self_attn.k_proj.weight, l.self_attn.v_proj.weight]),
+               l.self_attn.o_proj.weight, torch.cat([l.mlp.gate_proj.weight, l.mlp.up_proj.weight]), l.mlp.down_proj.weight)
+              for l in model.model.layers]
+    head = model.lm_head.weight
+    total = width + new_tokens
+    cache = torch.randn(len(layers), 2, batch, kv_heads, total, head_dim)
+    hidden = torch.randn(batch, width, config.hidden_size)
+    queries = torch.randn(batch, kv_heads, group * width, head_dim)
+    probs = torch.rand(batch, kv_heads, group * width, total)
+    inner = torch.randn(batch, width, config.intermediate_size)
+
+    def products(steps: int, end: int):
+        x, q, p, m = hidden[:, :steps], queries[:, :, : group * steps], probs[:, :, : group * steps, :end], inner[:, :steps]
+        for index, (qkv, out, gate_up, down) in enumerate(layers):
+            torch.nn.functional.linear(x, qkv)
+            torch.matmul(q, cache[index, 0, :, :, :end].transpose(-1, -2))
+            torch.matmul(p, cache[index, 1, :, :, :end])
+            torch.nn.functional.linear(x, out)
+            torch.nn.functional.linear(x, gate_up)
+            torch.nn.functional.linear(m, down)
+        torch.nn.functional.linear(x[:, -1], head)
+
+    def run(seed):
+        with torch.inference_mode():
+            products(width, width)
+            for step in range(1, new_tokens):
+                products(1, width + step)
+
+    return run
+
+
 def median_seconds(fn, repeats: int) -> float:
     fn(0)  # warm-up: allocator, lazy init
     times = []
@@ -74,12 +118,7 @@ def median_seconds(fn, repeats: int) -> float:
 
 
 def machine() -> str:
-    try:
-        name = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(line.split(":", 1)[1].strip() for line in name.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        name = platform.processor() or platform.machine()
-    return f"{name}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return f"{lscpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def load_average() -> str:
@@ -108,12 +147,15 @@ def main():
         new = batch * args.new_tokens
         t_gen = median_seconds(lambda s: run_generate(model, prompts, args.new_tokens, s), args.repeats)
         t_ours = median_seconds(lambda s: run_ours(model, prompts, args.new_tokens, s), args.repeats)
+        t_floor = median_seconds(matmul_floor(model, prompts, args.new_tokens), args.repeats)
         rows.append(dict(batch=batch, new_tokens=args.new_tokens, generate_tok_s=new / t_gen, ours_tok_s=new / t_ours,
                          generate_ms_step=1e3 * t_gen / args.new_tokens, ours_ms_step=1e3 * t_ours / args.new_tokens,
-                         speedup=t_gen / t_ours))
+                         floor_ms_step=1e3 * t_floor / args.new_tokens, speedup=t_gen / t_ours,
+                         generate_over_floor=t_gen / t_floor))
         r = rows[-1]
         print(f"batch {batch:3d}: generate {r['generate_tok_s']:8.0f} tok/s ({r['generate_ms_step']:5.1f} ms/step)  "
-              f"ours {r['ours_tok_s']:8.0f} tok/s ({r['ours_ms_step']:5.1f} ms/step)  x{r['speedup']:.2f}", flush=True)
+              f"ours {r['ours_tok_s']:8.0f} tok/s ({r['ours_ms_step']:5.1f} ms/step)  x{r['speedup']:.2f}  "
+              f"matmul floor {r['floor_ms_step']:5.1f} ms/step (generate / floor x{r['generate_over_floor']:.2f})", flush=True)
 
     load_after = load_average()
     here = Path(__file__).parent
@@ -135,12 +177,12 @@ def main():
         "Other processes shared these cores during the run when the load exceeds the core count, "
         "so absolute rates are noisy; the two columns of a row were measured back to back.",
         "",
-        "| batch | generate tok/s | ours tok/s | generate ms/step | ours ms/step | speed-up |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| batch | generate tok/s | ours tok/s | generate ms/step | ours ms/step | speed-up | matmul floor ms/step | generate / floor |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(f"| {r['batch']} | {r['generate_tok_s']:.0f} | {r['ours_tok_s']:.0f} | {r['generate_ms_step']:.1f} | "
-                     f"{r['ours_ms_step']:.1f} | {r['speedup']:.2f}x |")
+                     f"{r['ours_ms_step']:.1f} | {r['speedup']:.2f}x | {r['floor_ms_step']:.1f} | {r['generate_over_floor']:.2f}x |")
     (here / "rollout.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {here / 'rollout.csv'} and {here / 'rollout.md'}")
 

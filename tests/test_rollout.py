@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from coinfluence.training.rollout import Rollouts, lean_unsupported_reason, sample
+from coinfluence.training.rollout import LeanLlama, Rollouts, lean_unsupported_reason, sample
 
 PAD, EOS, VOCAB = 0, 1, 97
 
@@ -50,6 +50,19 @@ def teacher_forced_logprobs(model, prompt: list[int], completion: list[int], tem
 def run(model, prompts, **kw) -> Rollouts:
     options = dict(max_new_tokens=16, temperature=0.0, eos_token_id=EOS, pad_token_id=PAD)
     return sample(model, prompts, **{**options, **kw})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lean_rms_norm_rounds_exactly_like_hf(dtype):
+    # The lean engine uses one fused op for float32; it must round exactly like HF's module,
+    # or greedy tokens could drift from generate's.
+    model = tiny_llama(0, dtype=dtype)
+    norm = model.model.layers[0].input_layernorm
+    torch.nn.init.normal_(norm.weight)
+    net = LeanLlama(model)
+    for shape in [(6, 1, 32), (6, 12, 32), (1, 3, 32)]:
+        x = 3 * torch.randn(shape, dtype=dtype)
+        assert torch.equal(net.rms_norm(x, norm.weight), norm(x))
 
 
 @pytest.mark.parametrize("seed", [0, 1])

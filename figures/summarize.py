@@ -1,0 +1,80 @@
+"""The numbers that figures/README.md quotes, computed from the committed units.
+
+    python figures/summarize.py [RESULTS_DIR]      # default: figures/results
+
+Per variant (mean over seeds, per-seed values in brackets where the README gives them): the
+SFT analysis (informative share, mean α, share at α=0, mean co-influence of informative
+queries), the GRPO training curve (10-step means of ``reward`` and
+``completions/mean_length`` at the start and the end), the RL gain on each test split, the
+influence time series at each analysed checkpoint, and each unit's wall times.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from coinfluence.plots.gains import rl_gains
+from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label
+
+ROOT = Path(__file__).resolve().parent
+WINDOW = 10  # steps per mean at each end of the GRPO curve
+
+
+def unit_row(unit: Path) -> dict:
+    """One line of numbers for one unit directory."""
+    row = {"unit": unit.name, "variant": run_label(unit)}
+    sft = unit / "analysis" / "sft"
+    if (sft / "summary.json").exists():
+        s = read_summary(sft)
+        alpha = read_queries(sft)["alpha"]
+        row.update(informative=s["frac_informative"], mean_alpha=s["mean_alpha"], alpha0=float((alpha == 0).mean()),
+                   co_influence=s["mean_co_influence"])
+    m = read_metrics(unit)
+    if len(m):
+        for col, name in (("reward", "reward"), ("completions/mean_length", "length")):
+            row[f"{name}_first"] = float(m[col].head(WINDOW).mean())
+            row[f"{name}_last"] = float(m[col].tail(WINDOW).mean())
+    times = json.loads((unit / "unit.json").read_text()).get("seconds", {}) if (unit / "unit.json").exists() else {}
+    row.update({f"{k}_s": v for k, v in times.items()})
+    return row
+
+
+def main(results: Path) -> None:
+    units = sorted(p for p in results.iterdir() if (p / "config.json").exists())
+    if not units:
+        sys.exit(f"error: no unit directories under {results}")
+    rows = pd.DataFrame([unit_row(u) for u in units])
+    pd.set_option("display.width", 200, "display.max_columns", 30, "display.precision", 4)
+
+    print(f"## {len(units)} units\n")
+    print(rows.to_string(index=False), "\n")
+
+    print("## per variant: mean [min, max] over its units\n")
+    columns = [c for c in rows.columns if c not in ("unit", "variant")]
+    spread = rows.groupby("variant")[columns].agg(lambda v: f"{v.mean():.4g} [{v.min():.4g}, {v.max():.4g}]"
+                                                  if v.notna().any() else "")
+    spread.insert(0, "units", rows.groupby("variant").size())
+    print(spread.T.to_string(), "\n")
+
+    print("## RL gain (points), mean ± s.d. over seeds\n")
+    stats = rl_gains(units).groupby(["variant", "split"])["gain"].agg(["mean", "std", "count"])
+    stats[["mean", "std"]] *= 100
+    print(stats.round(2).to_string(), "\n")
+
+    print("## influence through training: mean over seeds at each analysed step\n")
+    series = []
+    for u in units:
+        path = u / "analysis" / "timeseries.csv"
+        if path.exists():
+            series.append(read_timeseries(path).assign(variant=run_label(u)))
+    if series:
+        ts = pd.concat(series).groupby(["variant", "step"])[["mean_co_influence", "frac_informative", "mean_delta_J"]]
+        print(ts.mean().to_string(), "\n")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "results")
