@@ -101,7 +101,9 @@ def test_sampler_draws_the_same_tokens_on_both_devices(warm, tok):
     cpu, gpu = results
     assert gpu.completion_ids.device.type == "cuda"
     assert cpu.completions() == gpu.completions()
-    torch.testing.assert_close(cpu.logprobs, gpu.logprobs.cpu(), rtol=1e-9, atol=1e-9)
+    # HF-style RMSNorm computes in float32 even in a float64 model, and float32 reductions
+    # round differently on the two devices.
+    torch.testing.assert_close(cpu.logprobs, gpu.logprobs.cpu(), rtol=0, atol=1e-5)
 
 
 @needs_cuda
