@@ -295,4 +295,18 @@ def eval_cmd(
     for split, r in results.items():
         extra = "".join(f"  {k} {r[k]:.3f}" for k in r if "@" in k or k == "alpha_spread")
         typer.echo(f"{split:9} accuracy {r['accuracy']:.3f}{extra}  ({r['num_rows']} rows)")
+        if r.get("behaviours/frac"):
+            typer.echo(" " * 10 + behaviour_line(r))
     typer.echo(f"eval: {run_dir / 'eval.json'}")
+
+
+def behaviour_line(r: dict) -> str:
+    """One line on the injected behaviours of an eval summary (``behaviour_summary``)."""
+    kinds = " ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in r.items() if k.startswith("behaviours/") and k != "behaviours/frac")
+    line = f"behaviours per completion: {kinds}; {r['behaviours/frac']:.0%} have some"
+    if r["accuracy_with_behaviours"] is not None and r["accuracy_without_behaviours"] is not None:
+        line += f"; accuracy with {r['accuracy_with_behaviours']:.3f}, without {r['accuracy_without_behaviours']:.3f}"
+    if r["paired_queries"]:
+        line += (f" (same {r['paired_queries']} queries: {r['paired_accuracy_with_behaviours']:.3f} vs "
+                 f"{r['paired_accuracy_without_behaviours']:.3f})")
+    return line

@@ -10,10 +10,16 @@
    every GRPO step checkpoint (the last one holds the final weights) and timeseries.csv. ΔJ and
    co-influence come from the aggregated path either way; ``--no-kernel`` only skips the
    per-rollout K⁺/K⁻ columns, which no figure uses, and saves over half the analysis time.
-3. copy the unit's small result files (config, metrics, eval, data options, summaries,
+3. sampled evaluation: ``coinfluence eval --splits test_id --n 8 --temperature 1 --limit 100``
+   of the SFT model and of grpo/final (mean@8, pass@8, and how often the completions use the
+   injected behaviours, and how accurate those completions are), saved in eval.json beside the
+   greedy results under ``sft@n8-t1`` and ``grpo/final@n8-t1``.
+4. copy the unit's small result files (config, metrics, eval, data options, summaries,
    queries.parquet, timeseries; each under 200 KB, never checkpoints) to
    figures/results/VARIANT-sSEED/, which appears only when complete. A unit whose results exist
-   is skipped; a killed unit resumes (``train --resume``).
+   is skipped; a killed unit resumes (``train --resume``). ``--refresh`` runs the steps that a
+finished unit lacks (steps added after it was made) when its run dir is still here, and
+recopies its results.
 
 VARIANT is one of vanilla (behaviours none), bridge (both), explore, exploit, question-aug,
 answer-aug (vanilla data with K sentence orders / solution orders of each SFT problem), with an
@@ -24,6 +30,7 @@ optional injection-probability suffix for the sweep: ``bridge-pe0.6`` (p_explore
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -45,6 +52,8 @@ AUG_K = 4  # orders per SFT problem in the augmentation baselines
 KEEP = ["config.json", "metrics.jsonl", "eval.json", "data/data_config.json", "analysis/timeseries.csv",
         "analysis/*/summary.json", "analysis/*/queries.parquet"]
 MAX_BYTES = 200_000
+SAMPLED_EVAL = ["--splits", "test_id", "--n", "8", "--temperature", "1", "--limit", "100"]
+SAMPLED_NAME = "@n8-t1"  # the suffix `coinfluence eval` gives these results in eval.json
 _VARIANT = re.compile(r"^(?P<base>[a-z-]+?)(?:-pe(?P<pe>[0-9.]+))?(?:-px(?P<px>[0-9.]+))?$")
 
 
@@ -95,43 +104,62 @@ def copy_results(run: Path, dest: Path, record: dict) -> list[str]:
     return skipped
 
 
+def evaluated(run: Path, checkpoint: str) -> bool:
+    path = ROOT / run / "eval.json"
+    return path.exists() and checkpoint in json.loads(path.read_text()).get("checkpoints", {})
+
+
 def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: Path = RESULTS, aug_k: int = AUG_K,
-             extra_train: list[str] = (), extra_analyze: list[str] = ()) -> Path:
-    """Train, analyse and copy one unit (see the module docstring); returns its results dir."""
+             extra_train: list[str] = (), extra_analyze: list[str] = (), extra_eval: list[str] = (),
+             refresh: bool = False) -> Path:
+    """Train, analyse, evaluate and copy one unit (see the module docstring); returns its results dir."""
     behaviours, data_opts = parse_variant(variant, aug_k)
     name = unit_name(variant, seed)
     dest = Path(results_root) / name
-    if dest.is_dir():
-        print(f"skip {name}: {dest} exists", flush=True)
-        return dest
     run = Path(runs_root) / name
     if run.resolve().is_relative_to(ROOT):  # commands run in ROOT; keep the recorded paths short
         run = run.resolve().relative_to(ROOT)
+    if dest.is_dir() and not refresh:
+        print(f"skip {name}: {dest} exists", flush=True)
+        return dest
+    if dest.is_dir() and not (ROOT / run / "sft").is_dir():
+        print(f"skip {name}: nothing to refresh from ({run} is gone)", flush=True)
+        return dest
     seconds = {}
     commands = []
     if data_opts:
         data_cmd = ["data", "--out", str(run / "data"), "--behaviours", behaviours, "--seed", str(seed), *data_opts]
         train_cmd = ["train", "--data", str(run / "data"), "--out", str(run), "--seed", str(seed), "--resume", *extra_train]
-        if not (run / "data" / "data_config.json").exists():
+        if not (ROOT / run / "data" / "data_config.json").exists():
             seconds["data"] = coinfluence(data_cmd)
         commands.append(data_cmd)
     else:
         train_cmd = ["train", "--behaviours", behaviours, "--out", str(run), "--seed", str(seed), "--resume", *extra_train]
-    seconds["train"] = coinfluence(train_cmd)
+    if not (evaluated(run, "grpo/final") and (ROOT / run / "grpo" / "final").is_dir()):
+        seconds["train"] = coinfluence(train_cmd)
     analyze_cmd = ["analyze", "--run", str(run), "--all-checkpoints", "--no-kernel", "--seed", str(seed), "--quiet", *extra_analyze]
-    if not (run / "analysis" / "timeseries.csv").exists():
+    if not (ROOT / run / "analysis" / "timeseries.csv").exists():
         seconds["analyze"] = coinfluence(analyze_cmd)
     commands += [train_cmd, analyze_cmd]
+    for checkpoint in ("sft", "grpo/final"):
+        eval_cmd = ["eval", "--ckpt", str(run / checkpoint), "--data", str(run / "data"), *SAMPLED_EVAL, "--seed", str(seed),
+                    *extra_eval]
+        if not evaluated(run, checkpoint + SAMPLED_NAME):
+            seconds["sampled_eval"] = seconds.get("sampled_eval", 0.0) + coinfluence(eval_cmd)
+        commands.append(eval_cmd)
 
     import torch
 
+    old = json.loads((dest / "unit.json").read_text()) if (dest / "unit.json").exists() else {}
     record = {
-        "variant": variant, "seed": seed, "run": str(run), "commands": ["coinfluence " + shlex.join(c) for c in commands],
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "variant": variant, "seed": seed, "run": str(run),
+        "commands": ["coinfluence " + shlex.join(c) for c in commands],
+        "seconds": {**old.get("seconds", {}), **{k: round(v, 1) for k, v in seconds.items()}},
         "machine": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
                     "torch": torch.__version__, "python": platform.python_version(),
                     "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"},
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "finished": old.get("finished", time.strftime("%Y-%m-%d %H:%M:%S")),
+        **({"refreshed": time.strftime("%Y-%m-%d %H:%M:%S")} if old else {}),
     }
     skipped = copy_results(ROOT / run, dest, record)
     for path in skipped:
@@ -145,6 +173,7 @@ def add_hidden_options(parser: argparse.ArgumentParser) -> None:
     hide = argparse.SUPPRESS
     parser.add_argument("--extra-train-args", default="", help=hide)
     parser.add_argument("--extra-analyze-args", default="", help=hide)
+    parser.add_argument("--extra-eval-args", default="", help=hide)
     parser.add_argument("--runs-root", type=Path, default=RUNS, help=hide)
     parser.add_argument("--results-root", type=Path, default=RESULTS, help=hide)
 
@@ -154,6 +183,8 @@ def main() -> None:
     parser.add_argument("variant", help=f"{', '.join(BASES)}, optionally with -peX / -pxY (injection probabilities)")
     parser.add_argument("seed", type=int)
     parser.add_argument("--aug-k", type=int, default=AUG_K, help="orders per SFT problem in question-aug/answer-aug")
+    parser.add_argument("--refresh", action="store_true",
+                        help="for a finished unit whose run dir is still here: run the steps it lacks and recopy its results")
     add_hidden_options(parser)
     args = parser.parse_args()
     try:
@@ -162,7 +193,8 @@ def main() -> None:
         parser.error(str(err))
     try:
         run_unit(args.variant, args.seed, runs_root=args.runs_root, results_root=args.results_root, aug_k=args.aug_k,
-                 extra_train=shlex.split(args.extra_train_args), extra_analyze=shlex.split(args.extra_analyze_args))
+                 extra_train=shlex.split(args.extra_train_args), extra_analyze=shlex.split(args.extra_analyze_args),
+                 extra_eval=shlex.split(args.extra_eval_args), refresh=args.refresh)
     except subprocess.CalledProcessError as err:
         sys.exit(f"unit {unit_name(args.variant, args.seed)} failed: {shlex.join(map(str, err.cmd[2:]))} exited {err.returncode}")
 

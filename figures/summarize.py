@@ -6,7 +6,8 @@ Per variant (mean over seeds, per-seed values in brackets where the README gives
 SFT analysis (informative share, mean α, share at α=0, mean co-influence of informative
 queries), the GRPO training curve (10-step means of ``reward`` and
 ``completions/mean_length`` at the start and the end), the RL gain on each test split, the
-influence time series at each analysed checkpoint, and each unit's wall times.
+influence time series at each analysed checkpoint, the injected behaviours in sampled
+completions of the SFT and RL models, and each unit's wall times.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from coinfluence.plots.gains import rl_gains
+from coinfluence.plots.gains import rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label
 
 ROOT = Path(__file__).resolve().parent
@@ -65,6 +66,12 @@ def main(results: Path) -> None:
     stats[["mean", "std"]] *= 100
     print(stats.round(2).to_string(), "\n")
 
+    print("## injected behaviours in sampled completions (eval --n 8 --temperature 1, test_id), mean over seeds\n")
+    sampled = sampled_behaviours(units)
+    if len(sampled):
+        cols = ["accuracy", "behaviours/frac", "paired_queries", "paired_accuracy_with_behaviours", "paired_accuracy_without_behaviours"]
+        print(sampled.groupby(["variant", "stage"])[cols].agg(["mean", "std", "count"]).round(3).to_string(), "\n")
+        print(sampled.drop(columns=["run"]).round(3).to_string(index=False), "\n")
     print("## influence through training: mean over seeds at each analysed step\n")
     series = []
     for u in units:

@@ -10,8 +10,10 @@ from coinfluence.errors import UserError
 from coinfluence.io import read_jsonl
 from coinfluence.models import build_tokenizer, load_model
 from coinfluence.models.format import encode_completion
+from coinfluence.tasks.igsm import BEHAVIOURS
 from coinfluence.training.evaluate import (
     alpha_spread,
+    behaviour_summary,
     evaluate_checkpoint,
     generate_completions,
     hf_generate,
@@ -105,6 +107,38 @@ def test_sample_accuracy_with_a_replaced_generator(tok):
     summary, records = score_rows(None, tok, rows, n=4, temperature=1.0, generate_fn=fake_generate)
     assert summary["mean@4"] == pytest.approx(1.5 / 4) and summary["pass@4"] == 0.75 and summary["alpha_spread"] == 0.75
     assert len(records) == 16
+
+
+def test_behaviour_summary_against_counting_by_hand():
+    def rec(reward, attempts=0, restates=0):
+        counts = dict.fromkeys(BEHAVIOURS, 0) | {"attempts": attempts, "restates": restates}
+        return {"reward": reward, "behaviours": counts}
+
+    records = [rec(1.0, attempts=2), rec(0.0),  # query A: one of each kind
+               rec(1.0), rec(1.0),  # query B: none with behaviours
+               rec(0.0, restates=1), rec(1.0, attempts=1, restates=1)]  # query C: all with
+    s = behaviour_summary(records, n=2)
+    assert s["behaviours/attempts"] == pytest.approx(3 / 6) and s["behaviours/restates"] == pytest.approx(2 / 6)
+    assert s["behaviours/revisits"] == 0 and s["behaviours/frac"] == pytest.approx(3 / 6)
+    assert s["accuracy_with_behaviours"] == pytest.approx(2 / 3) and s["accuracy_without_behaviours"] == pytest.approx(2 / 3)
+    assert s["paired_queries"] == 1  # only A has both kinds
+    assert s["paired_accuracy_with_behaviours"] == 1.0 and s["paired_accuracy_without_behaviours"] == 0.0
+    assert behaviour_summary([rec(1.0)], n=1)["paired_accuracy_with_behaviours"] is None
+
+
+def test_scored_records_count_the_behaviours_of_each_completion():
+    rows = toy_rows(2, seed=5)
+    attempt = "Try each Oak's Nail: it needs each Elm's Cow, which is not known yet, so come back later.\n"
+    tok = build_tokenizer([*toy_texts(rows), attempt])
+
+    def fake_generate(model, tokenizer, prompt_ids, *, num_samples, **_):
+        texts = [attempt + "<answer>1</answer>", "<answer>1</answer>"]
+        return [[tokenizer.encode(t, add_special_tokens=False) for t in texts] for _ in prompt_ids]
+
+    summary, records = score_rows(None, tok, rows, n=2, temperature=1.0, generate_fn=fake_generate)
+    assert [r["behaviours"]["attempts"] for r in records] == [1, 0, 1, 0]
+    assert summary["behaviours/attempts"] == 0.5 and summary["behaviours/frac"] == 0.5
+    assert summary["paired_queries"] == 2
 
 
 def test_greedy_with_many_samples_is_a_user_error(tok):

@@ -10,7 +10,7 @@ from coinfluence.errors import UserError
 from coinfluence.tasks.answer import extract_answer, reward
 from coinfluence.tasks.bridge import behaviour_preset
 from coinfluence.tasks.data import DataConfig, make_dataset, write_dataset
-from coinfluence.tasks.igsm import PRESETS, check_steps, generate, get_preset, parse_question, render_question, render_solution
+from coinfluence.tasks.igsm import BEHAVIOURS, PRESETS, check_steps, count_behaviours, generate, get_preset, parse_question, render_question, render_solution
 from coinfluence.tasks.igsm.dag import op_count
 
 SMALL = dict(sft_size=60, rl_size=60, eval_size=30)
@@ -64,6 +64,32 @@ def test_checker_accepts_every_generated_completion(preset, behaviours):
             report = check_steps(row["prompt"], row["completion"])
             assert report.ok, (report, row["completion"])
             assert reward(row["completion"], row["answer"]) == 1.0
+
+
+@pytest.mark.parametrize("preset", ["mini", "paper"])
+@pytest.mark.parametrize("behaviours", ["none", "explore", "exploit", "both"])
+def test_behaviour_counts_read_from_text_equal_what_injection_recorded(preset, behaviours):
+    splits = make_dataset(DataConfig(preset=preset, behaviours=behaviours, seed=4, **SMALL))
+    totals = dict.fromkeys(BEHAVIOURS, 0)
+    for rows in splits.values():
+        for row in rows:
+            counts = count_behaviours(row["completion"])
+            assert counts == {k: row["meta"]["injected"][k] for k in BEHAVIOURS}, row["completion"]
+            totals = {k: totals[k] + counts[k] for k in BEHAVIOURS}
+    expected_kinds = {"none": set(), "explore": {"attempts", "revisits"}, "exploit": {"restates", "expansions"},
+                      "both": {"attempts", "revisits", "restates", "expansions"}}[behaviours]
+    assert {k for k, v in totals.items() if v > 0} >= expected_kinds
+    assert all(totals[k] == 0 for k in BEHAVIOURS if k not in expected_kinds | {"early"})
+
+
+def test_behaviour_counts_ignore_plain_steps_and_read_wrong_quantities():
+    plain = "Let w be each Pig's Horn; then w = 1.\nDefine x as each Mill's Hen; so x = 9 * w = 9 * 1 = 9.\n<answer>9</answer>"
+    assert count_behaviours(plain) == dict.fromkeys(BEHAVIOURS, 0)
+    odd = ("Can we get each Oak's Nail now? Not yet, each Elm's Cow is still unknown.\n"
+           "Recall that each Oak's Nail is given as 4.\n"
+           "Let s be each Oak's total Barn; then s = a + b + c = 1 + 2 + 3 = 3 + 3 = 6.")
+    assert count_behaviours(odd) == {"attempts": 1, "early": 0, "revisits": 0, "restates": 1, "expansions": 1}
+    assert count_behaviours("") == dict.fromkeys(BEHAVIOURS, 0)
 
 
 @pytest.mark.parametrize("aug", [{"question_aug": 3}, {"answer_aug": 3}])

@@ -257,6 +257,66 @@ def test_rl_gain_sweep_over_p_exploit():
     assert legend_texts(fig.axes[-1]) == ["BRIDGE"]
 
 
+def sampled_runs(tmp_path) -> list[Path]:
+    """Copies of a vanilla and the BRIDGE fixture run whose eval.json gains sampled evaluations
+    written by the real ``evaluate_checkpoint``; only the generator is replaced. BRIDGE's SFT
+    model: for each query, samples 0-1 are the data's own completion with its behaviours
+    (correct), 2-3 a plain wrong one; its RL model: all four plain, half of them right. The
+    vanilla ones never use behaviours."""
+    from coinfluence.models import build_tokenizer
+    from coinfluence.tasks.data import DataConfig, make_dataset
+    from coinfluence.training.evaluate import evaluate_checkpoint
+
+    data = make_dataset(DataConfig(preset="mini", behaviours="both", seed=1, sft_size=4, rl_size=4, eval_size=40))
+    rows = [r for r in data["test_id"] if "Recall that" in r["completion"] or "not known yet" in r["completion"]][:6]
+    assert len(rows) == 6
+    plain = "Let a be each thing; then a = 1.\n<answer>{}</answer>"
+    tok = build_tokenizer([t for r in rows for t in (r["prompt"], r["completion"], plain.format(r["answer"]), plain.format(-1))])
+    by_prompt = {tuple(tok.encode(r["prompt"] + "\n", add_special_tokens=False)): r for r in rows}
+
+    def fake(kinds):
+        def generate(model, tokenizer, prompt_ids, *, num_samples, **_):
+            out = []
+            for ids in prompt_ids:
+                row = by_prompt[tuple(ids[1:])]
+                texts = {"injected": row["completion"], "right": plain.format(row["answer"]), "wrong": plain.format(-1)}
+                out.append([tokenizer.encode(texts[k], add_special_tokens=False) for k in kinds])
+            return out
+        return generate
+
+    stages = {"BRIDGE": (["injected", "injected", "wrong", "wrong"], ["right", "right", "wrong", "wrong"]),
+              "vanilla": (["right", "wrong", "wrong", "wrong"], ["right", "right", "wrong", "wrong"])}
+    out = []
+    for src, label in ((BRIDGE, "BRIDGE"), (VANILLA[0], "vanilla")):
+        run = tmp_path / src.name
+        shutil.copytree(src, run)
+        for ckpt, kinds in zip(("sft", "grpo/final"), stages[label]):
+            evaluate_checkpoint(None, tok, {"test_id": rows}, run, f"{ckpt}@n4-t1", n=4, temperature=1.0, generate_fn=fake(kinds))
+        out.append(run)
+    return out
+
+
+def test_behaviour_use_from_sampled_evaluations(tmp_path):
+    bridge, vanilla = sampled_runs(tmp_path)
+    table = gains.sampled_behaviours([bridge, vanilla, BRIDGE])  # the fixture itself has no sampled eval: left out
+    assert sorted(zip(table["variant"], table["stage"])) == [("BRIDGE", "RFT"), ("BRIDGE", "SFT"), ("vanilla", "RFT"), ("vanilla", "SFT")]
+    sft = table[(table["variant"] == "BRIDGE") & (table["stage"] == "SFT")].iloc[0]
+    assert sft["behaviours/frac"] == 0.5 and sft["paired_queries"] == 6
+    assert sft["paired_accuracy_with_behaviours"] == 1.0 and sft["paired_accuracy_without_behaviours"] == 0.0
+    fig = gains.behaviour_use([bridge, vanilla])
+    left, right = fig.axes
+    heights = [b.get_height() for c in left.containers if isinstance(c, BarContainer) for b in c]
+    assert heights == [0.0, 0.0, 50.0, 0.0]  # vanilla SFT, RFT; BRIDGE SFT, RFT (in %)
+    assert [t.get_text() for t in left.get_xticklabels()] == ["vanilla", "BRIDGE"]
+    assert left.get_ylabel() == "completions with injected behaviours (%)"
+    # right: only BRIDGE uses behaviours; at RFT it has none, so only its SFT pair has heights
+    assert [t.get_text() for t in right.get_xticklabels()] == ["BRIDGE\nSFT", "BRIDGE\nRFT"]
+    pairs = [b.get_height() for c in right.containers if isinstance(c, BarContainer) for b in c]
+    assert pairs[:2] == [100.0, 0.0] and all(np.isnan(pairs[2:]))
+    assert legend_texts(right) == ["with behaviours", "without"]
+    assert "behaviour_use" in report.plan([bridge, vanilla])
+
+
 def test_colours_are_fixed_per_variant():
     assert variant_colors(["BRIDGE"])["BRIDGE"] == variant_colors(["vanilla", "BRIDGE"])["BRIDGE"]
     colors = variant_colors(["vanilla", "BRIDGE", "something else"])
@@ -335,3 +395,36 @@ def test_run_unit_skips_a_unit_whose_results_exist(tmp_path, monkeypatch):
     shutil.copytree(BRIDGE, tmp_path / "results" / "bridge-s0")
     monkeypatch.setattr(ru, "coinfluence", lambda args: pytest.fail(f"ran {args}"))
     assert ru.run_unit("bridge", 0, runs_root=tmp_path / "runs", results_root=tmp_path / "results") == tmp_path / "results" / "bridge-s0"
+
+
+def test_run_unit_refresh_runs_only_the_missing_steps_and_keeps_the_record(tmp_path, monkeypatch):
+    ru = figure_scripts()
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    shutil.copytree(BRIDGE, results / "bridge-s0")
+    (results / "bridge-s0" / "unit.json").write_text(json.dumps({"seconds": {"train": 12.0}, "finished": "then"}))
+    run = runs / "bridge-s0"
+    shutil.copytree(BRIDGE, run)
+    (run / "sft").mkdir()
+    (run / "grpo" / "final").mkdir(parents=True)
+    calls = []
+
+    def fake_coinfluence(args):
+        calls.append(args[0])
+        assert args[0] == "eval", f"ran {args}"  # training and analysis are done already
+        ckpt = Path(args[args.index("--ckpt") + 1]).relative_to(run)
+        saved = json.loads((run / "eval.json").read_text())
+        saved["checkpoints"][f"{ckpt}{ru.SAMPLED_NAME}"] = {"test_id": {"accuracy": 0.5, "n": 4, "temperature": 1.0}}
+        (run / "eval.json").write_text(json.dumps(saved))
+        return 2.0
+
+    monkeypatch.setattr(ru, "coinfluence", fake_coinfluence)
+    assert ru.run_unit("bridge", 0, runs_root=runs, results_root=results) == results / "bridge-s0"
+    assert calls == []  # without --refresh a finished unit is left alone
+    ru.run_unit("bridge", 0, runs_root=runs, results_root=results, refresh=True)
+    assert calls == ["eval", "eval"]
+    saved = json.loads((results / "bridge-s0" / "eval.json").read_text())["checkpoints"]
+    assert {"sft@n8-t1", "grpo/final@n8-t1"} <= set(saved)
+    record = json.loads((results / "bridge-s0" / "unit.json").read_text())
+    assert record["seconds"] == {"train": 12.0, "sampled_eval": 4.0} and record["finished"] == "then" and "refreshed" in record
+    ru.run_unit("bridge", 0, runs_root=runs, results_root=results, refresh=True)
+    assert calls == ["eval", "eval"]  # nothing left to do

@@ -2,7 +2,8 @@
 figures/make_figures.py).
 
 - run dirs (metrics.jsonl / eval.json / config.json): reward curves, Table 1, the behaviour
-  ablation, the injection-probability sweeps; their SFT analysis (RUN/analysis/sft) joins the
+  ablation, the injection-probability sweeps, and (from sampled evaluations) what RL does to the
+  injected behaviours; their SFT analysis (RUN/analysis/sft) joins the
   analyses and their RUN/analysis/timeseries.csv the influence-through-training figure;
 - analysis dirs (summary.json): α histograms and influence by α;
 - dirs with timeseries.csv (``analyze --all-checkpoints`` output): influence through training.
@@ -20,7 +21,7 @@ from coinfluence.plots.runs import (
 
 # What draw_all can write, by output name (without suffix).
 NAMES = ("reward_curves", "alpha_histograms", "influence_by_alpha", "influence_through_training", "table1",
-         "rl_gain_ablation", "rl_gain_sweep_p_explore", "rl_gain_sweep_p_exploit")
+         "rl_gain_ablation", "rl_gain_sweep_p_explore", "rl_gain_sweep_p_exploit", "behaviour_use")
 
 
 def classify(paths) -> dict[str, list[Path]]:
@@ -81,6 +82,9 @@ def plan(paths) -> dict[str, tuple]:
         for param in ("p_explore", "p_exploit"):
             if len(_sweep_values(evaluated, param)) >= 2:
                 todo[f"rl_gain_sweep_{param}"] = (gains.rl_gain_sweep, evaluated, {"param": param})
+    sampled = [r for r in runs if len(gains.sampled_behaviours([r]))]
+    if sampled:
+        todo["behaviour_use"] = (gains.behaviour_use, sampled, {})
     if analyses:
         todo["alpha_histograms"] = (analysis.alpha_histograms, analyses, {})
         todo["influence_by_alpha"] = (analysis.influence_by_alpha, analyses, {})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from statistics import fmean
 from typing import Callable, Sequence
 
 import torch
@@ -17,6 +18,7 @@ from coinfluence.device import model_device
 from coinfluence.io import read_json, write_json, write_jsonl
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.answer import reward
+from coinfluence.tasks.igsm.check import BEHAVIOURS, count_behaviours
 from coinfluence.training.rollout import left_pad
 
 # (model, tokenizer, prompt_ids, *, max_new_tokens, temperature, num_samples, seed) ->
@@ -162,10 +164,11 @@ def score_rows(model, tokenizer, rows: Sequence[dict], *, n: int = 1, temperatur
         rewards = [reward(c, row["answer"]) for c in samples]
         alphas.append(sum(rewards) / n)
         records += [
-            {"id": row.get("id"), "sample": s, "answer": row["answer"], "reward": r, "completion": c}
+            {"id": row.get("id"), "sample": s, "answer": row["answer"], "reward": r, "completion": c,
+             "behaviours": count_behaviours(c)}
             for s, (c, r) in enumerate(zip(samples, rewards))
         ]
-    return summarise_alphas(alphas, n, temperature), records
+    return {**summarise_alphas(alphas, n, temperature), **behaviour_summary(records, n)}, records
 
 
 def summarise_alphas(alphas: Sequence[float], n: int, temperature: float) -> dict:
@@ -177,6 +180,32 @@ def summarise_alphas(alphas: Sequence[float], n: int, temperature: float) -> dic
         summary[f"pass@{n}"] = sum(a > 0 for a in alphas) / count if count else float("nan")
         summary["alpha_spread"] = alpha_spread(alphas)
     return summary
+
+
+def behaviour_summary(records: Sequence[dict], n: int) -> dict:
+    """Injected behaviours in the completions (see ``count_behaviours``): mean lines of each
+    kind per completion, the share of completions with any, and the accuracy of completions
+    with and without them. Harder problems invite more behaviours, so the ``paired`` pair
+    compares the two kinds of samples within the same queries only (queries that have both).
+    ``records`` hold the ``n`` samples of each query one after another, as ``score_rows`` makes them."""
+    if not records:
+        return {}
+    has = [any(r["behaviours"].values()) for r in records]
+    out = {f"behaviours/{k}": fmean(r["behaviours"][k] for r in records) for k in BEHAVIOURS}
+    out["behaviours/frac"] = fmean(has)
+    with_, without = [r["reward"] for r, h in zip(records, has) if h], [r["reward"] for r, h in zip(records, has) if not h]
+    out["accuracy_with_behaviours"] = fmean(with_) if with_ else None
+    out["accuracy_without_behaviours"] = fmean(without) if without else None
+    pairs = []
+    for start in range(0, len(records), n):
+        group = list(zip(records[start : start + n], has[start : start + n]))
+        a, b = [r["reward"] for r, h in group if h], [r["reward"] for r, h in group if not h]
+        if a and b:
+            pairs.append((fmean(a), fmean(b)))
+    out["paired_queries"] = len(pairs)
+    out["paired_accuracy_with_behaviours"] = fmean(a for a, _ in pairs) if pairs else None
+    out["paired_accuracy_without_behaviours"] = fmean(b for _, b in pairs) if pairs else None
+    return out
 
 
 def greedy_accuracy(model, tokenizer, rows: Sequence[dict], **gen_kwargs) -> float:

@@ -14,7 +14,7 @@ from ...errors import UserError
 from ..answer import ANSWER_CLOSE, ANSWER_OPEN
 from ..bridge import BehaviourConfig
 from . import templates as T
-from .check import StepReport, check_steps, parse_question
+from .check import BEHAVIOURS, StepReport, check_steps, count_behaviours, parse_question
 from .dag import Problem, StructureSpec, build_problem, canonical_key, guaranteed_instances
 from .render import VARIABLES, render_question, render_solution
 from .world import MINI_THEMES, PAPER_THEMES, all_themes
@@ -112,6 +112,6 @@ def vocabulary(preset: str | None = None) -> list[str]:
 
 __all__ = [
     "IGSMConfig", "PRESETS", "get_preset", "validate", "generate", "vocabulary", "Problem",
-    "render_question", "render_solution", "canonical_key", "check_steps", "parse_question", "StepReport",
+    "render_question", "render_solution", "canonical_key", "check_steps", "count_behaviours", "BEHAVIOURS", "parse_question", "StepReport",
     "BehaviourConfig",
 ]

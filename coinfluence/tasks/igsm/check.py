@@ -291,3 +291,44 @@ def check_steps(prompt: str, completion: str) -> StepReport:
     if got != problem.values[problem.target]:
         return StepReport("wrong_final_answer", n, None, f"answer {got} should be {problem.values[problem.target]}")
     return StepReport("correct", n)
+
+
+# ----------------------------------------------------------------------------- behaviours
+
+BEHAVIOURS = ("attempts", "early", "revisits", "restates", "expansions")  # InjectionStats' names
+
+
+def _line_regex(template: str) -> re.Pattern:
+    # Every slot matches any text: a behaviour line is recognised by its fixed words alone,
+    # so a model that names the wrong quantity still counts as attempting.
+    parts = re.split(r"\{\w+\}", template)
+    return re.compile(".+?".join(re.escape(p) for p in parts))
+
+
+@lru_cache(maxsize=1)
+def _behaviour_patterns() -> dict[str, list[re.Pattern]]:
+    return {
+        "attempts": [_line_regex(t) for t in T.ATTEMPT],
+        "early": [_line_regex(t) for t in T.EARLY],
+        "revisits": [_line_regex(t) for t in T.REVISIT],
+        "restates": [_line_regex(t) for t in T.RESTATE + T.RESTATE_CONST],
+    }
+
+
+def count_behaviours(completion: str) -> dict[str, int]:
+    """How many lines of each injected behaviour a completion holds (the counts that
+    ``meta.injected`` records for generated data): exploration attempts that stop at a locked
+    node, early solves, revisits, restatements, and sums expanded into sub-goals (an
+    equation chain with more than one numeric sum)."""
+    counts = dict.fromkeys(BEHAVIOURS, 0)
+    patterns = _behaviour_patterns()
+    for line in (completion or "").splitlines():
+        line = line.strip()
+        kind = next((k for k, ps in patterns.items() if any(p.fullmatch(line) for p in ps)), None)
+        if kind is not None:
+            counts[kind] += 1
+            continue
+        m = _CHAIN.search(line)
+        if m and sum("+" in part and not re.search(r"[A-Za-z]", part) for part in m.group(2).split(" = ")) > 1:
+            counts["expansions"] += 1
+    return counts
