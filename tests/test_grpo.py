@@ -57,9 +57,10 @@ def test_grpo_writes_metrics_and_checkpoints(tok, warm, tmp_path):
     assert set(rows[0]) == {"stage", "step", "val_id_accuracy", "time"}  # the accuracy RL starts from
     rows = rows[1:]
     for key in ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio",
-                "kl", "clip_ratio", "entropy", "loss", "grad_norm", "learning_rate", "step_time", "alpha_hist"):
+                "kl", "clip_ratio", "entropy", "loss", "grad_norm", "learning_rate", "step_time", "time/generate", "time/update", "alpha_hist"):
         assert key in rows[-1], key
     assert sum(rows[0]["alpha_hist"]) == 3 and len(rows[0]["alpha_hist"]) == 5
+    assert all(0 < r["time/generate"] and 0 < r["time/update"] and r["time/generate"] + r["time/update"] < r["step_time"] for r in rows)
     assert "val_id_accuracy" in rows[-1] and "val_id_accuracy" in rows[1] and "val_id_accuracy" not in rows[0]
     assert 0 < rows[-1]["completions/mean_length"] <= 64
     assert any(r["frac_reward_zero_std"] < 1 for r in rows), "no group had a reward spread: the test would be vacuous"

@@ -182,11 +182,14 @@ def train_grpo(
             top_p=cfg.top_p, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
             stop_token_ids=stops, generator=gen,
         )
+        generated = time.perf_counter()
         completions = ro.completions()
         texts = [decode_completion(tokenizer, c) for c in completions]
         correct, rewards = score(texts, [answers[i] for i in rows for _ in range(G)], cfg.format_reward)
         advantages = grpo_advantages(rewards, G, cfg.scale_rewards, cfg.std)
+        update_started = time.perf_counter()
         stats = _optimise(cfg, model, optimizer, batch_prompts, completions, advantages, tokenizer.pad_token_id, ref_model)
+        updated = time.perf_counter()
         grad_norm = stats.pop("grad_norm")
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
@@ -206,6 +209,10 @@ def train_grpo(
             "learning_rate": lr,
             "grad_norm": grad_norm,
             **stats,
+            # Where a step's time goes: sampling the rollouts, and the policy update (all
+            # num_iterations passes); the rest is scoring, logging and validation.
+            "time/generate": generated - started,
+            "time/update": updated - update_started,
         }
         evaluate_now = evals and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == cfg.max_steps)
         if evaluate_now:
