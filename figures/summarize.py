@@ -69,7 +69,7 @@ def main(results: Path) -> None:
     print("## injected behaviours in sampled completions (eval --n 8 --temperature 1, test_id), mean over seeds\n")
     sampled = sampled_behaviours(units)
     if len(sampled):
-        cols = ["accuracy", "behaviours/frac", "paired_queries", "paired_accuracy_with_behaviours", "paired_accuracy_without_behaviours"]
+        cols = ["accuracy", "pass@n", "behaviours/frac", "paired_queries", "paired_accuracy_with_behaviours", "paired_accuracy_without_behaviours"]
         print(sampled.groupby(["variant", "stage"])[cols].agg(["mean", "std", "count"]).round(3).to_string(), "\n")
         print(sampled.drop(columns=["run"]).round(3).to_string(index=False), "\n")
     print("## influence through training: mean over seeds at each analysed step\n")

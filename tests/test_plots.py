@@ -302,6 +302,7 @@ def test_behaviour_use_from_sampled_evaluations(tmp_path):
     assert sorted(zip(table["variant"], table["stage"])) == [("BRIDGE", "RFT"), ("BRIDGE", "SFT"), ("vanilla", "RFT"), ("vanilla", "SFT")]
     sft = table[(table["variant"] == "BRIDGE") & (table["stage"] == "SFT")].iloc[0]
     assert sft["behaviours/frac"] == 0.5 and sft["paired_queries"] == 6
+    assert sft["n"] == 4 and sft["accuracy"] == 0.5 and sft["pass@n"] == 1.0
     assert sft["paired_accuracy_with_behaviours"] == 1.0 and sft["paired_accuracy_without_behaviours"] == 0.0
     fig = gains.behaviour_use([bridge, vanilla])
     left, right = fig.axes

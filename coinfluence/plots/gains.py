@@ -183,7 +183,7 @@ def rl_gain_sweep(run_dirs, param: str = "p_explore", out_path=None, splits=SPLI
 def sampled_behaviours(run_dirs, split: str = "test_id", sft: str = "sft", rft: str = "grpo/final") -> pd.DataFrame:
     """The sampled evaluations (``coinfluence eval --n N --temperature T``, saved in eval.json as
     ``CKPT@nN-tT``) of the SFT and RL-finetuned checkpoints: one row per (run, stage) with the
-    variant, seed, stage (``SFT``/``RFT``), accuracy (mean@N), the share of completions using
+    variant, seed, stage (``SFT``/``RFT``), n, accuracy (mean@N), pass@n, the share of completions using
     injected behaviours, and the accuracy of completions with and without them on the same
     queries (``paired_*``). Runs without both sampled evaluations are left out."""
     from coinfluence.plots.runs import read_eval, run_label
@@ -203,9 +203,11 @@ def sampled_behaviours(run_dirs, split: str = "test_id", sft: str = "sft", rft: 
                 found[stage] = match.iloc[0]
         if len(found) == 2:
             for stage, r in found.items():
-                rows.append({"variant": run_label(run), "seed": run_seed(run), "run": str(run), "stage": stage,
+                n = int(r["n"])
+                rows.append({"variant": run_label(run), "seed": run_seed(run), "run": str(run), "stage": stage, "n": n,
+                             "pass@n": float(r.get(f"pass@{n}", np.nan)),
                              **{k: float(r[k]) if pd.notna(r[k]) else np.nan for k in keep}})
-    return pd.DataFrame(rows, columns=["variant", "seed", "run", "stage", *keep])
+    return pd.DataFrame(rows, columns=["variant", "seed", "run", "stage", "n", "pass@n", *keep])
 
 
 def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
