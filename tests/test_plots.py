@@ -302,7 +302,8 @@ def test_behaviour_use_from_sampled_evaluations(tmp_path):
     assert sorted(zip(table["variant"], table["stage"])) == [("BRIDGE", "RFT"), ("BRIDGE", "SFT"), ("vanilla", "RFT"), ("vanilla", "SFT")]
     sft = table[(table["variant"] == "BRIDGE") & (table["stage"] == "SFT")].iloc[0]
     assert sft["behaviours/frac"] == 0.5 and sft["paired_queries"] == 6
-    assert sft["n"] == 4 and sft["accuracy"] == 0.5 and sft["pass@n"] == 1.0
+    assert sft["n"] == 4 and sft["accuracy"] == 0.5 and sft["pass@n"] == 1.0 and sft["injected"]
+    assert not table.loc[table["variant"] == "vanilla", "injected"].any()
     assert sft["paired_accuracy_with_behaviours"] == 1.0 and sft["paired_accuracy_without_behaviours"] == 0.0
     fig = gains.behaviour_use([bridge, vanilla])
     left, right = fig.axes
@@ -310,11 +311,11 @@ def test_behaviour_use_from_sampled_evaluations(tmp_path):
     assert heights == [0.0, 0.0, 50.0, 0.0]  # vanilla SFT, RFT; BRIDGE SFT, RFT (in %)
     assert [t.get_text() for t in left.get_xticklabels()] == ["vanilla", "BRIDGE"]
     assert left.get_ylabel() == "completions with injected behaviours (%)"
-    # right: only BRIDGE uses behaviours; at RFT it has none, so only its SFT pair has heights
-    assert [t.get_text() for t in right.get_xticklabels()] == ["BRIDGE\nSFT", "BRIDGE\nRFT"]
+    # right: only BRIDGE was trained on injected data; after RL it uses none, so only its SFT pair has heights
+    assert [t.get_text() for t in right.get_xticklabels()] == ["BRIDGE"]
     pairs = [b.get_height() for c in right.containers if isinstance(c, BarContainer) for b in c]
-    assert pairs[:2] == [100.0, 0.0] and all(np.isnan(pairs[2:]))
-    assert legend_texts(right) == ["with behaviours", "without"]
+    assert pairs[:2] == [100.0, 0.0] and all(np.isnan(pairs[2:])) and len(pairs) == 4
+    assert legend_texts(right) == ["with behaviours", "without", "SFT", "after RL"]
     assert "behaviour_use" in report.plan([bridge, vanilla])
 
 

@@ -183,7 +183,8 @@ def rl_gain_sweep(run_dirs, param: str = "p_explore", out_path=None, splits=SPLI
 def sampled_behaviours(run_dirs, split: str = "test_id", sft: str = "sft", rft: str = "grpo/final") -> pd.DataFrame:
     """The sampled evaluations (``coinfluence eval --n N --temperature T``, saved in eval.json as
     ``CKPT@nN-tT``) of the SFT and RL-finetuned checkpoints: one row per (run, stage) with the
-    variant, seed, stage (``SFT``/``RFT``), n, accuracy (mean@N), pass@n, the share of completions using
+    variant, seed, whether its SFT data had injected behaviours, stage (``SFT``/``RFT``), n,
+    accuracy (mean@N), pass@n, the share of completions using
     injected behaviours, and the accuracy of completions with and without them on the same
     queries (``paired_*``). Runs without both sampled evaluations are left out."""
     from coinfluence.plots.runs import read_eval, run_label
@@ -204,49 +205,59 @@ def sampled_behaviours(run_dirs, split: str = "test_id", sft: str = "sft", rft: 
         if len(found) == 2:
             for stage, r in found.items():
                 n = int(r["n"])
-                rows.append({"variant": run_label(run), "seed": run_seed(run), "run": str(run), "stage": stage, "n": n,
+                injected = data_config(run).get("behaviours", "none") != "none"
+                rows.append({"variant": run_label(run), "seed": run_seed(run), "run": str(run), "injected": injected,
+                             "stage": stage, "n": n,
                              "pass@n": float(r.get(f"pass@{n}", np.nan)),
                              **{k: float(r[k]) if pd.notna(r[k]) else np.nan for k in keep}})
-    return pd.DataFrame(rows, columns=["variant", "seed", "run", "stage", "n", "pass@n", *keep])
+    return pd.DataFrame(rows, columns=["variant", "seed", "run", "injected", "stage", "n", "pass@n", *keep])
 
 
 def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
     """What RL does to the injected behaviours, from sampled evaluations (see
     ``sampled_behaviours``). Left: share of sampled completions that use any injected behaviour,
-    SFT vs after RL, per variant. Right: accuracy of completions with vs without behaviours on
-    the same queries, SFT and after RL, for the variants that use them. Bars: mean over seeds,
-    error bars ±1 s.d."""
+    SFT vs after RL, per variant. Right, for the variants trained on injected data: accuracy of
+    the samples with and without behaviours on the same queries, SFT and after RL. Bars: mean
+    over seeds, error bars ±1 s.d."""
+    from matplotlib.patches import Patch
+
     data = sampled_behaviours(run_dirs, split)
     labels = order_variants(data["variant"].unique().tolist())
-    users = [v for v in labels if data.loc[data["variant"] == v, "behaviours/frac"].max() > 0]
+    users = [v for v in labels if data.loc[data["variant"] == v, "injected"].any()]
     colors = variant_colors(labels)
-    stages = ("SFT", "RFT")
+    pale = {"SFT": 1.0, "RFT": 0.45}
+
+    def bar(ax, x, values, label, stage, hatch=""):
+        v = 100 * values.dropna()
+        ax.bar(x, v.mean() if len(v) else np.nan, width=0.18 if hatch is not None else 0.36,
+               yerr=v.std(ddof=1) if len(v) > 1 else None, capsize=2, color=colors[label], alpha=pale[stage],
+               hatch=hatch or "", edgecolor="black", lw=0.4)
+
     with theme():
         fig, axes = new_figure(2, panel=(3.8, 2.9))
         ax = axes[0, 0]
         for x, label in enumerate(labels):
-            for i, stage in enumerate(stages):
-                v = 100 * data.loc[(data["variant"] == label) & (data["stage"] == stage), "behaviours/frac"]
-                ax.bar(x + (i - 0.5) * 0.38, v.mean(), width=0.36, yerr=v.std(ddof=1) if len(v) > 1 else None, capsize=2,
-                       color=colors[label], alpha=1.0 if stage == "SFT" else 0.45, edgecolor="black", lw=0.4)
+            for i, stage in enumerate(("SFT", "RFT")):
+                d = data[(data["variant"] == label) & (data["stage"] == stage)]
+                bar(ax, x + (i - 0.5) * 0.38, d["behaviours/frac"], label, stage, hatch=None)
         ax.set_xticks(range(len(labels)), [label.replace(" ", "\n", 1) for label in labels])
         ax.set_ylabel("completions with injected behaviours (%)")
         ax.set_title("use of the behaviours (solid: SFT, pale: after RL)")
         ax = axes[0, 1]
-        ticks = []
-        for x, (label, stage) in enumerate((v, s) for v in users for s in stages):
-            d = data[(data["variant"] == label) & (data["stage"] == stage)]
-            for i, (col, hatch) in enumerate((("paired_accuracy_with_behaviours", ""), ("paired_accuracy_without_behaviours", "//"))):
-                v = 100 * d[col].dropna()
-                ax.bar(x + (i - 0.5) * 0.38, v.mean() if len(v) else np.nan, width=0.36, yerr=v.std(ddof=1) if len(v) > 1 else None,
-                       capsize=2, color=colors[label], hatch=hatch, edgecolor="black", lw=0.4,
-                       label=(["with behaviours", "without"][i] if x == 0 else None))
-            ticks.append(f"{label}\n{stage}")
-        ax.set_xticks(range(len(ticks)), ticks)
+        offsets = {("SFT", "with"): -0.3, ("SFT", "without"): -0.1, ("RFT", "with"): 0.1, ("RFT", "without"): 0.3}
+        for x, label in enumerate(users):
+            for (stage, kind), dx in offsets.items():
+                d = data[(data["variant"] == label) & (data["stage"] == stage)]
+                bar(ax, x + dx, d[f"paired_accuracy_{kind}_behaviours"], label, stage, hatch="//" if kind == "without" else "")
+        ax.set_xticks(range(len(users)), [label.replace(" ", "\n", 1) for label in users])
         ax.set_ylabel("accuracy on the same queries (%)")
         ax.set_title("samples with vs without behaviours")
-        if ticks:
-            ax.legend(loc="best")
+        if users:
+            ax.legend(handles=[Patch(facecolor="white", edgecolor="black", label="with behaviours"),
+                               Patch(facecolor="white", edgecolor="black", hatch="//", label="without"),
+                               Patch(facecolor="grey", edgecolor="black", label="SFT"),
+                               Patch(facecolor="grey", alpha=pale["RFT"], edgecolor="black", label="after RL")],
+                      loc="best", ncols=2)
         if out_path is not None:
             save_figure(fig, out_path)
     return fig
