@@ -161,7 +161,7 @@ def test_alpha_histograms_side_by_side():
     dirs = [r / "analysis" / "sft" for r in VANILLA + [BRIDGE]]
     fig = analysis.alpha_histograms(dirs)
     assert len(fig.axes) == 2
-    left, right = fig.axes
+    left, right = fig.axes  # top and bottom panel
     G = int(train_queries(BRIDGE)["num_generations"].iloc[0])
     bars = [c for c in right.containers if isinstance(c, BarContainer)]
     assert len(bars) == 1 and len(bars[0]) == G + 1
@@ -182,7 +182,7 @@ def test_alpha_histograms_side_by_side():
 def test_influence_by_alpha_means_and_co_influence_bars():
     dirs = [r / "analysis" / "sft" for r in VANILLA + [BRIDGE]]
     fig = analysis.influence_by_alpha(dirs)
-    left, right = fig.axes
+    left, right = fig.axes  # top and bottom panel
     assert left.get_xlabel() == "rollout accuracy α of the training query"
     errorbars = [c for c in left.containers if isinstance(c, ErrorbarContainer)]
     assert len(errorbars) == 2
@@ -306,7 +306,7 @@ def test_behaviour_use_from_sampled_evaluations(tmp_path):
     assert not table.loc[table["variant"] == "vanilla", "injected"].any()
     assert sft["paired_accuracy_with_behaviours"] == 1.0 and sft["paired_accuracy_without_behaviours"] == 0.0
     fig = gains.behaviour_use([bridge, vanilla])
-    left, right = fig.axes
+    left, right = fig.axes  # top and bottom panel
     heights = [b.get_height() for c in left.containers if isinstance(c, BarContainer) for b in c]
     assert heights == [0.0, 0.0, 50.0, 0.0]  # vanilla SFT, RFT; BRIDGE SFT, RFT (in %)
     assert [t.get_text() for t in left.get_xticklabels()] == ["vanilla", "BRIDGE"]

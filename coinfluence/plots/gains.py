@@ -215,8 +215,8 @@ def sampled_behaviours(run_dirs, split: str = "test_id", sft: str = "sft", rft: 
 
 def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
     """What RL does to the injected behaviours, from sampled evaluations (see
-    ``sampled_behaviours``). Left: share of sampled completions that use any injected behaviour,
-    SFT vs after RL, per variant. Right, for the variants trained on injected data: accuracy of
+    ``sampled_behaviours``). Top: share of sampled completions that use any injected behaviour,
+    SFT vs after RL, per variant. Bottom, for the variants trained on injected data: accuracy of
     the samples with and without behaviours on the same queries, SFT and after RL. Bars: mean
     over seeds, error bars ±1 s.d."""
     from matplotlib.patches import Patch
@@ -234,7 +234,9 @@ def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
                hatch=hatch or "", edgecolor="black", lw=0.4)
 
     with theme():
-        fig, axes = new_figure(2, panel=(3.8, 2.9))
+        # One panel above the other, ~1.35 inches per variant so that two-line labels such as
+        # "BRIDGE\n(p_explore=0.6)" fit.
+        fig, axes = new_figure(1, 2, panel=(max(5.0, 1.35 * len(labels)), 2.8))
         ax = axes[0, 0]
         for x, label in enumerate(labels):
             for i, stage in enumerate(("SFT", "RFT")):
@@ -243,7 +245,7 @@ def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
         ax.set_xticks(range(len(labels)), [label.replace(" ", "\n", 1) for label in labels])
         ax.set_ylabel("completions with injected behaviours (%)")
         ax.set_title("use of the behaviours (solid: SFT, pale: after RL)")
-        ax = axes[0, 1]
+        ax = axes[1, 0]
         offsets = {("SFT", "with"): -0.3, ("SFT", "without"): -0.1, ("RFT", "with"): 0.1, ("RFT", "without"): 0.3}
         for x, label in enumerate(users):
             for (stage, kind), dx in offsets.items():
@@ -257,7 +259,7 @@ def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
                                Patch(facecolor="white", edgecolor="black", hatch="//", label="without"),
                                Patch(facecolor="grey", edgecolor="black", label="SFT"),
                                Patch(facecolor="grey", alpha=pale["RFT"], edgecolor="black", label="after RL")],
-                      loc="best", ncols=2)
+                      loc="upper left", bbox_to_anchor=(1.01, 1.0))
         if out_path is not None:
             save_figure(fig, out_path)
     return fig
