@@ -256,7 +256,7 @@ def eval_cmd(
     batch_size: int = typer.Option(32, help="sequences decoded together"),
     seed: int = typer.Option(0, help="sampling seed"),
 ):
-    """Accuracy of a checkpoint per split (greedy, or mean@n/pass@n with sampling)."""
+    """Accuracy of a checkpoint per split (greedy, or mean@n/pass@n with sampling), and how often its completions use the injected behaviours."""
     from coinfluence.models.loading import check_checkpoint_dir, load_model
     from coinfluence.training.evaluate import check_sampling_options, evaluate_checkpoint
     from coinfluence.training.sft import auto_max_new_tokens
