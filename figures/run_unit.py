@@ -30,7 +30,6 @@ optional injection-probability suffix for the sweep: ``bridge-pe0.6`` (p_explore
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -41,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from coinfluence.io import atomic_dir, write_json
+from coinfluence.io import atomic_dir, read_json, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "figures" / "results"
@@ -106,7 +105,7 @@ def copy_results(run: Path, dest: Path, record: dict) -> list[str]:
 
 def evaluated(run: Path, checkpoint: str) -> bool:
     path = ROOT / run / "eval.json"
-    return path.exists() and checkpoint in json.loads(path.read_text()).get("checkpoints", {})
+    return path.exists() and checkpoint in read_json(path).get("checkpoints", {})
 
 
 def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: Path = RESULTS, aug_k: int = AUG_K,
@@ -150,7 +149,7 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
 
     import torch
 
-    old = json.loads((dest / "unit.json").read_text()) if (dest / "unit.json").exists() else {}
+    old = read_json(dest / "unit.json") if (dest / "unit.json").exists() else {}
     record = {
         "variant": variant, "seed": seed, "run": str(run),
         "commands": ["coinfluence " + shlex.join(c) for c in commands],

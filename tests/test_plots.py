@@ -427,6 +427,8 @@ def test_run_unit_refresh_runs_only_the_missing_steps_and_keeps_the_record(tmp_p
     saved = json.loads((results / "bridge-s0" / "eval.json").read_text())["checkpoints"]
     assert {"sft@n8-t1", "grpo/final@n8-t1"} <= set(saved)
     record = json.loads((results / "bridge-s0" / "unit.json").read_text())
-    assert record["seconds"] == {"train": 12.0, "sampled_eval": 4.0} and record["finished"] == "then" and "refreshed" in record
+    steps_recorded = record["seconds"]
+    assert set(steps_recorded) == {"train", "sampled_eval"}  # the old step's entry kept, the new step's added
+    assert steps_recorded["train"] == 12.0 and record["finished"] == "then" and "refreshed" in record
     ru.run_unit("bridge", 0, runs_root=runs, results_root=results, refresh=True)
     assert calls == ["eval", "eval"]  # nothing left to do

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from coinfluence.plots.runs import data_config, group_runs, rl_gain, run_seed
+from coinfluence.plots.runs import data_config, group_runs, read_eval, rl_gain, run_label, run_seed
 from coinfluence.plots.style import new_figure, order_variants, save_figure, theme, variant_colors
 
 SPLITS = ("test_id", "test_ood")
@@ -187,8 +187,6 @@ def sampled_behaviours(run_dirs, split: str = "test_id", sft: str = "sft", rft: 
     accuracy (mean@N), pass@n, the share of completions using
     injected behaviours, and the accuracy of completions with and without them on the same
     queries (``paired_*``). Runs without both sampled evaluations are left out."""
-    from coinfluence.plots.runs import read_eval, run_label
-
     keep = ["accuracy", "behaviours/frac", "paired_queries", "paired_accuracy_with_behaviours",
             "paired_accuracy_without_behaviours"]
     rows = []
@@ -227,11 +225,10 @@ def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
     colors = variant_colors(labels)
     pale = {"SFT": 1.0, "RFT": 0.45}
 
-    def bar(ax, x, values, label, stage, hatch=""):
+    def bar(ax, x, values, label, stage, width, hatch=""):
         v = 100 * values.dropna()
-        ax.bar(x, v.mean() if len(v) else np.nan, width=0.18 if hatch is not None else 0.36,
-               yerr=v.std(ddof=1) if len(v) > 1 else None, capsize=2, color=colors[label], alpha=pale[stage],
-               hatch=hatch or "", edgecolor="black", lw=0.4)
+        ax.bar(x, v.mean() if len(v) else np.nan, width=width, yerr=v.std(ddof=1) if len(v) > 1 else None, capsize=2,
+               color=colors[label], alpha=pale[stage], hatch=hatch, edgecolor="black", lw=0.4)
 
     with theme():
         # One panel above the other, ~1.35 inches per variant so that two-line labels such as
@@ -241,7 +238,7 @@ def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
         for x, label in enumerate(labels):
             for i, stage in enumerate(("SFT", "RFT")):
                 d = data[(data["variant"] == label) & (data["stage"] == stage)]
-                bar(ax, x + (i - 0.5) * 0.38, d["behaviours/frac"], label, stage, hatch=None)
+                bar(ax, x + (i - 0.5) * 0.38, d["behaviours/frac"], label, stage, width=0.36)
         ax.set_xticks(range(len(labels)), [label.replace(" ", "\n", 1) for label in labels])
         ax.set_ylabel("completions with injected behaviours (%)")
         ax.set_title("use of the behaviours (solid: SFT, pale: after RL)")
@@ -250,7 +247,8 @@ def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
         for x, label in enumerate(users):
             for (stage, kind), dx in offsets.items():
                 d = data[(data["variant"] == label) & (data["stage"] == stage)]
-                bar(ax, x + dx, d[f"paired_accuracy_{kind}_behaviours"], label, stage, hatch="//" if kind == "without" else "")
+                bar(ax, x + dx, d[f"paired_accuracy_{kind}_behaviours"], label, stage, width=0.18,
+                    hatch="//" if kind == "without" else "")
         ax.set_xticks(range(len(users)), [label.replace(" ", "\n", 1) for label in users])
         ax.set_ylabel("accuracy on the same queries (%)")
         ax.set_title("samples with vs without behaviours")
