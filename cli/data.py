@@ -36,6 +36,12 @@ def data(
     op_id: Optional[str] = typer.Option(None, help="in-distribution op range LO-HI [preset]"),
     op_ood: Optional[str] = typer.Option(None, help="out-of-distribution op range LO-HI [preset]"),
     redundant: Optional[str] = typer.Option(None, help="redundant quantities per question LO-HI [preset]"),
+    const_range: Optional[str] = typer.Option(None, help="range of the constants a question states LO-HI [preset]"),
+    answer_not_stated: Optional[bool] = typer.Option(None, "--answer-not-stated/--answer-may-be-stated",
+                                                     help="never ask for a number the question states [preset]"),
+    solution_format: Optional[str] = typer.Option(None, help="solved steps with variable letters (variables) or quantity names (names) [preset]"),
+    fixed_templates: Optional[bool] = typer.Option(None, "--fixed-templates/--varied-templates",
+                                                   help="one sentence template per kind, or a random one [preset]"),
     format: str = typer.Option("jsonl", help="jsonl or parquet"),
     stats: bool = typer.Option(False, "--stats", help="print op, length and injection statistics"),
 ):
@@ -46,7 +52,8 @@ def data(
         preset=preset, behaviours=behaviours, seed=seed, sft_size=sft_size, rl_size=rl_size,
         eval_size=eval_size, p_explore=p_explore, p_exploit=p_exploit, question_aug=question_aug,
         answer_aug=answer_aug, op_id=_range(op_id, "op-id"), op_ood=_range(op_ood, "op-ood"),
-        redundant=_range(redundant, "redundant"),
+        redundant=_range(redundant, "redundant"), const_range=_range(const_range, "const-range"),
+        answer_not_stated=answer_not_stated, solution_format=solution_format, fixed_templates=fixed_templates,
     )
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")

@@ -229,7 +229,7 @@ def train(
             model, tokenizer, tests, out, name, limit=eval_size,
             max_new_tokens=auto_max_new_tokens(tokenizer, rows["sft"]) if "sft" in rows else 512,
         )
-        accs = ", ".join(f"{s} {r['accuracy']:.3f}" for s, r in results.items())
+        accs = ", ".join(f"{s} {accuracy_text(r)}" for s, r in results.items())
         typer.echo(f"{name}: {path}/ ({accs})")
     if evaluated and tests and eval_size:
         typer.echo(f"eval: {out / 'eval.json'}")
@@ -294,10 +294,23 @@ def eval_cmd(
     )
     for split, r in results.items():
         extra = "".join(f"  {k} {r[k]:.3f}" for k in r if "@" in k or k == "alpha_spread")
-        typer.echo(f"{split:9} accuracy {r['accuracy']:.3f}{extra}  ({r['num_rows']} rows)")
+        typer.echo(f"{split:9} {accuracy_text(r)}{extra}  ({r['num_rows']} rows)")
+        if r.get("guess/stated") is not None:
+            typer.echo(" " * 10 + f"guess baseline: answer stated in the question {r['guess/stated']:.3f}, "
+                                  f"most frequent stated number {r['guess/mode_stated']:.3f}, "
+                                  f"most common answer {r['guess/majority']:.3f}; "
+                                  f"model answers copying a stated number {r['answer_stated']:.3f}")
         if r.get("behaviours/frac"):
             typer.echo(" " * 10 + behaviour_line(r))
     typer.echo(f"eval: {run_dir / 'eval.json'}")
+
+
+def accuracy_text(r: dict) -> str:
+    """``accuracy A (step-verified S)``: answer accuracy next to step-verified accuracy."""
+    text = f"accuracy {r['accuracy']:.3f}"
+    if r.get("step_accuracy") is not None:
+        text += f" (step-verified {r['step_accuracy']:.3f})"
+    return text
 
 
 def behaviour_line(r: dict) -> str:

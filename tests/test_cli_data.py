@@ -21,7 +21,9 @@ def test_data_then_score_reports_full_accuracy(tmp_path):
     r = run("score", str(out / "sft.jsonl"), "--json", "--out", str(tmp_path / "scored.jsonl"))
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
-    assert summary == {"n": 40, "accuracy": 1.0, "step_accuracy": 1.0, "verdicts": {"correct": 40}}
+    assert {k: summary[k] for k in ("n", "accuracy", "step_accuracy", "faithful_share", "verdicts")} == {
+        "n": 40, "accuracy": 1.0, "step_accuracy": 1.0, "faithful_share": 1.0, "verdicts": {"correct": 40}}
+    assert summary["answer_stated"] == summary["guess/stated"]  # the reference solutions answer correctly
     assert len((tmp_path / "scored.jsonl").read_text().splitlines()) == 40
 
 

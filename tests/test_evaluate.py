@@ -151,3 +151,53 @@ def test_greedy_with_many_samples_is_a_user_error(tok):
 def test_alpha_spread():
     assert alpha_spread([0.0, 1.0, 0.5, 0.125]) == 0.5
     assert alpha_spread([0.0, 0.0]) == 0.0
+
+
+def test_step_verified_accuracy_and_guess_baseline_of_scored_samples():
+    """Three kinds of sample per query: faithful, a right answer with a wrong step, a copied number."""
+    from coinfluence.tasks.data import DataConfig, make_dataset
+    from coinfluence.tasks.score import guess_baseline, stated_numbers
+
+    rows = make_dataset(DataConfig(preset="mini", behaviours="none", seed=3, sft_size=40, rl_size=5, eval_size=5))["sft"]
+    rows = [r for r in rows if " + " in r["completion"].splitlines()[-2]][:4]
+    assert len(rows) == 4
+    tok = build_tokenizer([*toy_texts(rows), *[t for r in rows for t in r["completion"].split("\n")]])
+
+    def garbled(completion):  # the last step names its inputs wrongly, the answer stays right
+        lines = completion.splitlines()
+        lines[-2] = lines[-2].replace(" + ", " - ", 1)
+        return "\n".join(lines)
+
+    def copied(row):
+        return f"<answer>{stated_numbers(row['prompt'])[0]}</answer>"
+
+    by_prompt = {r["prompt"]: r for r in rows}
+
+    def fake_generate(model, tokenizer, prompt_ids, *, num_samples, **_):
+        out = []
+        for ids in prompt_ids:
+            row = by_prompt[tokenizer.decode(ids, skip_special_tokens=True).rstrip("\n")]
+            texts = [row["completion"], garbled(row["completion"]), copied(row)]
+            out.append([tokenizer.encode(t, add_special_tokens=False) for t in texts])
+        return out
+
+    summary, records = score_rows(None, tok, rows, n=3, temperature=1.0, generate_fn=fake_generate)
+    assert [r["verdict"] == "correct" for r in records[:3]] == [True, False, False]
+    assert all(r["prompt"] == rows[0]["prompt"] for r in records[:3])  # `coinfluence score` can read them
+    assert summary["accuracy"] == pytest.approx(2 / 3)  # the garbled sample still has the right answer
+    assert summary["step_accuracy"] == pytest.approx(1 / 3) and summary["step_pass@3"] == 1.0
+    assert summary["faithful_share"] == pytest.approx(1 / 2)
+    assert summary["answer_stated"] == pytest.approx(1 / 3)
+    assert summary["guess/stated"] == guess_baseline(rows)["guess/stated"]
+    assert summary["guess/stated"] == sum(r["answer"] in stated_numbers(r["prompt"]) for r in rows) / 4
+
+
+def test_guess_baseline_by_hand():
+    from coinfluence.tasks.score import guess_baseline
+
+    rows = [{"prompt": "A is 3. B is 3. C is 5. D is 1.5 or v2.", "answer": 3},   # stated, and the most frequent number
+            {"prompt": "A is 4. B is 9.", "answer": 9},           # stated, not the first/mode
+            {"prompt": "A is 2. B is 7.", "answer": 12},          # not stated
+            {"prompt": "Nothing here.", "answer": 12}]
+    g = guess_baseline(rows)
+    assert g == {"guess/stated": 0.5, "guess/mode_stated": 0.25, "guess/majority": 0.5}

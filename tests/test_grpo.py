@@ -54,10 +54,10 @@ def test_grpo_writes_metrics_and_checkpoints(tok, warm, tmp_path):
         assert (tmp_path / "grpo" / f"step-{step:06d}" / "trainer_state.pt").exists()
     rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3] and all(r["stage"] == "grpo" for r in rows)
-    assert set(rows[0]) == {"stage", "step", "val_id_accuracy", "time"}  # the accuracy RL starts from
+    assert set(rows[0]) == {"stage", "step", "val_id_accuracy", "val_id_step_accuracy", "time"}  # where RL starts from
     rows = rows[1:]
     for key in ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio",
-                "kl", "clip_ratio", "entropy", "loss", "grad_norm", "learning_rate", "step_time", "time/generate", "time/update", "alpha_hist"):
+                "kl", "clip_ratio", "entropy", "loss", "grad_norm", "learning_rate", "step_time", "time/generate", "time/update", "alpha_hist", "step_accuracy"):
         assert key in rows[-1], key
     assert sum(rows[0]["alpha_hist"]) == 3 and len(rows[0]["alpha_hist"]) == 5
     assert all(0 < r["time/generate"] and 0 < r["time/update"] and r["time/generate"] + r["time/update"] < r["step_time"] for r in rows)

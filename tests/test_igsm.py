@@ -24,7 +24,7 @@ def _problems(preset, n, seed=0):
         yield generate(rng, cfg, rng.randint(lo, hi)), rng
 
 
-@pytest.mark.parametrize("preset", ["mini", "paper"])
+@pytest.mark.parametrize("preset", ["mini", "mini2", "paper"])
 def test_op_count_matches_definition_from_the_question_text(preset):
     for problem, rng in _problems(preset, 150):
         parsed = parse_question(render_question(problem, rng))
@@ -44,7 +44,7 @@ def test_op_count_matches_definition_from_the_question_text(preset):
         assert len(necessary) == len(problem.necessary)
 
 
-@pytest.mark.parametrize("preset", ["mini", "paper"])
+@pytest.mark.parametrize("preset", ["mini", "mini2", "paper"])
 def test_values_are_bounded_and_sentences_precede_the_question(preset):
     cfg = PRESETS[preset]
     for problem, rng in _problems(preset, 100):
@@ -55,7 +55,7 @@ def test_values_are_bounded_and_sentences_precede_the_question(preset):
         assert len(sentences) == 1 + sum(n.op != "abstract" for n in problem.nodes)
 
 
-@pytest.mark.parametrize("preset", ["mini", "paper"])
+@pytest.mark.parametrize("preset", ["mini", "mini2", "paper"])
 @pytest.mark.parametrize("behaviours", ["none", "explore", "exploit", "both"])
 def test_checker_accepts_every_generated_completion(preset, behaviours):
     splits = make_dataset(DataConfig(preset=preset, behaviours=behaviours, seed=3, **SMALL))
@@ -66,7 +66,7 @@ def test_checker_accepts_every_generated_completion(preset, behaviours):
             assert reward(row["completion"], row["answer"]) == 1.0
 
 
-@pytest.mark.parametrize("preset", ["mini", "paper"])
+@pytest.mark.parametrize("preset", ["mini", "mini2", "paper"])
 @pytest.mark.parametrize("behaviours", ["none", "explore", "exploit", "both"])
 def test_behaviour_counts_read_from_text_equal_what_injection_recorded(preset, behaviours):
     splits = make_dataset(DataConfig(preset=preset, behaviours=behaviours, seed=4, **SMALL))
@@ -260,3 +260,74 @@ def test_written_files_are_readable_like_plain_writes(tmp_path):
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~umask
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o777 & ~umask
+
+
+def test_answer_is_never_a_stated_number_when_so_configured():
+    from coinfluence.tasks.score import guess_baseline, stated_numbers
+
+    strict = make_dataset(DataConfig(preset="mini2", seed=9, sft_size=300, rl_size=50, eval_size=100))
+    for rows in strict.values():
+        assert all(r["answer"] not in stated_numbers(r["prompt"]) for r in rows)
+        assert guess_baseline(rows)["guess/stated"] == 0.0
+    # the same world without the rule would state the answer often (so the rule is doing the work)
+    loose = make_dataset(DataConfig(preset="mini2", seed=9, sft_size=300, rl_size=50, eval_size=100, answer_not_stated=False))
+    assert guess_baseline(loose["sft"])["guess/stated"] > 0.02
+
+
+def test_every_behaviour_occurs_in_mini2_and_not_in_mini():
+    def per_row(preset):
+        rows = make_dataset(DataConfig(preset=preset, behaviours="both", seed=2, sft_size=400, rl_size=5, eval_size=5))["sft"]
+        return {k: sum(r["meta"]["injected"][k] for r in rows) / len(rows) for k in BEHAVIOURS}
+
+    deep = per_row("mini2")
+    assert all(deep[k] > 0 for k in BEHAVIOURS), deep
+    assert per_row("mini")["expansions"] == 0  # op 2-4 has no sum of three terms: why mini2 exists
+
+
+def test_named_steps_and_fixed_templates_render_and_check():
+    rows = make_dataset(DataConfig(preset="mini2", behaviours="none", seed=1, sft_size=60, rl_size=5, eval_size=5))["sft"]
+    for row in rows:
+        assert not re.search(r"\b[a-zA-Z] = ", row["completion"])  # no variable letters
+        first = row["completion"].splitlines()[0]
+        assert re.fullmatch(r"Each [A-Z]\w+'s (total )?[A-Z]\w+ = .+\.", first), first
+    sentences = {s.split(" each ")[0] for r in rows for s in re.split(r"(?<=[.?])\s+", r["prompt"]) if " times " in s}
+    assert len({re.sub(r"[A-Z]\w+|\d+", "N", s) for s in sentences}) <= 1  # one template per kind
+
+
+def _named(row, transform):
+    lines = row["completion"].splitlines()
+    for i, line in enumerate(lines):
+        new = transform(line)
+        if new is not None:
+            lines[i] = new
+            return "\n".join(lines)
+    return None
+
+
+def test_named_step_checker_rejects_each_kind_of_error():
+    rows = make_dataset(DataConfig(preset="mini2", behaviours="both", seed=6, sft_size=80, rl_size=5, eval_size=5))["sft"]
+    seen = set()
+    for row in rows:
+        solved = [line.split(" = ")[0].split("So ")[-1] for line in row["completion"].splitlines() if " = " in line]
+        edits = {
+            "wrong_value": lambda l: re.sub(r"= (\d+)\.$", lambda m: f"= {int(m.group(1)) + 1}.", l) if " = " in l else None,
+            "wrong_substitution": lambda l: re.sub(r" = (\d+) ([-+*])", lambda m: f" = {int(m.group(1)) + 1} {m.group(2)}", l, count=1)
+            if re.search(r"[a-z] [-+*] ", l) and re.search(r" = \d+ [-+*]", l) else None,
+            "unknown_quantity": lambda l: l.replace("Each ", "Each Zzz", 1) if l.startswith("Each ") and " = " in l else None,
+            "undefined_variable": lambda l: None,
+        }
+        for verdict, edit in edits.items():
+            text = _named(row, edit)
+            if text is None:
+                continue
+            report = check_steps(row["prompt"], text)
+            expected = {"wrong_value": {"wrong_value", "wrong_arithmetic", "wrong_inputs"}, "unknown_quantity": {"unknown_quantity", "unparseable_step"}}
+            assert report.verdict in expected.get(verdict, {verdict}), (verdict, report, text)
+            seen.add(verdict)
+        if len(solved) >= 2:  # drop the first solved step: a later step then uses an unsolved input
+            lines = row["completion"].splitlines()
+            del lines[_solve_lines(row["completion"])[0]]
+            report = check_steps(row["prompt"], "\n".join(lines))
+            assert report.verdict in ("undefined_variable", "missing_target"), report
+            seen.add("dropped")
+    assert seen >= {"wrong_value", "wrong_substitution", "unknown_quantity", "dropped"}

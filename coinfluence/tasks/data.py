@@ -18,12 +18,13 @@ from pathlib import Path
 from ..errors import UserError
 from ..io import atomic_path, write_json, write_jsonl
 from .bridge import BEHAVIOURS, behaviour_preset
-from .igsm import IGSMConfig, canonical_key, generate, get_preset, render_question, render_solution
+from .igsm import IGSMConfig, canonical_key, generate, get_preset, question, solution
 
 # Held-out splits are drawn first so that training splits can avoid every one of their problems.
 SPLITS = ("test_id", "test_ood", "val_id", "val_ood", "rl_train", "sft")
 DEFAULT_SIZES = {
     "mini": {"sft": 4000, "rl": 10000, "eval": 500},
+    "mini2": {"sft": 4000, "rl": 10000, "eval": 500},
     "paper": {"sft": 2000, "rl": 10000, "eval": 500},
 }
 
@@ -43,6 +44,10 @@ class DataConfig:
     op_id: tuple[int, int] | None = field(default=None, metadata={"help": "override the in-distribution op range"})
     op_ood: tuple[int, int] | None = field(default=None, metadata={"help": "override the out-of-distribution op range"})
     redundant: tuple[int, int] | None = field(default=None, metadata={"help": "override the distractors per question"})
+    const_range: tuple[int, int] | None = field(default=None, metadata={"help": "override the range of stated constants"})
+    answer_not_stated: bool | None = field(default=None, metadata={"help": "override: never ask for a number the question states"})
+    solution_format: str | None = field(default=None, metadata={"help": "override: variables or names"})
+    fixed_templates: bool | None = field(default=None, metadata={"help": "override: one template per sentence kind"})
 
     def sizes(self) -> dict[str, int]:
         d = DEFAULT_SIZES.get(self.preset, DEFAULT_SIZES["mini"])
@@ -50,7 +55,9 @@ class DataConfig:
         return {"sft": sft, "rl_train": rl, "val_id": ev, "val_ood": ev, "test_id": ev, "test_ood": ev}
 
     def task(self) -> IGSMConfig:
-        return get_preset(self.preset, op_id=self.op_id, op_ood=self.op_ood, redundant=self.redundant)
+        return get_preset(self.preset, op_id=self.op_id, op_ood=self.op_ood, redundant=self.redundant,
+                          const_range=self.const_range, answer_not_stated=self.answer_not_stated,
+                          solution_format=self.solution_format, fixed_templates=self.fixed_templates)
 
     def validate(self) -> IGSMConfig:
         if self.behaviours not in BEHAVIOURS:
@@ -98,7 +105,7 @@ def _split_rows(cfg: DataConfig, task: IGSMConfig, split: str, size: int, seen: 
             continue
         seen.add(key)
         accepted += 1
-        variants = _variants(problem, cfg, behaviours, pid, q_aug, a_aug)
+        variants = _variants(problem, cfg, task, behaviours, pid, q_aug, a_aug)
         for j, (prompt, completion, stats) in enumerate(variants):
             rows.append({
                 "id": pid if len(variants) == 1 else f"{pid}-{j}",
@@ -115,16 +122,14 @@ def _split_rows(cfg: DataConfig, task: IGSMConfig, split: str, size: int, seen: 
     return rows
 
 
-def _variants(problem, cfg, behaviours, pid, q_aug, a_aug):
+def _variants(problem, cfg, task, behaviours, pid, q_aug, a_aug):
     """(prompt, completion, injection stats) for each augmented copy; distinct texts only."""
     out, seen = [], set()
     for j in range(max(q_aug, a_aug) * 4):
         jq = j if q_aug > 1 else 0
         ja = j if a_aug > 1 else 0
-        prompt = render_question(problem, _rng(cfg.seed, pid, "question"), _rng(cfg.seed, pid, "order", jq))
-        completion, stats = render_solution(
-            problem, behaviours, _rng(cfg.seed, pid, "solution", ja), _rng(cfg.seed, pid, "text", ja)
-        )
+        prompt = question(problem, task, _rng(cfg.seed, pid, "question"), _rng(cfg.seed, pid, "order", jq))
+        completion, stats = solution(problem, task, behaviours, _rng(cfg.seed, pid, "solution", ja), _rng(cfg.seed, pid, "text", ja))
         if (prompt, completion) not in seen:
             seen.add((prompt, completion))
             out.append((prompt, completion, stats.as_dict()))

@@ -1,17 +1,64 @@
-"""Score rows of (prompt, completion, answer) from any engine: reward and step verdicts."""
+"""Score rows of (prompt, completion, answer) from any engine: reward, step verdicts, guessing.
+
+A task whose answer is a number can be passed by copying a number from the question; the guess
+baselines here say how far that goes, so that an accuracy is never read without them.
+"""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
 from ..io import read_rows
-from .answer import reward
+from .answer import extract_answer, reward
 from .igsm.check import check_steps
+
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?!\w|\.\d)")  # an integer, also before a full stop
 
 
 def load_rows(path: str | Path) -> list[dict]:
     return read_rows(path, ("prompt", "completion", "answer"))
+
+
+def stated_numbers(prompt: str) -> list[int]:
+    """The integers a prompt states, in order of appearance."""
+    return [int(x) for x in _NUMBER.findall(prompt or "")]
+
+
+def _as_int(value) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def guess_baseline(rows: list[dict]) -> dict:
+    """How well guessing from the question alone does on ``rows`` (prompt, answer):
+
+    - ``guess/stated``: share of rows whose answer is a number the prompt states (the ceiling of
+      any guesser that copies a number);
+    - ``guess/mode_stated``: accuracy of answering the prompt's most frequent number (first on ties);
+    - ``guess/majority``: accuracy of answering the most common answer of ``rows`` (known in hindsight).
+    """
+    if not rows:
+        return {}
+    answers = [_as_int(r["answer"]) for r in rows]
+    numbers = [stated_numbers(r["prompt"]) for r in rows]
+    mode = [Counter(ns).most_common(1)[0][0] if ns else None for ns in numbers]
+    majority = Counter(answers).most_common(1)[0][0]
+    n = len(rows)
+    return {
+        "guess/stated": sum(a in ns for a, ns in zip(answers, numbers)) / n,
+        "guess/mode_stated": sum(a is not None and a == m for a, m in zip(answers, mode)) / n,
+        "guess/majority": sum(a == majority for a in answers) / n,
+    }
+
+
+def answer_is_stated(prompt: str, completion: str) -> bool:
+    """Does the completion's final answer copy a number the prompt states?"""
+    got = extract_answer(completion)
+    return got is not None and got in stated_numbers(prompt)
 
 
 def score_rows(rows: list[dict]) -> tuple[list[dict], dict]:
@@ -23,12 +70,17 @@ def score_rows(rows: list[dict]) -> tuple[list[dict], dict]:
         results.append({
             "id": row.get("id", i), "reward": r, "verdict": report.verdict,
             "first_error_step": report.first_error_step, "n_steps": report.n_steps, "detail": report.detail,
+            "answer_stated": answer_is_stated(row["prompt"], row["completion"]),
         })
     n = len(rows)
+    correct = sum(x["reward"] for x in results)
     summary = {
         "n": n,
-        "accuracy": sum(x["reward"] for x in results) / n if n else 0.0,
+        "accuracy": correct / n if n else 0.0,
         "step_accuracy": verdicts["correct"] / n if n else 0.0,
+        "faithful_share": verdicts["correct"] / correct if correct else None,
+        "answer_stated": sum(x["answer_stated"] for x in results) / n if n else 0.0,
+        **guess_baseline(rows),
         "verdicts": dict(verdicts.most_common()),
     }
     return results, summary

@@ -18,7 +18,8 @@ from coinfluence.device import model_device
 from coinfluence.io import read_json, write_json, write_jsonl
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.answer import reward
-from coinfluence.tasks.igsm.check import BEHAVIOURS, count_behaviours
+from coinfluence.tasks.igsm.check import BEHAVIOURS, check_steps, count_behaviours
+from coinfluence.tasks.score import answer_is_stated, guess_baseline
 from coinfluence.training.rollout import left_pad
 
 # (model, tokenizer, prompt_ids, *, max_new_tokens, temperature, num_samples, seed) ->
@@ -156,7 +157,8 @@ def check_sampling_options(n: int, temperature: float) -> None:
 
 
 def score_rows(model, tokenizer, rows: Sequence[dict], *, n: int = 1, temperature: float = 0.0, **gen_kwargs) -> tuple[dict, list[dict]]:
-    """Accuracy summary and one record per (row, sample): id, sample, completion, reward."""
+    """Accuracy summary and one record per (row, sample): id, prompt, sample, completion, reward,
+    the step checker's verdict, and whether the answer copies a number of the question."""
     check_sampling_options(n, temperature)
     completions = generate_completions(model, tokenizer, [r["prompt"] for r in rows], temperature=temperature, num_samples=n, **gen_kwargs)
     records, alphas = [], []
@@ -164,11 +166,35 @@ def score_rows(model, tokenizer, rows: Sequence[dict], *, n: int = 1, temperatur
         rewards = [reward(c, row["answer"]) for c in samples]
         alphas.append(sum(rewards) / n)
         records += [
-            {"id": row.get("id"), "sample": s, "answer": row["answer"], "reward": r, "completion": c,
-             "behaviours": count_behaviours(c)}
+            {"id": row.get("id"), "prompt": row["prompt"], "sample": s, "answer": row["answer"], "reward": r,
+             "completion": c, "verdict": check_steps(row["prompt"], c).verdict,
+             "answer_stated": answer_is_stated(row["prompt"], c), "behaviours": count_behaviours(c)}
             for s, (c, r) in enumerate(zip(samples, rewards))
         ]
-    return {**summarise_alphas(alphas, n, temperature), **behaviour_summary(records, n)}, records
+    summary = {**summarise_alphas(alphas, n, temperature), **verification_summary(records, n), **guess_baseline(list(rows))}
+    return {**summary, **behaviour_summary(records, n)}, records
+
+
+def verification_summary(records: Sequence[dict], n: int) -> dict:
+    """Step-verified accuracy next to answer accuracy (``records`` hold each query's ``n`` samples
+    one after another): ``step_accuracy`` (answer right *and* every step right; mean@n when
+    sampling), ``faithful_share`` (of the right answers, the share with every step right),
+    ``answer_stated`` (share of answers that copy a number of the question) and, for n > 1,
+    ``step_pass@n``. Step metrics are None where the checker cannot read the questions."""
+    if not records:
+        return {}
+    if all(r["verdict"] == "unparseable_question" for r in records):
+        return {"step_accuracy": None, "faithful_share": None, "answer_stated": fmean(r["answer_stated"] for r in records)}
+    verified = [r["verdict"] == "correct" for r in records]
+    right = sum(r["reward"] for r in records)
+    out = {
+        "step_accuracy": fmean(verified),
+        "faithful_share": sum(verified) / right if right else None,
+        "answer_stated": fmean(r["answer_stated"] for r in records),
+    }
+    if n > 1:
+        out[f"step_pass@{n}"] = fmean(any(verified[s : s + n]) for s in range(0, len(verified), n))
+    return out
 
 
 def summarise_alphas(alphas: Sequence[float], n: int, temperature: float) -> dict:
@@ -210,6 +236,12 @@ def behaviour_summary(records: Sequence[dict], n: int) -> dict:
 
 def greedy_accuracy(model, tokenizer, rows: Sequence[dict], **gen_kwargs) -> float:
     return score_rows(model, tokenizer, rows, n=1, temperature=0.0, **gen_kwargs)[0]["accuracy"]
+
+
+def greedy_scores(model, tokenizer, rows: Sequence[dict], **gen_kwargs) -> dict[str, float | None]:
+    """Greedy ``accuracy`` and ``step_accuracy`` of ``rows`` (the validation metrics of both trainers)."""
+    summary = score_rows(model, tokenizer, rows, n=1, temperature=0.0, **gen_kwargs)[0]
+    return {"accuracy": summary["accuracy"], "step_accuracy": summary.get("step_accuracy")}
 
 
 def sample_accuracy(model, tokenizer, rows: Sequence[dict], n: int = 8, temperature: float = 1.0, **gen_kwargs) -> list[float]:

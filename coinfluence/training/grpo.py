@@ -28,8 +28,9 @@ from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.answer import extract_answer, reward as task_reward
+from coinfluence.tasks.igsm.check import check_steps
 from coinfluence.training import checkpoint as ckpt_io
-from coinfluence.training.evaluate import greedy_accuracy, stop_token_ids
+from coinfluence.training.evaluate import greedy_scores, stop_token_ids
 from coinfluence.training.metrics import drop_metrics_after, log_metrics
 from coinfluence.training.objectives import (
     LOSS_TYPES, SCALE_REWARDS, STD_CONVENTIONS, batch_to, grpo_advantages, grpo_loss, rollout_batch, sequence_logprobs,
@@ -165,9 +166,15 @@ def train_grpo(
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "config": asdict(cfg)} if with_state else None
         ckpt_io.save_model_dir(path, model, tokenizer, {"grpo_config.json": asdict(cfg)}, state)
 
+    def validation() -> dict:
+        out = {}
+        for name, rows in evals.items():
+            scores = greedy_scores(model, tokenizer, rows, max_new_tokens=cfg.max_completion_length)
+            out[f"{name}_accuracy"], out[f"{name}_step_accuracy"] = scores["accuracy"], scores["step_accuracy"]
+        return out
+
     if step == 0 and evals and cfg.eval_steps:  # the start of the accuracy curves: the model RL begins from
-        log_metrics(out_dir, STAGE, 0, **{f"{name}_accuracy": greedy_accuracy(model, tokenizer, rows, max_new_tokens=cfg.max_completion_length)
-                                         for name, rows in evals.items()})
+        log_metrics(out_dir, STAGE, 0, **validation())
     bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     while step < cfg.max_steps:
         started = time.perf_counter()
@@ -186,6 +193,7 @@ def train_grpo(
         completions = ro.completions()
         texts = [decode_completion(tokenizer, c) for c in completions]
         correct, rewards = score(texts, [answers[i] for i in rows for _ in range(G)], cfg.format_reward)
+        verified = [check_steps(train_rows[i]["prompt"], t).ok for i, t in zip((i for i in rows for _ in range(G)), texts)]
         advantages = grpo_advantages(rewards, G, cfg.scale_rewards, cfg.std)
         update_started = time.perf_counter()
         stats = _optimise(cfg, model, optimizer, batch_prompts, completions, advantages, tokenizer.pad_token_id, ref_model)
@@ -203,6 +211,7 @@ def train_grpo(
             "reward_std": float(rewards.view(P, G).std(dim=1, unbiased=False).mean()),
             "frac_reward_zero_std": float((rewards.view(P, G).std(dim=1) == 0).double().mean()),
             "accuracy": float(correct.mean()),
+            "step_accuracy": sum(verified) / len(verified),
             "alpha_hist": [int(v) for v in torch.bincount(per_query.sum(1).long(), minlength=G + 1)],
             "completions/mean_length": float(lengths.mean()),
             "completions/clipped_ratio": float((~ro.finished).double().mean()),
@@ -216,8 +225,7 @@ def train_grpo(
         }
         evaluate_now = evals and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == cfg.max_steps)
         if evaluate_now:
-            for name, eval_rows in evals.items():
-                row[f"{name}_accuracy"] = greedy_accuracy(model, tokenizer, eval_rows, max_new_tokens=cfg.max_completion_length)
+            row.update(validation())
         row["step_time"] = time.perf_counter() - started
         if step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps:
             log_metrics(out_dir, STAGE, step, **row)

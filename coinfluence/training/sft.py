@@ -25,7 +25,7 @@ from coinfluence.errors import UserError
 from coinfluence.io import read_json, write_json
 from coinfluence.models.format import encode_example
 from coinfluence.training import checkpoint as ckpt_io
-from coinfluence.training.evaluate import greedy_accuracy
+from coinfluence.training.evaluate import greedy_scores
 from coinfluence.training.metrics import drop_metrics_after, log_metrics
 from coinfluence.training.objectives import batch_to
 
@@ -319,7 +319,7 @@ def train_sft(
 
         evaluate_now = bool(eval_rows) and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == cfg.max_steps)
         if evaluate_now:
-            last_val = greedy_accuracy(model, tokenizer, eval_rows, max_new_tokens=max_new_tokens)
+            last_val = greedy_scores(model, tokenizer, eval_rows, max_new_tokens=max_new_tokens)
             model.train()
         if step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps:
             row = {
@@ -331,9 +331,10 @@ def train_sft(
                 "num_tokens": num_tokens,
             }
             if evaluate_now:
-                row["val_accuracy"] = last_val
+                row["val_accuracy"] = last_val["accuracy"]
+                row["val_step_accuracy"] = last_val["step_accuracy"]
             log_metrics(out_dir, STAGE, step, **row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_second']:.0f}", **({"val": f"{last_val:.2f}"} if evaluate_now else {}))
+            bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_second']:.0f}", **({"val": f"{last_val['accuracy']:.2f}"} if evaluate_now else {}))
             window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
         if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
             save_resumable()
@@ -344,7 +345,8 @@ def train_sft(
     model.eval()
 
     final_dir = ckpt_io.save_model_dir(out_dir / "sft", model, tokenizer, {"sft_config.json": asdict(cfg)})
-    return {"step": step, "stopped": False, "final_dir": str(final_dir), "num_tokens": num_tokens, "val_accuracy": last_val}
+    return {"step": step, "stopped": False, "final_dir": str(final_dir), "num_tokens": num_tokens,
+            "val_accuracy": last_val["accuracy"] if last_val else None}
 
 
 def config_help() -> dict[str, str]:

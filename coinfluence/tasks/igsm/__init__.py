@@ -16,7 +16,7 @@ from ..bridge import BehaviourConfig
 from . import templates as T
 from .check import BEHAVIOURS, StepReport, check_steps, count_behaviours, parse_question
 from .dag import Problem, StructureSpec, build_problem, canonical_key, guaranteed_instances
-from .render import VARIABLES, render_question, render_solution
+from .render import SOLUTION_FORMATS, VARIABLES, render_question, render_solution
 from .world import MINI_THEMES, PAPER_THEMES, all_themes
 
 
@@ -29,6 +29,10 @@ class IGSMConfig:
     redundant: tuple[int, int] = field(default=(0, 0), metadata={"help": "unneeded quantities stated per question"})
     max_value: int = field(default=100, metadata={"help": "every value satisfies |value| < max_value"})
     max_sum_terms: int = field(default=3, metadata={"help": "largest number of terms in one sum"})
+    const_range: tuple[int, int] = field(default=(0, 9), metadata={"help": "range of the constants a question states"})
+    answer_not_stated: bool = field(default=False, metadata={"help": "never ask for a number the question states (no guessing by copying)"})
+    solution_format: str = field(default="variables", metadata={"help": "solved steps with variable letters (variables) or quantity names (names)"})
+    fixed_templates: bool = field(default=False, metadata={"help": "one sentence template per kind instead of a random one"})
 
 
 PRESETS = {
@@ -42,6 +46,21 @@ PRESETS = {
         redundant=(0, 0),
         max_value=100,
         max_sum_terms=3,
+    ),
+    # mini, made to be solved rather than guessed: deeper problems (op 3-6, so sums of three
+    # terms and locked nodes to explore occur), an answer that is never a number the question
+    # states, steps that name their inputs instead of binding letters, one template per kind.
+    "mini2": IGSMConfig(
+        themes=tuple(MINI_THEMES),
+        structure=StructureSpec(layers=(4, 4), items=(3, 5), parents=(1, 2)),
+        op_id=(3, 6),
+        op_ood=(7, 8),
+        redundant=(0, 0),
+        max_value=100,
+        max_sum_terms=3,
+        answer_not_stated=True,
+        solution_format="names",
+        fixed_templates=True,
     ),
     "paper": IGSMConfig(
         themes=tuple(PAPER_THEMES),
@@ -86,12 +105,29 @@ def validate(cfg: IGSMConfig) -> None:
         )
     if cfg.max_value < 10:
         raise UserError(f"max_value must be at least 10, got {cfg.max_value}")
+    if not 0 <= cfg.const_range[0] <= cfg.const_range[1] < cfg.max_value:
+        raise UserError(f"const range {cfg.const_range} must be non-negative, ordered and below max_value")
+    if cfg.solution_format not in SOLUTION_FORMATS:
+        raise UserError(f"unknown solution format {cfg.solution_format!r}; choose one of {', '.join(SOLUTION_FORMATS)}")
 
 
 def generate(rng: random.Random, cfg: IGSMConfig, op: int) -> Problem:
     themes = {t: all_themes()[t] for t in cfg.themes}
     n_red = rng.randint(*cfg.redundant)
-    return build_problem(rng, themes, cfg.structure, op, n_red, cfg.max_value, cfg.max_sum_terms)
+    return build_problem(rng, themes, cfg.structure, op, n_red, cfg.max_value, cfg.max_sum_terms,
+                         const_range=cfg.const_range, answer_not_stated=cfg.answer_not_stated)
+
+
+def question(problem: Problem, cfg: IGSMConfig, rng: random.Random, order_rng: random.Random | None = None) -> str:
+    """The question text of ``problem`` in ``cfg``'s surface style."""
+    return render_question(problem, rng, order_rng, fixed_templates=cfg.fixed_templates)
+
+
+def solution(problem: Problem, cfg: IGSMConfig, behaviours: BehaviourConfig, order_rng: random.Random,
+             text_rng: random.Random):
+    """``(completion, injection stats)`` of ``problem`` in ``cfg``'s surface style."""
+    return render_solution(problem, behaviours, order_rng, text_rng, solution_format=cfg.solution_format,
+                           fixed_templates=cfg.fixed_templates)
 
 
 def vocabulary(preset: str | None = None) -> list[str]:
@@ -102,7 +138,7 @@ def vocabulary(preset: str | None = None) -> list[str]:
         for layer in theme:
             words += [layer.singular, layer.plural, *layer.items]
     texts = [t for group in T.STATEMENTS.values() for t in group]
-    texts += [*T.QUESTIONS, *T.SOLVE, *T.ATTEMPT, *T.EARLY, *T.REVISIT, *T.RESTATE, *T.RESTATE_CONST, *T.DESC.values()]
+    texts += [*T.QUESTIONS, *T.SOLVE, *T.SOLVE_NAMED, *T.ATTEMPT, *T.EARLY, *T.REVISIT, *T.RESTATE, *T.RESTATE_CONST, *T.DESC.values()]
     for t in texts:
         words += re.sub(r"\{\w+\}", " ", t).split()
     words += ["each", "Each", "'s", "total", "is", "are", ",", ".", "?", ":", ";", "=", "+", "-", "*"]
@@ -111,7 +147,7 @@ def vocabulary(preset: str | None = None) -> list[str]:
 
 
 __all__ = [
-    "IGSMConfig", "PRESETS", "get_preset", "validate", "generate", "vocabulary", "Problem",
+    "IGSMConfig", "PRESETS", "get_preset", "validate", "generate", "question", "solution", "vocabulary", "Problem",
     "render_question", "render_solution", "canonical_key", "check_steps", "count_behaviours", "BEHAVIOURS", "parse_question", "StepReport",
     "BehaviourConfig",
 ]

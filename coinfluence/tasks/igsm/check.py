@@ -218,30 +218,83 @@ class StepReport:
         return self.verdict == "correct"
 
 
-def _inputs_match(sym: list[str], op: str, parents: tuple, const, bound: dict) -> bool:
-    terms, ops = sym[::2], set(sym[1::2])
-    vars_ = [t for t in terms if not t.isdigit()]
-    nums = [int(t) for t in terms if t.isdigit()]
-    keys = [bound[v][0] for v in vars_]
+def _inputs_match(terms: list, ops: list[str], op: str, parents: tuple, const) -> bool:
+    """Do the step's symbolic inputs (numbers and quantity keys) define the quantity as the DAG does?"""
+    keys = [t for t in terms if not isinstance(t, int)]
+    nums = [t for t in terms if isinstance(t, int)]
+    kinds = set(ops)
     if op == "const":
-        return not vars_ and nums == [const] and not ops
+        return not keys and nums == [const] and not ops
     if op == "copy" or (op == "abstract" and len(parents) == 1):
         return keys == list(parents) and not nums and not ops
     if op == "add":
-        return ops == {"+"} and keys == list(parents) and nums == [const]
+        return kinds == {"+"} and keys == list(parents) and nums == [const]
     if op == "mul":
-        return ops == {"*"} and keys == list(parents) and nums == [const]
+        return kinds == {"*"} and keys == list(parents) and nums == [const]
     if op == "diff":
-        return sym[1::2] == ["-"] and keys == list(parents) and not nums
-    return ops == {"+"} and not nums and Counter(keys) == Counter(parents)  # sum, abstract
+        return ops == ["-"] and keys == list(parents) and not nums
+    return kinds == {"+"} and not nums and Counter(keys) == Counter(parents)  # sum, abstract
+
+
+_NAMED_TERM = re.compile(rf"\d+|{QUANT}")
+
+
+def _split_step(line: str):
+    """``(defined quantity text, variable or None, right-hand side parts)`` of a solved step in
+    either solution format, or None when the line is not one."""
+    m = _CHAIN.search(line)
+    if m:  # "Define each Barn's Cow as w; so w = x + y = 9 + 5 = 14."
+        quants = re.findall(QUANT, line[: m.start()])
+        return (quants[0], m.group(1), m.group(2).split(" = ")) if quants else None
+    head, _, rest = line.partition(" = ")  # "Each Barn's Cow = each Elm's Mill + 3 = 9 + 3 = 12."
+    quants = re.findall(QUANT, head)
+    if not quants or not head.rstrip().endswith(quants[-1]):
+        return None
+    return quants[-1], None, re.sub(r"\.?\s*$", "", rest).split(" = ")
+
+
+def _symbolic(expr: str, named: bool, bound_vars: dict):
+    """Terms (numbers, quantity keys) and operators of the first right-hand part, or an error
+    ``(verdict, detail)``."""
+    if named:
+        pieces = re.split(r" ([-+*]) ", expr.strip())
+        terms_text, ops = pieces[::2], pieces[1::2]
+        if any(not _NAMED_TERM.fullmatch(t) for t in terms_text):
+            return None, ("unparseable_step", "bad expression")
+        return (terms_text, ops), None
+    tokens = tokenize(expr)
+    if tokens is None:
+        return None, ("unparseable_step", "bad expression")
+    undefined = [t for t in tokens[::2] if not t.isdigit() and t not in bound_vars]
+    if undefined:
+        return None, ("undefined_variable", f"{undefined[0]} is not defined")
+    return (tokens[::2], tokens[1::2]), None
+
+
+def _resolve(terms_text: list[str], named: bool, bound_vars: dict, solved: dict):
+    """Numbers as ints, variables and quantity phrases as keys; None for a quantity never solved."""
+    out = []
+    for t in terms_text:
+        if t.isdigit():
+            out.append(int(t))
+        elif named:
+            key = quantity_key(t)
+            if key not in solved:
+                return None, t
+            out.append(key)
+        else:
+            out.append(bound_vars[t])
+    return out, None
 
 
 def check_steps(prompt: str, completion: str) -> StepReport:
+    """Check every solved step of ``completion`` against the question's DAG (see module doc)."""
     try:
         problem = parse_question(prompt)
     except ParseError as e:
         return StepReport("unparseable_question", 0, None, str(e))
-    bound: dict[str, tuple] = {}  # variable -> (quantity key, value)
+    bound_vars: dict[str, tuple] = {}  # variable letter -> quantity key
+    solved: dict[tuple, int] = {}  # quantity key -> value written
     n = 0
     for line in (completion or "").splitlines():
         if " = " not in line:
@@ -251,29 +304,29 @@ def check_steps(prompt: str, completion: str) -> StepReport:
         def fail(verdict, detail):
             return StepReport(verdict, n, n, f"step {n}: {detail}: {line.strip()!r}")
 
-        m = _CHAIN.search(line)
-        quants = re.findall(QUANT, line[: m.start()] if m else "")
-        if not m or not quants:
+        step = _split_step(line)
+        if step is None:
             return fail("unparseable_step", "no quantity or equation")
-        key = quantity_key(quants[0])
+        name, var, parts = step
+        key = quantity_key(name)
         if key not in problem.defs:
-            return fail("unknown_quantity", f"{quants[0]} is not in the problem")
-        var = m.group(1)
-        if var in bound or any(k == key for k, _ in bound.values()):
-            return fail("redefined", f"{var} or {quants[0]} is defined twice")
-        chain = [tokenize(part) for part in m.group(2).split(" = ")]
-        if any(t is None for t in chain):
-            return fail("unparseable_step", "bad expression")
-        sym = chain[0]
-        undefined = [t for t in sym[::2] if not t.isdigit() and t not in bound]
-        if undefined:
-            return fail("undefined_variable", f"{undefined[0]} is not defined")
+            return fail("unknown_quantity", f"{name} is not in the problem")
+        if var in bound_vars or key in solved:
+            return fail("redefined", f"{var or name} is defined twice")
+        symbolic, error = _symbolic(parts[0], var is None, bound_vars)
+        if error:
+            return fail(*error)
+        terms, unknown = _resolve(symbolic[0], var is None, bound_vars, solved)
+        if terms is None:
+            return fail("undefined_variable", f"{unknown} is not solved yet")
         op, parents, const = problem.defs[key]
-        if not _inputs_match(sym, op, parents, const, bound):
+        if not _inputs_match(terms, symbolic[1], op, parents, const):
             return fail("wrong_inputs", "inputs do not match the problem")
-        numeric = chain[1:] if len(chain) > 1 else [sym]
-        substituted = [str(bound[t][1]) if (not t.isdigit() and t not in "+-*") else t for t in sym]
-        if len(chain) > 1 and numeric[0] != substituted:
+        numeric = [tokenize(p) for p in parts[1:]] or [[str(t) for t in _interleave(terms, symbolic[1])]]
+        if any(t is None for t in numeric):
+            return fail("unparseable_step", "bad expression")
+        substituted = [str(solved[t]) if isinstance(t, tuple) else str(t) for t in terms]
+        if len(parts) > 1 and numeric[0] != _interleave(substituted, symbolic[1]):
             return fail("wrong_substitution", "values substituted wrongly")
         values = [evaluate_numbers(t) for t in numeric]
         if any(v is None for v in values) or len(numeric[-1]) != 1:
@@ -282,8 +335,10 @@ def check_steps(prompt: str, completion: str) -> StepReport:
             return fail("wrong_arithmetic", "a sub-goal does not equal the previous one")
         if values[-1] != problem.values[key]:
             return fail("wrong_value", f"value {values[-1]} should be {problem.values[key]}")
-        bound[var] = (key, values[-1])
-    if not any(k == problem.target for k, _ in bound.values()):
+        if var is not None:
+            bound_vars[var] = key
+        solved[key] = values[-1]
+    if problem.target not in solved:
         return StepReport("missing_target", n, None, "the asked quantity is never solved")
     got = extract_answer(completion)
     if got is None:
@@ -291,6 +346,13 @@ def check_steps(prompt: str, completion: str) -> StepReport:
     if got != problem.values[problem.target]:
         return StepReport("wrong_final_answer", n, None, f"answer {got} should be {problem.values[problem.target]}")
     return StepReport("correct", n)
+
+
+def _interleave(terms: list, ops: list[str]) -> list[str]:
+    out = [str(terms[0])]
+    for op, t in zip(ops, terms[1:]):
+        out += [op, str(t)]
+    return out
 
 
 # ----------------------------------------------------------------------------- behaviours
@@ -328,7 +390,8 @@ def count_behaviours(completion: str) -> dict[str, int]:
         if kind is not None:
             counts[kind] += 1
             continue
-        m = _CHAIN.search(line)
-        if m and sum("+" in part and not re.search(r"[A-Za-z]", part) for part in m.group(2).split(" = ")) > 1:
+        # A numeric sum followed by another numeric sum is a sub-goal; the symbolic part of a
+        # step (letters or quantity names) never counts.
+        if sum("+" in part and not re.search(r"[A-Za-z]", part) for part in line.split(" = ")) > 1:
             counts["expansions"] += 1
     return counts

@@ -272,6 +272,11 @@ def assign_values(rng: random.Random, nodes: list[Node], max_value: int, const_r
     return False
 
 
+def stated_numbers(nodes: list[Node]) -> set[int]:
+    """The constants a question states (every number in its text)."""
+    return {n.const for n in nodes if n.op != "abstract" and n.const is not None}
+
+
 def canonical_key(problem: Problem) -> str:
     """A hash of the necessary DAG (quantities, operations, constants), independent of
     node order, sentence order and wording: two problems with the same key are the same
@@ -299,7 +304,12 @@ def build_problem(
     max_value: int,
     max_sum_terms: int = 3,
     attempts: int = 500,
+    *,
+    const_range: tuple[int, int] = (0, 9),
+    answer_not_stated: bool = False,
 ) -> Problem:
+    """A problem with exactly ``op`` operations; with ``answer_not_stated`` its answer is never a
+    number the question states, so copying a number from the question cannot score."""
     for _ in range(attempts):
         theme_name = rng.choice(sorted(themes))
         inst, category = sample_structure(rng, themes[theme_name], spec)
@@ -308,7 +318,9 @@ def build_problem(
             continue
         target = len(b.nodes) - 1
         redundant = _add_redundant(b, n_redundant)
-        if not assign_values(rng, b.nodes, max_value):
+        if not assign_values(rng, b.nodes, max_value, const_range):
+            continue
+        if answer_not_stated and b.nodes[target].value in stated_numbers(b.nodes):
             continue
         necessary = ancestors(b.nodes, target)
         assert op_count(b.nodes, necessary) == op and len(necessary) == target + 1

@@ -1,4 +1,11 @@
-"""Turn a :class:`Problem` into a question and a (possibly behaviour-injected) solution."""
+"""Turn a :class:`Problem` into a question and a (possibly behaviour-injected) solution.
+
+Two surface knobs, both recorded in the task config: ``solution_format`` writes each solved step
+with a variable letter (``variables``, iGSM's style: "Define each Barn's Cow as w; so w = x + y =
+9 + 5 = 14.") or with quantity names only (``names``: "Each Barn's Cow = each Elm's Mill + each
+Coop's Hen = 9 + 5 = 14."); ``fixed_templates`` uses the first template of every kind instead of a
+random one, so the text carries no choices beyond the solution itself.
+"""
 
 from __future__ import annotations
 
@@ -31,16 +38,25 @@ def _slots(problem: Problem, node: Node) -> dict:
     return slots
 
 
-def statement(problem: Problem, node: Node, rng: random.Random) -> str:
-    return rng.choice(T.STATEMENTS[node.op]).format(**_slots(problem, node))
+SOLUTION_FORMATS = ("variables", "names")
 
 
-def render_question(problem: Problem, rng: random.Random, order_rng: random.Random | None = None) -> str:
+def pick(rng: random.Random, templates: tuple[str, ...], fixed: bool) -> str:
+    """One template of a kind: the first when ``fixed`` (no draw), else a random one."""
+    return templates[0] if fixed else rng.choice(templates)
+
+
+def statement(problem: Problem, node: Node, rng: random.Random, fixed: bool = False) -> str:
+    return pick(rng, T.STATEMENTS[node.op], fixed).format(**_slots(problem, node))
+
+
+def render_question(problem: Problem, rng: random.Random, order_rng: random.Random | None = None,
+                    *, fixed_templates: bool = False) -> str:
     """Every stated quantity (necessary and redundant; abstract ones are implicit) in a
     shuffled order, then the question."""
-    sentences = [statement(problem, n, rng) for n in problem.nodes if n.op != "abstract"]
+    sentences = [statement(problem, n, rng, fixed_templates) for n in problem.nodes if n.op != "abstract"]
     (order_rng or rng).shuffle(sentences)
-    question = rng.choice(T.QUESTIONS).format(x=phrase(problem.nodes[problem.target].key))
+    question = pick(rng, T.QUESTIONS, fixed_templates).format(x=phrase(problem.nodes[problem.target].key))
     return " ".join(sentences + [question])
 
 
@@ -55,22 +71,23 @@ def trace_graph(problem: Problem, order: tuple[int, ...]) -> TraceGraph:
     )
 
 
-def equation_chain(problem: Problem, node: Node, var: str, names: dict[int, str], expand: bool) -> str:
-    """``v = p + q + r = 13 + 5 + 6 = 18 + 6 = 24`` (sub-goals only when ``expand``)."""
+def equation_chain(problem: Problem, node: Node, names: dict[int, str], expand: bool) -> str:
+    """The right-hand side ``p + q + r = 13 + 5 + 6 = 18 + 6 = 24`` of a solved step, inputs
+    written as ``names`` gives them (sub-goals only when ``expand``)."""
     vals = [problem.nodes[p].value for p in node.parents]
     syms = [names[p] for p in node.parents]
     c = node.const
     if node.op == "const":
-        return f"{var} = {c}"
+        return f"{c}"
     if node.op == "copy" or (node.op == "abstract" and len(syms) == 1):
-        return f"{var} = {syms[0]} = {vals[0]}"
+        return f"{syms[0]} = {vals[0]}"
     if node.op == "add":
-        return f"{var} = {syms[0]} + {c} = {vals[0]} + {c} = {node.value}"
+        return f"{syms[0]} + {c} = {vals[0]} + {c} = {node.value}"
     if node.op == "mul":
-        return f"{var} = {c} * {syms[0]} = {c} * {vals[0]} = {node.value}"
+        return f"{c} * {syms[0]} = {c} * {vals[0]} = {node.value}"
     if node.op == "diff":
-        return f"{var} = {syms[0]} - {syms[1]} = {vals[0]} - {vals[1]} = {node.value}"
-    parts = [f"{var} = {' + '.join(syms)}", " + ".join(map(str, vals))]
+        return f"{syms[0]} - {syms[1]} = {vals[0]} - {vals[1]} = {node.value}"
+    parts = [" + ".join(syms), " + ".join(map(str, vals))]
     if expand:
         while len(vals) > 2:
             vals = [vals[0] + vals[1]] + vals[2:]
@@ -79,13 +96,13 @@ def equation_chain(problem: Problem, node: Node, var: str, names: dict[int, str]
     return " = ".join(parts)
 
 
-def _restate(problem: Problem, node: Node, rng: random.Random) -> str:
+def _restate(problem: Problem, node: Node, rng: random.Random, fixed: bool) -> str:
     slots = _slots(problem, node)
     if node.op == "const":
-        return rng.choice(T.RESTATE_CONST).format(**slots)
+        return pick(rng, T.RESTATE_CONST, fixed).format(**slots)
     facts = join_list([f"{phrase(problem.nodes[p].key)} is {problem.nodes[p].value}" for p in node.parents])
     desc = T.DESC[node.op].format(**slots)
-    return rng.choice(T.RESTATE).format(desc=desc, facts=facts, **slots)
+    return pick(rng, T.RESTATE, fixed).format(desc=desc, facts=facts, **slots)
 
 
 def render_solution(
@@ -93,15 +110,21 @@ def render_solution(
     behaviours: BehaviourConfig,
     order_rng: random.Random,
     text_rng: random.Random,
+    *,
+    solution_format: str = "variables",
+    fixed_templates: bool = False,
 ) -> tuple[str, InjectionStats]:
     """The step-by-step solution. ``order_rng`` picks the topological order and variable
     letters (shared by every behaviour variant of a problem); ``text_rng`` picks phrasing and
     injections."""
+    if solution_format not in SOLUTION_FORMATS:
+        raise ValueError(f"unknown solution_format {solution_format!r}; choose one of {SOLUTION_FORMATS}")
     nodes = problem.nodes
     parents = {i: nodes[i].parents for i in problem.necessary}
     order = random_topological_order(parents, sorted(problem.necessary), order_rng)
     letters = order_rng.sample(VARIABLES if len(order) > len(_LOWER) else _LOWER, len(order))
-    names = dict(zip(order, letters))
+    named = solution_format == "names"
+    names = {i: phrase(nodes[i].key) for i in order} if named else dict(zip(order, letters))
     events, stats = inject(trace_graph(problem, order), behaviours, text_rng)
     lines = []
     for ev in events:
@@ -110,15 +133,16 @@ def render_solution(
         if isinstance(ev, Attempt):
             missing = [phrase(nodes[m].key) for m in ev.missing]
             be = "is" if len(missing) == 1 else "are"
-            lines.append(text_rng.choice(T.ATTEMPT).format(x=x, missing=join_list(missing), be=be))
+            lines.append(pick(text_rng, T.ATTEMPT, fixed_templates).format(x=x, missing=join_list(missing), be=be))
             continue
         if ev.early:
-            lines.append(text_rng.choice(T.EARLY).format(x=x))
+            lines.append(pick(text_rng, T.EARLY, fixed_templates).format(x=x))
         if ev.revisit:
-            lines.append(text_rng.choice(T.REVISIT).format(x=x))
+            lines.append(pick(text_rng, T.REVISIT, fixed_templates).format(x=x))
         if ev.restate:
-            lines.append(_restate(problem, node, text_rng))
-        chain = equation_chain(problem, node, names[ev.node], names, ev.expand)
-        lines.append(text_rng.choice(T.SOLVE).format(x=x, v=names[ev.node], chain=chain))
+            lines.append(_restate(problem, node, text_rng, fixed_templates))
+        rhs = equation_chain(problem, node, names, ev.expand)
+        template = pick(text_rng, T.SOLVE_NAMED if named else T.SOLVE, fixed_templates)
+        lines.append(template.format(x=x, X=cap(x), v=names[ev.node], rhs=rhs))
     lines.append(format_answer(problem.answer))
     return "\n".join(lines), stats

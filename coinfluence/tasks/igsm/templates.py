@@ -45,11 +45,19 @@ QUESTIONS = (
     "Question: find {x}.",
 )
 
-# One solved step; the equation chain starts with the variable and ends with its value.
+# One solved step, written with a variable letter ``{v}`` for the quantity; the equation chain
+# ``{rhs}`` names the inputs by their letters and ends with the value.
 SOLVE = (
-    "Define {x} as {v}; so {chain}.",
-    "Let {v} be {x}; then {chain}.",
-    "Write {v} for {x}, so {chain}.",
+    "Define {x} as {v}; so {v} = {rhs}.",
+    "Let {v} be {x}; then {v} = {rhs}.",
+    "Write {v} for {x}, so {v} = {rhs}.",
+)
+# The same step without letters: the chain names every input by its quantity phrase, as the
+# question does, so the model copies names instead of binding letters.
+SOLVE_NAMED = (
+    "{X} = {rhs}.",
+    "So {x} = {rhs}.",
+    "Next, {x} = {rhs}.",
 )
 
 # Exploration: a locked node is attempted and left.
