@@ -97,6 +97,7 @@ def train(
     seed: int = typer.Option(0, help="seed of data, initialisation, data order and rollouts"),
     from_sft: Optional[Path] = typer.Option(None, help="RL from this checkpoint (any HF causal LM dir) instead of OUT/sft"),
     sft_steps: Optional[int] = typer.Option(None, help="SFT optimizer steps [1000]"),
+    sft_epochs: Optional[float] = typer.Option(None, help="SFT passes over the data instead of --sft-steps (matches variants by epochs)"),
     learning_rate: Optional[float] = typer.Option(None, help="peak SFT learning rate [3e-3]"),
     tokens_per_batch: Optional[int] = typer.Option(None, help="SFT token budget per micro-batch, padding included [2048]"),
     gradient_accumulation_steps: Optional[int] = typer.Option(None, help="SFT micro-batches per optimizer step [1]"),
@@ -144,7 +145,7 @@ def train(
         raise UserError(f"--eval-size must be >= 0, got {eval_size}")
     pick = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731
     cfg = SFTConfig(seed=seed, eval_size=eval_size, completion_only_loss=not full_loss, **pick(
-        max_steps=sft_steps, learning_rate=learning_rate, tokens_per_batch=tokens_per_batch,
+        max_steps=sft_steps, num_train_epochs=sft_epochs, learning_rate=learning_rate, tokens_per_batch=tokens_per_batch,
         gradient_accumulation_steps=gradient_accumulation_steps, eval_steps=eval_steps, save_steps=save_steps))
     validate_config(cfg)
     gcfg = GRPOConfig(seed=seed, eval_size=eval_size, **pick(

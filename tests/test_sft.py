@@ -227,3 +227,29 @@ def test_presets_are_seeded_and_eager(tok):
     assert 0.5e6 < sum(p.numel() for p in a.parameters()) < 2e6
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
     assert not torch.equal(a.model.embed_tokens.weight, c.model.embed_tokens.weight)
+
+
+def test_epochs_set_the_step_count_from_the_bucketed_batches():
+    from coinfluence.training.sft import epoch_batches, steps_for_epochs
+
+    lengths = [10 + (7 * i) % 50 for i in range(200)]
+    cfg = SFTConfig(tokens_per_batch=256, num_train_epochs=2, gradient_accumulation_steps=1, seed=3)
+    per_epoch = [len(epoch_batches(lengths, cfg, e)) for e in range(3)]
+    assert steps_for_epochs(lengths, cfg) == per_epoch[0] + per_epoch[1]
+    half = SFTConfig(tokens_per_batch=256, num_train_epochs=2.5, gradient_accumulation_steps=2, seed=3)
+    assert steps_for_epochs(lengths, half) == -(-(per_epoch[0] + per_epoch[1] + -(-per_epoch[2] // 2)) // 2)
+    longer = [2 * n for n in lengths]  # longer rows: fewer per batch, so more steps for the same epochs
+    assert steps_for_epochs(longer, cfg) > steps_for_epochs(lengths, cfg)
+
+
+def test_an_epoch_budget_resumes_and_ends_at_its_step_count(tok, tmp_path):
+    from coinfluence.models.format import encode_example
+    from coinfluence.training.sft import steps_for_epochs
+
+    rows = toy_rows(24, seed=4)
+    cfg = _resume_cfg(num_train_epochs=3)
+    lengths = [len(encode_example(tok, r["prompt"], r["completion"])[0]) for r in rows]
+    model, _ = load_model("nano", tok, seed=1)
+    assert train_sft(cfg, model, tok, rows, [], tmp_path, progress=False, stop_after=4)["stopped"]
+    done = train_sft(cfg, model, tok, rows, [], tmp_path, resume=True, progress=False)
+    assert done["step"] == steps_for_epochs(lengths, cfg) != cfg.max_steps

@@ -12,7 +12,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -49,7 +49,10 @@ class SFTConfig:
     adam_beta2: float = _opt(0.98, "AdamW beta2.")
     adam_epsilon: float = _opt(1e-8, "AdamW epsilon.")
     max_grad_norm: float = _opt(1.0, "Clip the global gradient norm to this value (0 disables clipping).")
-    max_steps: int = _opt(1000, "Optimizer steps to train for.")
+    max_steps: int = _opt(1000, "Optimizer steps to train for (replaced by the count num_train_epochs implies, when set).")
+    num_train_epochs: float = _opt(0.0, "Passes over the training rows (0: train max_steps steps). Batches hold a token budget, "
+                                        "so data with longer completions needs more steps for the same epochs; this "
+                                        "matches variants by epochs instead of by steps.")
     tokens_per_batch: int = _opt(2048, "Token budget of one micro-batch, padding included.")
     gradient_accumulation_steps: int = _opt(1, "Micro-batches per optimizer step.")
     max_length: int = _opt(1024, "Truncate longer examples to this many tokens.")
@@ -68,7 +71,7 @@ class SFTConfig:
 # Fields that decide the trajectory: a resumed run must agree on all of them.
 TRAJECTORY_FIELDS = (
     "learning_rate", "lr_scheduler_type", "warmup_ratio", "min_lr_ratio", "weight_decay", "adam_beta1", "adam_beta2",
-    "adam_epsilon", "max_grad_norm", "max_steps", "tokens_per_batch", "gradient_accumulation_steps", "max_length",
+    "adam_epsilon", "max_grad_norm", "max_steps", "num_train_epochs", "tokens_per_batch", "gradient_accumulation_steps", "max_length",
     "group_by_length", "bucket_chunk_size", "completion_only_loss", "seed",
 )
 
@@ -81,6 +84,8 @@ def validate_config(cfg: SFTConfig) -> None:
     for name in ("eval_steps", "eval_size", "save_steps", "save_total_limit", "max_new_tokens", "weight_decay", "max_grad_norm", "min_lr_ratio"):
         if getattr(cfg, name) < 0:
             raise UserError(f"sft option {name} must be >= 0, got {getattr(cfg, name)}")
+    if not 0 <= cfg.num_train_epochs < 1e6:
+        raise UserError(f"sft option num_train_epochs must be in [0, 1e6), got {cfg.num_train_epochs}")
     if not 0 <= cfg.warmup_ratio < 1:
         raise UserError(f"sft option warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.lr_scheduler_type not in ("cosine", "linear", "constant"):
@@ -130,6 +135,15 @@ def epoch_batches(lengths: Sequence[int], cfg: SFTConfig, epoch: int) -> list[li
         batches += pack_by_budget(chunk, lengths, cfg.tokens_per_batch)
     rng.shuffle(batches)  # so each step is not a run of only short (or only long) examples
     return batches
+
+
+def steps_for_epochs(lengths: Sequence[int], cfg: SFTConfig) -> int:
+    """Optimizer steps that make ``cfg.num_train_epochs`` passes over examples of these lengths."""
+    whole, fraction = divmod(cfg.num_train_epochs, 1.0)
+    micro = sum(len(epoch_batches(lengths, cfg, e)) for e in range(int(whole)))
+    if fraction:
+        micro += math.ceil(fraction * len(epoch_batches(lengths, cfg, int(whole))))
+    return max(1, math.ceil(micro / cfg.gradient_accumulation_steps))
 
 
 def micro_batches_from(lengths: Sequence[int], cfg: SFTConfig, position: int) -> Iterator[tuple[float, list[int]]]:
@@ -252,15 +266,16 @@ def train_sft(
         raise UserError("no training rows")
     out_dir = Path(out_dir)
     ckpt_root = out_dir / CHECKPOINT_DIR
+    examples = encode_rows(tokenizer, train_rows, cfg.max_length)
+    lengths = [len(ids) for ids, _ in examples]
+    if cfg.num_train_epochs:
+        cfg = replace(cfg, max_steps=steps_for_epochs(lengths, cfg))
     latest = ckpt_io.latest_checkpoint(ckpt_root) if resume else None
     state = ckpt_io.load_trainer_state(latest) if latest else None
     if state:
         _check_resumable(state, cfg, latest)
     elif not resume and ckpt_io.list_checkpoints(ckpt_root):
         raise UserError(f"{out_dir} already holds SFT checkpoints; pass resume to continue or choose another output dir")
-
-    examples = encode_rows(tokenizer, train_rows, cfg.max_length)
-    lengths = [len(ids) for ids, _ in examples]
     max_new_tokens = cfg.max_new_tokens or auto_max_new_tokens(tokenizer, train_rows)
     eval_rows = list(val_rows)[: cfg.eval_size]
     update_run_config(out_dir, "sft", asdict(cfg))
