@@ -25,6 +25,13 @@ ROOT = Path(__file__).resolve().parent
 WINDOW = 10  # steps per mean at each end of the GRPO curve
 
 
+def curve_ends(metrics: pd.DataFrame, column: str, window: int = WINDOW) -> tuple[float, float]:
+    """Means of ``column`` over the first and the last ``window`` GRPO steps (steps 1..window and
+    the last ones; the step-0 row holds only the starting validation accuracy)."""
+    steps = metrics[metrics["step"] >= 1].sort_values("step")
+    return float(steps[column].head(window).mean()), float(steps[column].tail(window).mean())
+
+
 def unit_row(unit: Path) -> dict:
     """One line of numbers for one unit directory."""
     row = {"unit": unit.name, "variant": run_label(unit)}
@@ -37,8 +44,7 @@ def unit_row(unit: Path) -> dict:
     m = read_metrics(unit)
     if len(m):
         for col, name in (("reward", "reward"), ("completions/mean_length", "length")):
-            row[f"{name}_first"] = float(m[col].head(WINDOW).mean())
-            row[f"{name}_last"] = float(m[col].tail(WINDOW).mean())
+            row[f"{name}_first"], row[f"{name}_last"] = curve_ends(m, col)
     times = json.loads((unit / "unit.json").read_text()).get("seconds", {}) if (unit / "unit.json").exists() else {}
     row.update({f"{k}_s": v for k, v in times.items()})
     return row
