@@ -14,14 +14,13 @@ listed, by ``coinfluence.plots.report.draw_all`` (the same code as ``coinfluence
 from __future__ import annotations
 
 import argparse
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run_unit.py beside this file
 
-from run_unit import ROOT, add_hidden_options, parse_variant, run_unit, unit_name  # noqa: E402
+from run_unit import ROOT, add_hidden_options, extra_args, parse_variant, run_unit, unit_name  # noqa: E402
 
 from coinfluence.plots.report import NAMES, draw_all  # noqa: E402
 from coinfluence.plots.runs import is_run_dir  # noqa: E402
@@ -53,8 +52,7 @@ def main() -> None:
         for variant in args.variants:
             for seed in args.seeds:
                 try:
-                    run_unit(variant, seed, runs_root=args.runs_root, results_root=args.results_root,
-                             extra_train=shlex.split(args.extra_train_args), extra_analyze=shlex.split(args.extra_analyze_args))
+                    run_unit(variant, seed, runs_root=args.runs_root, results_root=args.results_root, extra=extra_args(args))
                 except subprocess.CalledProcessError as err:
                     sys.exit(f"unit {unit_name(variant, seed)} failed: exit {err.returncode}; rerun to resume it")
 

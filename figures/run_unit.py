@@ -1,30 +1,30 @@
-"""One unit of the figure set: one (variant, seed) run of the real pipeline plus its analysis.
+"""One unit of the study: one (variant, seed) run of the real pipeline, evaluated and analysed.
 
     python figures/run_unit.py VARIANT SEED
 
-1. train: ``coinfluence train --behaviours B --out runs/figures/VARIANT-sSEED --seed SEED --resume``
-   on the `mini` default (data, SFT, GRPO, greedy test accuracy of sft and grpo/final). Variants
-   whose data needs options that ``train`` does not have (augmentation, injection probability)
-   first write the data with ``coinfluence data --out RUN/data ...`` and train with ``--data RUN/data``.
-2. analyse: ``coinfluence analyze --run RUN --all-checkpoints --no-kernel``: the SFT checkpoint,
-   every GRPO step checkpoint (the last one holds the final weights) and timeseries.csv. ΔJ and
-   co-influence come from the aggregated path either way; ``--no-kernel`` only skips the
-   per-rollout K⁺/K⁻ columns, which no figure uses, and saves over half the analysis time.
-3. sampled evaluation: ``coinfluence eval --splits test_id --n 8 --temperature 1 --limit 100``
-   of the SFT model and of grpo/final (mean@8, pass@8, and how often the completions use the
-   injected behaviours, and how accurate those completions are), saved in eval.json beside the
-   greedy results under ``sft@n8-t1`` and ``grpo/final@n8-t1``.
-4. copy the unit's small result files (config, metrics, eval, data options, summaries,
-   queries.parquet, timeseries; each under 200 KB, never checkpoints) to
-   figures/results/VARIANT-sSEED/, which appears only when complete. A unit whose results exist
-   is skipped; a killed unit resumes (``train --resume``). ``--refresh`` runs the steps that a
-finished unit lacks (steps added after it was made) when its run dir is still here, and
-recopies its results.
+The unit's steps, each a ``coinfluence`` command at one thread (``SETTING`` fixes every option):
+
+1. data: the variant's splits of the study's task (``coinfluence data --preset mini2 ...``);
+2. train: SFT for ``sft_epochs`` passes over the problems (matched by epochs, not steps, so
+   variants with longer completions are not undertrained), then GRPO, with periodic greedy
+   validation (answer and step-verified accuracy);
+3. test: greedy accuracy of ``sft`` and ``grpo/final`` on every row of ``test_id`` and ``test_ood``;
+4. sampled test: mean@8 at T=1 of both checkpoints on every ``test_id`` row (and how often the
+   samples use the injected behaviours);
+5. analysis: α, co-influence and ΔJ of the SFT checkpoint and of ``grpo/final``;
+6. the unit's small result files (never checkpoints) are copied to figures/results/VARIANT-sSEED/,
+   which appears only when complete, with unit.json: the commands, their wall times, the machine
+   and the thread count.
+
+A step whose output exists is not run again, so a killed unit resumes where it stopped (``train
+--resume`` continues inside the training step), and ``--refresh`` runs the steps a finished unit
+lacks while its run dir is still here.
 
 VARIANT is one of vanilla (behaviours none), bridge (both), explore, exploit, question-aug,
-answer-aug (vanilla data with K sentence orders / solution orders of each SFT problem), with an
-optional injection-probability suffix for the sweep: ``bridge-pe0.6`` (p_explore 0.6),
-``exploit-px0.5`` (p_exploit 0.5), or both (``bridge-pe0.6-px0.5``).
+answer-aug (vanilla data with K sentence orders / solution orders of each SFT problem; they train
+``sft_epochs / K`` passes over their K-fold rows, so every problem is seen as often as in the other
+variants), with an optional injection-probability suffix for the sweep: ``bridge-pe0.6``
+(p_explore 0.6), ``exploit-px0.5`` (p_exploit 0.5), or both.
 """
 
 from __future__ import annotations
@@ -48,11 +48,17 @@ RUNS = ROOT / "runs" / "figures"
 BASES = {"vanilla": ("none", {}), "bridge": ("both", {}), "explore": ("explore", {}), "exploit": ("exploit", {}),
          "question-aug": ("none", {"question_aug": True}), "answer-aug": ("none", {"answer_aug": True})}
 AUG_K = 4  # orders per SFT problem in the augmentation baselines
-KEEP = ["config.json", "metrics.jsonl", "eval.json", "data/data_config.json", "analysis/timeseries.csv",
-        "analysis/*/summary.json", "analysis/*/queries.parquet"]
-MAX_BYTES = 200_000
-SAMPLED_EVAL = ["--splits", "test_id", "--n", "8", "--temperature", "1", "--limit", "100"]
-SAMPLED_NAME = "@n8-t1"  # the suffix `coinfluence eval` gives these results in eval.json
+# The study's setting, fixed before its units ran (figures/README.md, "The setting").
+SETTING = {
+    "task_preset": "mini2", "model": "tiny", "sft_epochs": 12.0, "grpo_steps": 200, "prompts_per_step": 16,
+    "num_generations": 8, "grpo_learning_rate": 1e-4, "validation_rows": 200, "threads": 1,
+}
+KEEP = ["config.json", "metrics.jsonl", "eval.json", "data/data_config.json", "analysis/*/summary.json",
+        "analysis/*/queries.parquet"]
+MAX_BYTES = 400_000
+SAMPLES = 8
+SAMPLED_NAME = f"@n{SAMPLES}-t1"  # the suffix `coinfluence eval` gives sampled results in eval.json
+CHECKPOINTS = ("sft", "grpo/final")
 _VARIANT = re.compile(r"^(?P<base>[a-z-]+?)(?:-pe(?P<pe>[0-9.]+))?(?:-px(?P<px>[0-9.]+))?$")
 
 
@@ -86,6 +92,54 @@ def coinfluence(args: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def evaluated(run: Path, checkpoint: str, split: str, rows: int | None = None) -> bool:
+    """Does RUN/eval.json hold ``split`` of ``checkpoint`` (on at least ``rows`` rows)?"""
+    path = ROOT / run / "eval.json"
+    if not path.exists():
+        return False
+    result = read_json(path).get("checkpoints", {}).get(checkpoint, {}).get(split)
+    return result is not None and (rows is None or result.get("num_rows", 0) >= rows)
+
+
+def split_rows(run: Path, split: str) -> int:
+    counts = read_json(ROOT / run / "data" / "data_config.json")["counts"]
+    return counts[split]
+
+
+def unit_steps(variant: str, seed: int, run: Path, setting: dict, aug_k: int, extra: dict) -> list[tuple[str, list[str], object]]:
+    """``(name, coinfluence arguments, done())`` for every step of a unit, in order."""
+    behaviours, data_opts = parse_variant(variant, aug_k)
+    threads = ["--threads", str(setting["threads"])]
+    epochs = setting["sft_epochs"] / (aug_k if any(o in data_opts for o in ("--question-aug", "--answer-aug")) else 1)
+    steps = [
+        ("data", ["data", "--out", str(run / "data"), "--preset", setting["task_preset"], "--behaviours", behaviours,
+                  "--seed", str(seed), *data_opts, *extra.get("data", [])],
+         lambda: (ROOT / run / "data" / "data_config.json").exists()),
+        ("train", [*threads, "train", "--data", str(run / "data"), "--out", str(run), "--seed", str(seed), "--resume",
+                   "--task-preset", setting["task_preset"], "--preset", setting["model"], "--sft-epochs", f"{epochs:g}",
+                   "--grpo-steps", str(setting["grpo_steps"]), "--prompts-per-step", str(setting["prompts_per_step"]),
+                   "--num-generations", str(setting["num_generations"]),
+                   "--grpo-learning-rate", f"{setting['grpo_learning_rate']:g}",
+                   "--eval-size", str(setting["validation_rows"]), "--no-progress", *extra.get("train", [])],
+         lambda: (ROOT / run / "grpo" / "final" / "config.json").exists()),
+    ]
+    for ckpt in CHECKPOINTS:
+        steps.append((f"test {ckpt}", [*threads, "eval", "--ckpt", str(run / ckpt), "--data", str(run / "data"),
+                                       "--splits", "test_id,test_ood", "--seed", str(seed), *extra.get("eval", [])],
+                      lambda c=ckpt: all(evaluated(run, c, s, split_rows(run, s)) for s in ("test_id", "test_ood"))))
+    for ckpt in CHECKPOINTS:
+        steps.append((f"sampled test {ckpt}", [*threads, "eval", "--ckpt", str(run / ckpt), "--data", str(run / "data"),
+                                               "--splits", "test_id", "--n", str(SAMPLES), "--temperature", "1",
+                                               "--seed", str(seed), *extra.get("eval", [])],
+                      lambda c=ckpt: evaluated(run, c + SAMPLED_NAME, "test_id")))
+    for ckpt in CHECKPOINTS:
+        name = ckpt.replace("/", "-")
+        steps.append((f"analyze {ckpt}", [*threads, "analyze", "--ckpt", str(run / ckpt), "--run", str(run), "--no-kernel",
+                                          "--seed", str(seed), "--quiet", *extra.get("analyze", [])],
+                      lambda n=name: (ROOT / run / "analysis" / n / "summary.json").exists()))
+    return steps
+
+
 def copy_results(run: Path, dest: Path, record: dict) -> list[str]:
     """Copy the small result files of ``run`` into ``dest`` (atomically, as one dir); returns
     the files left out for their size."""
@@ -103,16 +157,23 @@ def copy_results(run: Path, dest: Path, record: dict) -> list[str]:
     return skipped
 
 
-def evaluated(run: Path, checkpoint: str) -> bool:
-    path = ROOT / run / "eval.json"
-    return path.exists() and checkpoint in read_json(path).get("checkpoints", {})
+def machine(threads: int) -> dict:
+    """Where a unit ran: results at one seed repeat only on the same CPU kernels and thread count."""
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"system": platform.system(), "machine": platform.machine(), "cpu": cpu, "cpus": os.cpu_count(),
+            "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
 
 
 def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: Path = RESULTS, aug_k: int = AUG_K,
-             extra_train: list[str] = (), extra_analyze: list[str] = (), extra_eval: list[str] = (),
-             refresh: bool = False) -> Path:
-    """Train, analyse, evaluate and copy one unit (see the module docstring); returns its results dir."""
-    behaviours, data_opts = parse_variant(variant, aug_k)
+             setting: dict = SETTING, extra: dict | None = None, refresh: bool = False) -> Path:
+    """Run the steps of one unit that are not done yet and copy its results; returns its results dir."""
     name = unit_name(variant, seed)
     dest = Path(results_root) / name
     run = Path(runs_root) / name
@@ -121,42 +182,20 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
     if dest.is_dir() and not refresh:
         print(f"skip {name}: {dest} exists", flush=True)
         return dest
-    if dest.is_dir() and not (ROOT / run / "sft").is_dir():
+    if dest.is_dir() and not (ROOT / run / "data").is_dir():
         print(f"skip {name}: nothing to refresh from ({run} is gone)", flush=True)
         return dest
+    steps = unit_steps(variant, seed, run, setting, aug_k, extra or {})
     seconds = {}
-    commands = []
-    if data_opts:
-        data_cmd = ["data", "--out", str(run / "data"), "--behaviours", behaviours, "--seed", str(seed), *data_opts]
-        train_cmd = ["train", "--data", str(run / "data"), "--out", str(run), "--seed", str(seed), "--resume", *extra_train]
-        if not (ROOT / run / "data" / "data_config.json").exists():
-            seconds["data"] = coinfluence(data_cmd)
-        commands.append(data_cmd)
-    else:
-        train_cmd = ["train", "--behaviours", behaviours, "--out", str(run), "--seed", str(seed), "--resume", *extra_train]
-    if not (evaluated(run, "grpo/final") and (ROOT / run / "grpo" / "final").is_dir()):
-        seconds["train"] = coinfluence(train_cmd)
-    analyze_cmd = ["analyze", "--run", str(run), "--all-checkpoints", "--no-kernel", "--seed", str(seed), "--quiet", *extra_analyze]
-    if not (ROOT / run / "analysis" / "timeseries.csv").exists():
-        seconds["analyze"] = coinfluence(analyze_cmd)
-    commands += [train_cmd, analyze_cmd]
-    for checkpoint in ("sft", "grpo/final"):
-        eval_cmd = ["eval", "--ckpt", str(run / checkpoint), "--data", str(run / "data"), *SAMPLED_EVAL, "--seed", str(seed),
-                    *extra_eval]
-        if not evaluated(run, checkpoint + SAMPLED_NAME):
-            seconds["sampled_eval"] = seconds.get("sampled_eval", 0.0) + coinfluence(eval_cmd)
-        commands.append(eval_cmd)
-
-    import torch
-
+    for step, args, done in steps:
+        if not done():
+            seconds[step] = round(coinfluence(args), 1)
     old = read_json(dest / "unit.json") if (dest / "unit.json").exists() else {}
     record = {
-        "variant": variant, "seed": seed, "run": str(run),
-        "commands": ["coinfluence " + shlex.join(c) for c in commands],
-        "seconds": {**old.get("seconds", {}), **{k: round(v, 1) for k, v in seconds.items()}},
-        "machine": {"system": platform.system(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "python": platform.python_version(),
-                    "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"},
+        "variant": variant, "seed": seed, "run": str(run), "setting": setting,
+        "commands": ["coinfluence " + shlex.join(args) for _, args, _ in steps],
+        "seconds": {**old.get("seconds", {}), **seconds},
+        "machine": machine(setting["threads"]),
         "finished": old.get("finished", time.strftime("%Y-%m-%d %H:%M:%S")),
         **({"refreshed": time.strftime("%Y-%m-%d %H:%M:%S")} if old else {}),
     }
@@ -170,15 +209,18 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
 def add_hidden_options(parser: argparse.ArgumentParser) -> None:
     """Options for testing the scripts on a tiny configuration (not for the real figures)."""
     hide = argparse.SUPPRESS
-    parser.add_argument("--extra-train-args", default="", help=hide)
-    parser.add_argument("--extra-analyze-args", default="", help=hide)
-    parser.add_argument("--extra-eval-args", default="", help=hide)
+    for stage in ("data", "train", "eval", "analyze"):
+        parser.add_argument(f"--extra-{stage}-args", default="", help=hide)
     parser.add_argument("--runs-root", type=Path, default=RUNS, help=hide)
     parser.add_argument("--results-root", type=Path, default=RESULTS, help=hide)
 
 
+def extra_args(args: argparse.Namespace) -> dict:
+    return {stage: shlex.split(getattr(args, f"extra_{stage}_args")) for stage in ("data", "train", "eval", "analyze")}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="One (variant, seed) unit of the figure set: SFT + GRPO run, analysis, results copied.")
+    parser = argparse.ArgumentParser(description="One (variant, seed) unit of the study: data, SFT + GRPO, tests, analysis, results copied.")
     parser.add_argument("variant", help=f"{', '.join(BASES)}, optionally with -peX / -pxY (injection probabilities)")
     parser.add_argument("seed", type=int)
     parser.add_argument("--aug-k", type=int, default=AUG_K, help="orders per SFT problem in question-aug/answer-aug")
@@ -192,8 +234,7 @@ def main() -> None:
         parser.error(str(err))
     try:
         run_unit(args.variant, args.seed, runs_root=args.runs_root, results_root=args.results_root, aug_k=args.aug_k,
-                 extra_train=shlex.split(args.extra_train_args), extra_analyze=shlex.split(args.extra_analyze_args),
-                 extra_eval=shlex.split(args.extra_eval_args), refresh=args.refresh)
+                 extra=extra_args(args), refresh=args.refresh)
     except subprocess.CalledProcessError as err:
         sys.exit(f"unit {unit_name(args.variant, args.seed)} failed: {shlex.join(map(str, err.cmd[2:]))} exited {err.returncode}")
 

@@ -399,23 +399,31 @@ def test_run_unit_skips_a_unit_whose_results_exist(tmp_path, monkeypatch):
     assert ru.run_unit("bridge", 0, runs_root=tmp_path / "runs", results_root=tmp_path / "results") == tmp_path / "results" / "bridge-s0"
 
 
-def test_run_unit_refresh_runs_only_the_missing_steps_and_keeps_the_record(tmp_path, monkeypatch):
+def test_run_unit_runs_only_the_missing_steps_and_keeps_the_record(tmp_path, monkeypatch):
     ru = figure_scripts()
     results, runs = tmp_path / "results", tmp_path / "runs"
     shutil.copytree(BRIDGE, results / "bridge-s0")
     (results / "bridge-s0" / "unit.json").write_text(json.dumps({"seconds": {"train": 12.0}, "finished": "then"}))
     run = runs / "bridge-s0"
     shutil.copytree(BRIDGE, run)
-    (run / "sft").mkdir()
     (run / "grpo" / "final").mkdir(parents=True)
+    (run / "grpo" / "final" / "config.json").write_text("{}")  # data and training are done, no test yet
+    (run / "eval.json").write_text(json.dumps({"checkpoints": {}}))
+    for name in ("sft", "grpo-final"):
+        (run / "analysis" / name).mkdir(parents=True, exist_ok=True)
+        (run / "analysis" / name / "summary.json").write_text("{}")
     calls = []
 
     def fake_coinfluence(args):
-        calls.append(args[0])
-        assert args[0] == "eval", f"ran {args}"  # training and analysis are done already
-        ckpt = Path(args[args.index("--ckpt") + 1]).relative_to(run)
+        command = args[args.index("eval")] if "eval" in args else args[0]
+        calls.append(command)
+        assert command == "eval", f"ran {args}"
+        ckpt = str(Path(args[args.index("--ckpt") + 1]).relative_to(run))
+        name = ckpt + (ru.SAMPLED_NAME if "--n" in args else "")
         saved = json.loads((run / "eval.json").read_text())
-        saved["checkpoints"][f"{ckpt}{ru.SAMPLED_NAME}"] = {"test_id": {"accuracy": 0.5, "n": 4, "temperature": 1.0}}
+        rows = json.loads((run / "data" / "data_config.json").read_text())["counts"]
+        for split in args[args.index("--splits") + 1].split(","):
+            saved["checkpoints"].setdefault(name, {})[split] = {"accuracy": 0.5, "num_rows": rows[split]}
         (run / "eval.json").write_text(json.dumps(saved))
         return 2.0
 
@@ -423,12 +431,21 @@ def test_run_unit_refresh_runs_only_the_missing_steps_and_keeps_the_record(tmp_p
     assert ru.run_unit("bridge", 0, runs_root=runs, results_root=results) == results / "bridge-s0"
     assert calls == []  # without --refresh a finished unit is left alone
     ru.run_unit("bridge", 0, runs_root=runs, results_root=results, refresh=True)
-    assert calls == ["eval", "eval"]
+    assert calls == ["eval"] * 4  # full tests of sft and grpo/final, then their sampled tests
     saved = json.loads((results / "bridge-s0" / "eval.json").read_text())["checkpoints"]
     assert {"sft@n8-t1", "grpo/final@n8-t1"} <= set(saved)
     record = json.loads((results / "bridge-s0" / "unit.json").read_text())
-    steps_recorded = record["seconds"]
-    assert set(steps_recorded) == {"train", "sampled_eval"}  # the old step's entry kept, the new step's added
-    assert steps_recorded["train"] == 12.0 and record["finished"] == "then" and "refreshed" in record
+    assert set(record["seconds"]) == {"train", "test sft", "test grpo/final", "sampled test sft", "sampled test grpo/final"}
+    assert record["seconds"]["train"] == 12.0 and record["finished"] == "then" and "refreshed" in record
+    assert record["machine"]["threads"] == ru.SETTING["threads"] and record["setting"] == ru.SETTING
     ru.run_unit("bridge", 0, runs_root=runs, results_root=results, refresh=True)
-    assert calls == ["eval", "eval"]  # nothing left to do
+    assert calls == ["eval"] * 4  # nothing left to do
+
+
+def test_augmented_variants_train_the_same_passes_per_problem():
+    ru = figure_scripts()
+    def epochs(variant):
+        steps = ru.unit_steps(variant, 0, Path("r"), ru.SETTING, 4, {})
+        train = dict((n, a) for n, a, _ in steps)["train"]
+        return float(train[train.index("--sft-epochs") + 1])
+    assert epochs("question-aug") == epochs("answer-aug") == epochs("bridge") / 4 == ru.SETTING["sft_epochs"] / 4
