@@ -47,6 +47,7 @@ class DataConfig:
     const_range: tuple[int, int] | None = field(default=None, metadata={"help": "override the range of stated constants"})
     answer_not_stated: bool | None = field(default=None, metadata={"help": "override: never ask for a number the question states"})
     solution_format: str | None = field(default=None, metadata={"help": "override: variables or names"})
+    solution_order: str | None = field(default=None, metadata={"help": "override: random or question"})
     fixed_templates: bool | None = field(default=None, metadata={"help": "override: one template per sentence kind"})
 
     def sizes(self) -> dict[str, int]:
@@ -57,7 +58,8 @@ class DataConfig:
     def task(self) -> IGSMConfig:
         return get_preset(self.preset, op_id=self.op_id, op_ood=self.op_ood, redundant=self.redundant,
                           const_range=self.const_range, answer_not_stated=self.answer_not_stated,
-                          solution_format=self.solution_format, fixed_templates=self.fixed_templates)
+                          solution_format=self.solution_format, fixed_templates=self.fixed_templates,
+                          solution_order=self.solution_order)
 
     def validate(self) -> IGSMConfig:
         if self.behaviours not in BEHAVIOURS:
@@ -129,7 +131,10 @@ def _variants(problem, cfg, task, behaviours, pid, q_aug, a_aug):
         jq = j if q_aug > 1 else 0
         ja = j if a_aug > 1 else 0
         prompt = question(problem, task, _rng(cfg.seed, pid, "question"), _rng(cfg.seed, pid, "order", jq))
-        completion, stats = solution(problem, task, behaviours, _rng(cfg.seed, pid, "solution", ja), _rng(cfg.seed, pid, "text", ja))
+        # Answer augmentation's extra copies (ja >= 1) are other valid orders, so they keep a random one.
+        question_rng = _rng(cfg.seed, pid, "order", jq) if ja == 0 else None
+        completion, stats = solution(problem, task, behaviours, _rng(cfg.seed, pid, "solution", ja),
+                                     _rng(cfg.seed, pid, "text", ja), question_rng)
         if (prompt, completion) not in seen:
             seen.add((prompt, completion))
             out.append((prompt, completion, stats.as_dict()))

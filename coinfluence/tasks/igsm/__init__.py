@@ -16,7 +16,9 @@ from ..bridge import BehaviourConfig
 from . import templates as T
 from .check import BEHAVIOURS, StepReport, check_steps, count_behaviours, parse_question
 from .dag import Problem, StructureSpec, build_problem, canonical_key, guaranteed_instances
-from .render import SOLUTION_FORMATS, VARIABLES, render_question, render_solution
+from .render import SOLUTION_FORMATS, VARIABLES, render_question, render_solution, statement_order
+
+SOLUTION_ORDERS = ("random", "question")
 from .world import MINI_THEMES, PAPER_THEMES, all_themes
 
 
@@ -33,6 +35,7 @@ class IGSMConfig:
     answer_not_stated: bool = field(default=False, metadata={"help": "never ask for a number the question states (no guessing by copying)"})
     solution_format: str = field(default="variables", metadata={"help": "solved steps with variable letters (variables) or quantity names (names)"})
     fixed_templates: bool = field(default=False, metadata={"help": "one sentence template per kind instead of a random one"})
+    solution_order: str = field(default="random", metadata={"help": "steps in a random topological order (random) or in the question's order (question)"})
 
 
 PRESETS = {
@@ -49,7 +52,9 @@ PRESETS = {
     ),
     # mini, made to be solved rather than guessed: deeper problems (op 3-6, so sums of three
     # terms and locked nodes to explore occur), an answer that is never a number the question
-    # states, steps that name their inputs instead of binding letters, one template per kind.
+    # states, steps that name their inputs instead of binding letters, one template per kind,
+    # and steps in the question's order (a random order among several ready quantities made the
+    # tiny model blend two of them into one invented name).
     "mini2": IGSMConfig(
         themes=tuple(MINI_THEMES),
         structure=StructureSpec(layers=(4, 4), items=(3, 5), parents=(1, 2)),
@@ -61,6 +66,7 @@ PRESETS = {
         answer_not_stated=True,
         solution_format="names",
         fixed_templates=True,
+        solution_order="question",
     ),
     "paper": IGSMConfig(
         themes=tuple(PAPER_THEMES),
@@ -107,6 +113,8 @@ def validate(cfg: IGSMConfig) -> None:
         raise UserError(f"max_value must be at least 10, got {cfg.max_value}")
     if not 0 <= cfg.const_range[0] <= cfg.const_range[1] < cfg.max_value:
         raise UserError(f"const range {cfg.const_range} must be non-negative, ordered and below max_value")
+    if cfg.solution_order not in SOLUTION_ORDERS:
+        raise UserError(f"unknown solution order {cfg.solution_order!r}; choose one of {', '.join(SOLUTION_ORDERS)}")
     if cfg.solution_format not in SOLUTION_FORMATS:
         raise UserError(f"unknown solution format {cfg.solution_format!r}; choose one of {', '.join(SOLUTION_FORMATS)}")
 
@@ -124,10 +132,13 @@ def question(problem: Problem, cfg: IGSMConfig, rng: random.Random, order_rng: r
 
 
 def solution(problem: Problem, cfg: IGSMConfig, behaviours: BehaviourConfig, order_rng: random.Random,
-             text_rng: random.Random):
-    """``(completion, injection stats)`` of ``problem`` in ``cfg``'s surface style."""
+             text_rng: random.Random, question_rng: random.Random | None = None):
+    """``(completion, injection stats)`` of ``problem`` in ``cfg``'s surface style. With
+    ``solution_order = "question"``, ``question_rng`` must be a fresh copy of the ``order_rng``
+    the question was rendered with, so that the steps follow that question's sentences."""
+    statements = statement_order(problem, question_rng) if cfg.solution_order == "question" and question_rng else None
     return render_solution(problem, behaviours, order_rng, text_rng, solution_format=cfg.solution_format,
-                           fixed_templates=cfg.fixed_templates)
+                           fixed_templates=cfg.fixed_templates, statements=statements)
 
 
 def vocabulary(preset: str | None = None) -> list[str]:

@@ -50,14 +50,45 @@ def statement(problem: Problem, node: Node, rng: random.Random, fixed: bool = Fa
     return pick(rng, T.STATEMENTS[node.op], fixed).format(**_slots(problem, node))
 
 
+def stated_nodes(problem: Problem) -> list[int]:
+    """Nodes the question states (abstract quantities are implicit), in node order."""
+    return [i for i, n in enumerate(problem.nodes) if n.op != "abstract"]
+
+
+def statement_order(problem: Problem, order_rng: random.Random) -> list[int]:
+    """The stated nodes in the order the question states them (what ``render_question`` does
+    with the same ``order_rng``)."""
+    stated = stated_nodes(problem)
+    position = list(range(len(stated)))
+    order_rng.shuffle(position)
+    return [stated[k] for k in position]
+
+
 def render_question(problem: Problem, rng: random.Random, order_rng: random.Random | None = None,
                     *, fixed_templates: bool = False) -> str:
     """Every stated quantity (necessary and redundant; abstract ones are implicit) in a
     shuffled order, then the question."""
-    sentences = [statement(problem, n, rng, fixed_templates) for n in problem.nodes if n.op != "abstract"]
-    (order_rng or rng).shuffle(sentences)
+    sentences = {i: statement(problem, problem.nodes[i], rng, fixed_templates) for i in stated_nodes(problem)}
     question = pick(rng, T.QUESTIONS, fixed_templates).format(x=phrase(problem.nodes[problem.target].key))
-    return " ".join(sentences + [question])
+    # Templates are drawn before the shuffle, so ``order_rng=None`` keeps the one-stream behaviour.
+    order = statement_order(problem, order_rng or rng)
+    return " ".join([sentences[i] for i in order] + [question])
+
+
+def question_order(problem: Problem, statements: list[int]) -> tuple[int, ...]:
+    """A deterministic topological order of the necessary nodes that follows the question: at
+    each step an implicit (abstract) quantity whose parts are all solved, else the first stated
+    quantity, in question order, whose inputs are all solved. Reading the question top to bottom
+    and coming back to what was not ready is the whole procedure, so a model need not guess
+    which of several ready quantities comes next."""
+    nodes, needed = problem.nodes, problem.necessary
+    pending = [i for i in statements if i in needed]
+    implicit = sorted(i for i in needed if nodes[i].op == "abstract")
+    solved: list[int] = []
+    while len(solved) < len(needed):
+        ready = [i for i in implicit + pending if i not in solved and all(p in solved for p in nodes[i].parents)]
+        solved.append(ready[0])
+    return tuple(solved)
 
 
 def trace_graph(problem: Problem, order: tuple[int, ...]) -> TraceGraph:
@@ -113,15 +144,20 @@ def render_solution(
     *,
     solution_format: str = "variables",
     fixed_templates: bool = False,
+    statements: list[int] | None = None,
 ) -> tuple[str, InjectionStats]:
     """The step-by-step solution. ``order_rng`` picks the topological order and variable
     letters (shared by every behaviour variant of a problem); ``text_rng`` picks phrasing and
-    injections."""
+    injections. With ``statements`` (the question's sentence order, ``statement_order``) the
+    steps follow :func:`question_order` instead of a random topological order."""
     if solution_format not in SOLUTION_FORMATS:
         raise ValueError(f"unknown solution_format {solution_format!r}; choose one of {SOLUTION_FORMATS}")
     nodes = problem.nodes
     parents = {i: nodes[i].parents for i in problem.necessary}
-    order = random_topological_order(parents, sorted(problem.necessary), order_rng)
+    if statements is None:
+        order = random_topological_order(parents, sorted(problem.necessary), order_rng)
+    else:
+        order = question_order(problem, statements)
     letters = order_rng.sample(VARIABLES if len(order) > len(_LOWER) else _LOWER, len(order))
     named = solution_format == "names"
     names = {i: phrase(nodes[i].key) for i in order} if named else dict(zip(order, letters))
