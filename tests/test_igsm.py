@@ -331,3 +331,40 @@ def test_named_step_checker_rejects_each_kind_of_error():
             assert report.verdict in ("undefined_variable", "missing_target"), report
             seen.add("dropped")
     assert seen >= {"wrong_value", "wrong_substitution", "unknown_quantity", "dropped"}
+
+
+def test_mini_data_stays_byte_identical():
+    """`mini` is the setting of the earlier committed units: its data must not change."""
+    import hashlib
+    import json
+
+    rows = make_dataset(DataConfig(preset="mini", behaviours="both", seed=3, sft_size=40, rl_size=20, eval_size=10))
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+    assert digest == "63721cbdb5c63a5f"
+
+
+def test_question_ordered_steps_take_the_first_ready_statement():
+    """Recomputed from the text: at each step an implicit total whose parts are solved, else the
+    first statement (in question order) whose inputs are solved. Exploration's early solves take a
+    node out of turn; the rest keep their order."""
+    from coinfluence.tasks.igsm.check import QUANT, parse_question, quantity_key
+
+    rows = make_dataset(DataConfig(preset="mini2", behaviours="both", seed=8, sft_size=150, rl_size=5, eval_size=5))["sft"]
+    for row in rows:
+        problem = parse_question(row["prompt"])
+        sentences = re.split(r"(?<=[.?])\s+", row["prompt"])
+        statements = [quantity_key(re.search(QUANT, s).group(0)) for s in sentences if not s.startswith("Question")]
+        needed, expected = problem.necessary(), []
+        while len(expected) < len(needed):
+            ready = [k for k in needed if k not in expected and all(p in expected for p in problem.defs[k][1])]
+            implicit = sorted(k for k in ready if k[0] == "abs")
+            expected.append(implicit[0] if implicit else next(k for k in statements if k in ready))
+        written, early, out_of_turn = [], False, set()
+        for line in row["completion"].splitlines():
+            if " = " in line:
+                written.append(quantity_key(re.findall(QUANT, line.split(" = ")[0])[-1]))
+                if early:
+                    out_of_turn.add(written[-1])
+                early = False
+            early = early or "everything it needs is known" in line  # exploration found a later node ready
+        assert [k for k in written if k not in out_of_turn] == [k for k in expected if k not in out_of_turn], row
