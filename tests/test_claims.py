@@ -39,3 +39,37 @@ def test_pairing_by_seed_removes_the_shared_seed_effect():
     (-0.05, -0.01, -1, "reproduced"), (float("nan"), float("nan"), 1, "too few seeds")])
 def test_verdicts(lo, hi, sign, expected):
     assert verdict(lo, hi, sign) == expected
+
+
+def fake_unit(root, behaviours, seed, sft_step, rft_step, informative=0.5):
+    import json
+
+    unit = root / f"{behaviours}-s{seed}"
+    (unit / "data").mkdir(parents=True)
+    (unit / "analysis" / "sft").mkdir(parents=True)
+    (unit / "data" / "data_config.json").write_text(json.dumps({"data": {"behaviours": behaviours, "seed": seed}}))
+    (unit / "config.json").write_text(json.dumps({"train": {"seed": seed}}))
+    result = lambda step: {s: {"accuracy": step + 0.1, "step_accuracy": step, "num_rows": 500} for s in ("test_id", "test_ood")}  # noqa: E731
+    (unit / "eval.json").write_text(json.dumps({"checkpoints": {"sft": result(sft_step), "grpo/final": result(rft_step)}}))
+    (unit / "analysis" / "sft" / "summary.json").write_text(json.dumps({"frac_informative": informative, "mean_co_influence": 1e-3}))
+    return unit
+
+
+def test_claims_table_from_units(tmp_path):
+    from coinfluence.plots.claims import claims_table, unit_numbers
+
+    units = []
+    for seed in range(5):
+        base = 0.3 + 0.05 * seed  # a seed effect shared by both variants
+        units.append(fake_unit(tmp_path, "none", seed, base, base + 0.02, informative=0.40))
+        units.append(fake_unit(tmp_path, "both", seed, base, base + 0.12 + 0.01 * (seed % 2), informative=0.35))
+    row = unit_numbers(units[1])
+    assert row["variant"] == "BRIDGE" and row["seed"] == 0
+    assert row["greedy/test_id/step_accuracy/gain"] == pytest.approx(0.12)
+    assert np.isnan(row["mean@8/test_id/step_accuracy/gain"])  # no sampled evaluation in these units
+    table = claims_table(units).set_index("claim")
+    gain = table.loc["BRIDGE gains more from RL than vanilla, ID"]
+    assert gain["seeds"] == 5 and gain["mean"] == pytest.approx(0.104) and gain["verdict"] == "reproduced"
+    assert table.loc["BRIDGE's SFT model leaves more queries informative", "verdict"] == "opposite"
+    assert table.loc["RL raises step-verified accuracy (vanilla)", "verdict"] == "reproduced"
+    assert "both behaviours gain more than exploration alone" not in table.index  # no explore-only units

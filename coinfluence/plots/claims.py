@@ -34,7 +34,9 @@ def bootstrap_interval(values, level: float = LEVEL, resamples: int = RESAMPLES,
 def difference_interval(a: dict, b: dict, **kw) -> tuple[float, float, float, int]:
     """``(mean, lo, hi, n)`` of ``a − b`` for per-seed values ``{seed: value}``: paired over the
     seeds both have (``n`` of them) when there are at least two, else the difference of two
-    independent bootstrap means over all seeds of each (``n`` = 0)."""
+    independent bootstrap means over all seeds of each (``n`` = 0). Missing (NaN) values are dropped."""
+    a = {s: v for s, v in a.items() if v is not None and np.isfinite(v)}
+    b = {s: v for s, v in b.items() if v is not None and np.isfinite(v)}
     shared = sorted(set(a) & set(b))
     if len(shared) >= 2:
         mean, lo, hi = bootstrap_interval([a[s] - b[s] for s in shared], **kw)
@@ -58,3 +60,80 @@ def verdict(lo: float, hi: float, expected_sign: int = 1) -> str:
     if lo > 0 or hi < 0:
         return "reproduced" if (lo > 0) == (expected_sign > 0) else "opposite"
     return "not reproduced"
+
+
+# ----------------------------------------------------------------------------- units -> numbers
+
+SPLITS = ("test_id", "test_ood")
+METRICS = ("accuracy", "step_accuracy")  # answer right; answer and every step right
+SAMPLED_SUFFIX = "@n8-t1"
+
+
+def _eval_value(saved: dict, checkpoint: str, split: str, metric: str) -> float:
+    value = saved.get(checkpoint, {}).get(split, {}).get(metric)
+    return float(value) if value is not None else float("nan")
+
+
+def unit_numbers(unit) -> dict:
+    """The per-unit numbers the claims compare: variant, seed; for each test split and metric the
+    greedy SFT and RL (grpo/final) values and their gain; the same for mean@8 on test_id; the
+    informative share and mean co-influence at the SFT checkpoint."""
+    import json
+    from pathlib import Path
+
+    from coinfluence.plots.runs import run_label, run_seed
+
+    unit = Path(unit)
+    saved = json.loads((unit / "eval.json").read_text()).get("checkpoints", {}) if (unit / "eval.json").exists() else {}
+    row = {"unit": unit.name, "variant": run_label(unit), "seed": run_seed(unit)}
+    for split in SPLITS:
+        for metric in METRICS:
+            for tag, suffix in (("greedy", ""), ("mean@8", SAMPLED_SUFFIX)):
+                sft, rft = (_eval_value(saved, c + suffix, split, metric) for c in ("sft", "grpo/final"))
+                key = f"{tag}/{split}/{metric}"
+                row.update({f"{key}/sft": sft, f"{key}/rft": rft, f"{key}/gain": rft - sft})
+    summary = unit / "analysis" / "sft" / "summary.json"
+    if summary.exists():
+        s = json.loads(summary.read_text())
+        row["sft/frac_informative"] = s.get("frac_informative", float("nan"))
+        row["sft/mean_co_influence"] = s.get("mean_co_influence") if s.get("mean_co_influence") is not None else float("nan")
+    return row
+
+
+# (claim as the paper makes it, column, variant a, variant b, expected sign of a − b)
+CLAIMS = (
+    ("RL raises step-verified accuracy (BRIDGE)", "greedy/test_id/step_accuracy/gain", "BRIDGE", None, 1),
+    ("RL raises step-verified accuracy (vanilla)", "greedy/test_id/step_accuracy/gain", "vanilla", None, 1),
+    ("BRIDGE gains more from RL than vanilla, ID", "greedy/test_id/step_accuracy/gain", "BRIDGE", "vanilla", 1),
+    ("BRIDGE gains more from RL than vanilla, OOD", "greedy/test_ood/step_accuracy/gain", "BRIDGE", "vanilla", 1),
+    ("BRIDGE gains more from RL than vanilla, ID, mean@8", "mean@8/test_id/step_accuracy/gain", "BRIDGE", "vanilla", 1),
+    ("BRIDGE's SFT model leaves more queries informative", "sft/frac_informative", "BRIDGE", "vanilla", 1),
+    ("BRIDGE's SFT model has larger co-influence", "sft/mean_co_influence", "BRIDGE", "vanilla", 1),
+    ("both behaviours gain more than exploration alone", "greedy/test_id/step_accuracy/gain", "BRIDGE", "explore only", 1),
+    ("both behaviours gain more than exploitation alone", "greedy/test_id/step_accuracy/gain", "BRIDGE", "exploit only", 1),
+    ("exploration alone gains more than none", "greedy/test_id/step_accuracy/gain", "explore only", "vanilla", 1),
+    ("exploitation alone gains more than none", "greedy/test_id/step_accuracy/gain", "exploit only", "vanilla", 1),
+    ("BRIDGE gains more than question augmentation", "greedy/test_id/step_accuracy/gain", "BRIDGE", "question aug.", 1),
+    ("BRIDGE gains more than answer augmentation", "greedy/test_id/step_accuracy/gain", "BRIDGE", "answer aug.", 1),
+)
+
+
+def claims_table(units, claims=CLAIMS):
+    """One row per claim whose variants have units: the mean difference (or the mean, for a claim
+    about one variant) over seeds, its 95% bootstrap interval, the seeds it rests on, the verdict."""
+    import pandas as pd
+
+    numbers = pd.DataFrame([unit_numbers(u) for u in units])
+    rows = []
+    for claim, column, a, b, sign in claims:
+        per_seed = {v: dict(zip(g["seed"], g[column])) for v, g in numbers.groupby("variant")} if column in numbers else {}
+        if a not in per_seed or (b is not None and b not in per_seed):
+            continue
+        if b is None:
+            mean, lo, hi = bootstrap_interval(per_seed[a].values())
+            n = sum(np.isfinite(v) for v in per_seed[a].values())
+        else:
+            mean, lo, hi, n = difference_interval(per_seed[a], per_seed[b])
+        rows.append({"claim": claim, "measure": column, "a": a, "b": b or "", "seeds": n, "mean": mean, "lo": lo, "hi": hi,
+                     "verdict": verdict(lo, hi, sign)})
+    return pd.DataFrame(rows, columns=["claim", "measure", "a", "b", "seeds", "mean", "lo", "hi", "verdict"])
