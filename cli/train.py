@@ -44,19 +44,20 @@ def variant_name(behaviours: str) -> str:
     return {"both": "bridge", "none": "vanilla"}.get(behaviours, behaviours)
 
 
-def task_tokenizer(task_preset: str, rows_by_split: dict):
-    """Word-level tokenizer from the generator's vocabulary plus every text of the data."""
+def task_tokenizer(task_preset: str, rows_by_split: dict, data_dir: Optional[Path] = None):
+    """Word-level tokenizer from the generator's vocabulary plus every text of the data; the task
+    config (of ``data_dir``'s data_config.json when it has one, else of the preset) says whether
+    possessives are single tokens."""
+    from coinfluence.io import read_json
     from coinfluence.models.tokenizer import build_tokenizer
+    from coinfluence.tasks.igsm import PRESETS, vocabulary
 
-    words: list[str] = []
-    try:
-        from coinfluence.tasks.igsm import vocabulary
-
-        words = list(vocabulary(task_preset))
-    except (ImportError, KeyError):
-        pass
+    saved = data_dir / "data_config.json" if data_dir is not None else None
+    task = read_json(saved).get("task", {}) if saved is not None and saved.exists() else {}
+    possessive = bool(task.get("possessive_tokens", getattr(PRESETS.get(task_preset), "possessive_tokens", False)))
+    words = list(vocabulary(task_preset)) if task_preset in PRESETS else []
     texts = [t for rows in rows_by_split.values() for r in rows for t in (r["prompt"], r["completion"])]
-    return build_tokenizer(words + texts)
+    return build_tokenizer(words + texts, possessive=possessive)
 
 
 def train_record(out: Path, stage: str, data: Path, data_cfg, preset: str, from_sft: Optional[Path], seed: int,
@@ -191,7 +192,7 @@ def train(
     if stage in ("sft", "all") and not (resume and sft_done):
         latest = ckpt_io.latest_checkpoint(out / CHECKPOINT_DIR) if resume else None
         if is_preset(preset):
-            tokenizer = load_tokenizer(latest) if latest else task_tokenizer(task_preset, rows)
+            tokenizer = load_tokenizer(latest) if latest else task_tokenizer(task_preset, rows, data)
             model, tokenizer = load_model(preset, tokenizer, seed=seed)
         else:
             model, tokenizer = load_model(preset)

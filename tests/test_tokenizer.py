@@ -106,3 +106,30 @@ def test_chat_template_is_used_when_present(tok, rows):
     chat.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:\n{% endif %}"
     ids = encode_prompt(chat, rows[0]["prompt"])
     assert chat.decode(ids) == f"user: {rows[0]['prompt']}\nassistant:\n"
+
+
+def test_possessive_pieces_round_trip_and_key_the_name_on_its_owner():
+    from coinfluence.tasks.data import DataConfig, make_dataset
+
+    rows = make_dataset(DataConfig(preset="mini2", behaviours="both", seed=1, sft_size=30, rl_size=5, eval_size=5))["sft"]
+    tok = build_tokenizer(toy_texts(rows), possessive=True)
+    for row in rows:
+        for text in (row["prompt"], row["completion"]):
+            ids = tok.encode(text, add_special_tokens=False)
+            assert tok.decode(ids) == text and tok.unk_token_id not in ids
+            pieces = tok.convert_ids_to_tokens(ids)
+            assert "'" not in pieces and "s" not in pieces  # never split off
+            owners = [p for p in pieces if p.endswith("'s")]
+            assert owners and all(p.lstrip("\u2581")[0].isupper() for p in owners)
+    plain = build_tokenizer(toy_texts(rows))
+    assert len(plain.encode(rows[0]["prompt"])) > len(tok.encode(rows[0]["prompt"]))
+
+
+def test_train_builds_possessive_tokens_when_the_data_says_so(tmp_path):
+    from coinfluence.tasks.data import DataConfig, write_dataset
+    from coinfluence_cli.train import task_tokenizer
+
+    for preset, expected in (("mini2", True), ("mini", False)):
+        rows = write_dataset(tmp_path / preset, DataConfig(preset=preset, sft_size=10, rl_size=5, eval_size=5))
+        tok = task_tokenizer("mini", rows, tmp_path / preset)  # the data's own task config decides
+        assert any(p.endswith("'s") for p in tok.get_vocab()) == expected

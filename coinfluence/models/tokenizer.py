@@ -5,7 +5,10 @@ Convention (what makes decode(encode(text)) == text for the task's texts):
 * a space is never a token of its own when it precedes a piece; it is folded into the
   piece as the marker ``▁`` ("▁Zoo" is " Zoo"), so "3 + 4" is ``3 ▁+ ▁4``;
 * pieces are words (runs of letters), single digits (so every integer is representable)
-  and single punctuation marks, the apostrophe of "Zoo's" included (``▁Zoo ' s``);
+  and single punctuation marks, the apostrophe of "Zoo's" included (``▁Zoo ' s``); with
+  ``possessive=True`` a possessive is one piece (``▁Zoo's``), so that the name after it ("each
+  Zoo's Lion") follows a token that identifies its owner: a model copying "Lion" from the question
+  then matches one token, not three;
 * a newline is a token; a space that precedes nothing (double or trailing space) is the
   token ``▁``;
 * the decoder turns ``▁`` back into a space and concatenates, so text round-trips exactly
@@ -35,15 +38,20 @@ SPACE = "\u2581"  # "▁", the folded-in space
 # Words, single digits, single punctuation marks (each optionally led by one folded space),
 # newlines, and a lone folded space. Everything else is split to single characters.
 _PIECE = rf"{SPACE}?[A-Za-z]+|{SPACE}?[0-9]|{SPACE}?[^{SPACE}\sA-Za-z0-9]|\n|{SPACE}|\s"
-_PIECE_RE = re.compile(_PIECE)
+_POSSESSIVE = rf"{SPACE}?[A-Za-z]+'s(?![A-Za-z])|"
 _MARKER_RE = re.compile("|".join(re.escape(t) for t in MARKER_TOKENS))
 
 
-def split_pieces(text: str) -> list[str]:
+def piece_pattern(possessive: bool = False) -> str:
+    return (_POSSESSIVE if possessive else "") + _PIECE
+
+
+def split_pieces(text: str, possessive: bool = False) -> list[str]:
     """The pre-tokenised pieces of ``text`` (markers removed), in the tokenizer's own rules."""
+    piece = re.compile(piece_pattern(possessive))
     pieces: list[str] = []
     for chunk in _MARKER_RE.split(text):
-        pieces.extend(_PIECE_RE.findall(chunk.replace(" ", SPACE)))
+        pieces.extend(piece.findall(chunk.replace(" ", SPACE)))
     return pieces
 
 
@@ -53,15 +61,16 @@ def _base_pieces() -> list[str]:
     return bare + [SPACE + p for p in bare] + ["\n", SPACE]
 
 
-def build_tokenizer(texts_or_words: Iterable[str]) -> PreTrainedTokenizerFast:
+def build_tokenizer(texts_or_words: Iterable[str], *, possessive: bool = False) -> PreTrainedTokenizerFast:
     """A word-level tokenizer whose vocabulary covers every piece of ``texts_or_words``.
 
     Items may be whole texts (prompts, completions) or single words; each word is added both
     with and without a leading space, so a word seen once anywhere can appear anywhere.
+    ``possessive`` keeps "Zoo's" as one piece (module docstring).
     """
     seen: set[str] = set()
     for text in texts_or_words:
-        for piece in split_pieces(text):
+        for piece in split_pieces(text, possessive):
             seen.add(piece.lstrip(SPACE) or piece)
     words = sorted(p for p in seen if p not in ("\n", SPACE) and not p.isspace())
     pieces = _base_pieces() + [w for w in words] + [SPACE + w for w in words]
@@ -71,7 +80,7 @@ def build_tokenizer(texts_or_words: Iterable[str]) -> PreTrainedTokenizerFast:
 
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.normalizer = normalizers.Replace(" ", SPACE)
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(_PIECE), behavior="isolated")
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(piece_pattern(possessive)), behavior="isolated")
     core.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.Fuse()])
     core.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
     core.add_tokens([AddedToken(t, special=False, normalized=False) for t in MARKER_TOKENS])
@@ -88,7 +97,7 @@ def build_tokenizer(texts_or_words: Iterable[str]) -> PreTrainedTokenizerFast:
     )
 
 
-def unknown_pieces(tokenizer: PreTrainedTokenizerFast, text: str) -> list[str]:
+def unknown_pieces(tokenizer: PreTrainedTokenizerFast, text: str, possessive: bool = False) -> list[str]:
     """Pieces of ``text`` missing from a tokenizer built here (they would encode as ``<unk>``)."""
     vocab = tokenizer.get_vocab()
-    return [p for p in split_pieces(text) if p not in vocab]
+    return [p for p in split_pieces(text, possessive) if p not in vocab]
