@@ -116,7 +116,7 @@ def train(
     save_steps: Optional[int] = typer.Option(None, help="checkpoint every N steps [SFT 200, GRPO 50]"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ):
-    """Train on generated or given data: SFT, then GRPO, then greedy test accuracy (DESIGN §5 run layout)."""
+    """Train on generated or given data: SFT, then GRPO, then greedy test accuracy."""
     from coinfluence.device import default_device, model_device
     from coinfluence.models.loading import check_checkpoint_dir, is_preset, load_model, load_tokenizer
     from coinfluence.training import checkpoint as ckpt_io

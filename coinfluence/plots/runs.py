@@ -1,4 +1,4 @@
-"""Reading what runs and analyses left behind (DESIGN §5), and naming the variant of a run.
+"""Reading what runs and analyses left behind, and naming the variant of a run.
 
 Nothing here draws. A *run dir* holds ``config.json``, ``metrics.jsonl`` and ``eval.json``;
 an *analysis dir* holds ``summary.json`` and ``queries.parquet``; ``analyze --all-checkpoints``
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-BEHAVIOUR_LABELS = {"none": "vanilla", "both": "BRIDGE", "explore": "explore only", "exploit": "exploit only"}
+from coinfluence.plots.style import VARIANT_NAMES, order_variants
 
 
 def _read_json(path: Path) -> dict:
@@ -67,16 +67,16 @@ def data_config(run_dir) -> dict:
 
 
 def variant_label(cfg: dict) -> str:
-    """Readable name of a data configuration: "vanilla", "BRIDGE", "explore only", "exploit only",
-    "question aug.", "answer aug.", with any non-default injection probability appended."""
+    """Display name of a data configuration (``style.VARIANT_NAMES``: "vanilla", "BRIDGE", ...), with
+    any non-default injection probability appended."""
     if not cfg:
         return "unknown"
     behaviours = cfg.get("behaviours", "both")
-    label = BEHAVIOUR_LABELS.get(behaviours, str(behaviours))
+    label = VARIANT_NAMES.get(behaviours, str(behaviours))
     if behaviours == "none" and (cfg.get("question_aug") or 1) > 1:
-        label = "question aug."
+        label = VARIANT_NAMES["question_aug"]
     elif behaviours == "none" and (cfg.get("answer_aug") or 1) > 1:
-        label = "answer aug."
+        label = VARIANT_NAMES["answer_aug"]
     elif (cfg.get("question_aug") or 1) > 1 or (cfg.get("answer_aug") or 1) > 1:
         label += " + aug."
     extras = [f"{k}={cfg[k]:g}" for k in ("p_explore", "p_exploit") if cfg.get(k) is not None]
@@ -189,8 +189,6 @@ def read_timeseries(path) -> pd.DataFrame:
 def group_runs(run_dirs) -> dict[str, list[Path]]:
     """Run dirs grouped by variant label (known variants first, see ``style.order_variants``),
     each group sorted by seed."""
-    from coinfluence.plots.style import order_variants
-
     groups: dict[str, list[Path]] = {}
     for run in run_dirs:
         groups.setdefault(run_label(run), []).append(Path(run))
@@ -199,8 +197,6 @@ def group_runs(run_dirs) -> dict[str, list[Path]]:
 
 def group_analyses(analysis_dirs) -> dict[str, list[Path]]:
     """Analysis dirs grouped by the variant of their run (known variants first)."""
-    from coinfluence.plots.style import order_variants
-
     groups: dict[str, list[Path]] = {}
     for a in analysis_dirs:
         groups.setdefault(analysis_label(a), []).append(Path(a))
