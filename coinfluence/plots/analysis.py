@@ -69,6 +69,7 @@ def alpha_histogram(analysis_dir, out_path=None) -> Figure:
         fig, axes = new_figure(panel=(4.5, 3))
         ax = axes[0, 0]
         ax.bar(np.arange(G + 1) / G, counts, width=0.8 / G, color=PALETTE[0])
+        _alpha_ticks(ax, G)
         ax.set_xlabel("rollout accuracy α")
         ax.set_ylabel("train queries")
         informative = _informative(df).mean() if len(df) else 0.0

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from coinfluence.plots.runs import group_runs, read_metrics
 from coinfluence.plots.style import figure_legend, panel_grid, save_figure, theme, unique_legend_entries, variant_colors
@@ -83,6 +84,7 @@ def metric_curves(run_dirs, stage: str, columns, out_path=None, windows: dict[st
                                     color=colors[label], alpha=0.2, lw=0)
             ax.set_title(title + (f", {w}-step mean" if w > 1 else ""))
             ax.set_xlabel(f"{STAGE_NAMES.get(stage, stage)} step")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)
             if column.endswith("accuracy"):
                 ax.set_ylim(-0.02, 1.02)
