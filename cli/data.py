@@ -36,7 +36,7 @@ def data(
     op_id: Optional[str] = typer.Option(None, help="in-distribution op range LO-HI [preset]"),
     op_ood: Optional[str] = typer.Option(None, help="out-of-distribution op range LO-HI [preset]"),
     redundant: Optional[str] = typer.Option(None, help="redundant quantities per question LO-HI [preset]"),
-    format: str = typer.Option("jsonl", help="jsonl or parquet"),
+    format: str = typer.Option("jsonl", help="jsonl, parquet, or hf: a Hugging Face DatasetDict (save_to_disk; needs the hf extra)"),
     stats: bool = typer.Option(False, "--stats", help="print op, length and injection statistics"),
 ):
     """Generate the iGSM splits (sft, rl_train, val/test in and out of distribution)."""
