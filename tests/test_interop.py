@@ -142,9 +142,13 @@ def test_eval_takes_a_saved_dataset_dict_and_a_saved_dataset(checkpoint, hf_data
 def test_analyze_takes_saved_datasets_for_train_and_targets(checkpoint, hf_data, tmp_path):
     from coinfluence.influence.analyze import AnalyzeOptions, resolve_inputs
 
-    opts = AnalyzeOptions(ckpt=str(checkpoint), train=str(hf_data / "rl_train"), targets=str(hf_data / "val_id"))
-    paths = resolve_inputs(opts)
-    assert (paths["train"], paths["targets"]) == (hf_data / "rl_train", hf_data / "val_id")
+    out = tmp_path / "analysis"
+    r = cli("analyze", "--ckpt", checkpoint, "--train", hf_data / "rl_train", "--targets", hf_data / "val_id", "--queries", "2",
+            "--targets-n", "2", "--num-generations", "2", "--max-completion-length", "4", "--no-kernel", "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["train_file"], summary["targets_file"]) == (str(hf_data / "rl_train"), str(hf_data / "val_id"))
+    assert f"coinfluence report {out} --out {tmp_path / 'analysis-report.html'}" in r.stdout
     run = tmp_path / "run"  # a run whose recorded data is a saved DatasetDict
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"train": {"data": str(hf_data)}}))

@@ -189,6 +189,11 @@ def page(title: str, nav: list[tuple[str, str]], sections: list[str]) -> str:
 # ----------------------------------------------------------------------------- an analysis
 
 
+def in_step_order(analyses: dict[str, Path]) -> dict[str, Path]:
+    """Analyses by checkpoint name, in the order of their checkpoints' steps (SFT first)."""
+    return dict(sorted(analyses.items(), key=lambda item: (read_summary(item[1]).get("step") or 0, item[0])))
+
+
 def analysis_anchor(name: str) -> str:
     return "analysis-" + name.replace("/", "-")
 
@@ -246,7 +251,7 @@ def analysis_section(analysis_dir, name: str, base: Path | None, stage_anchor: s
 def analyses_report(path, base: Path | None) -> str:
     """The page of one analysis dir, or of an --all-checkpoints dir (each analysis and the time series)."""
     path = Path(path)
-    dirs = {path.name: path} if is_analysis_dir(path) else {p.parent.name: p.parent for p in sorted(path.glob("*/summary.json"))}
+    dirs = {path.name: path} if is_analysis_dir(path) else in_step_order({p.parent.name: p.parent for p in path.glob("*/summary.json")})
     run = run_of_analysis(path)
     sections = []
     if run is not None:
@@ -257,7 +262,7 @@ def analyses_report(path, base: Path | None) -> str:
     sections += [analysis_section(d, name, base) for name, d in dirs.items()]
     nav = ([("run", "run")] if run is not None else []) + ([("timeseries", "through training")] if is_timeseries_dir(path) else [])
     nav += [(analysis_anchor(name), name) for name in dirs]
-    return page(f"coinfluence analysis: {path.resolve().name if len(dirs) > 1 else path.name}", nav, sections)
+    return page(f"coinfluence analysis: {path.resolve().name}", nav, sections)
 
 
 def timeseries_section(path) -> str:
@@ -344,13 +349,14 @@ def run_report(run, base: Path | None) -> str:
     """The page of a run: its stages with links, data, SFT, GRPO, evaluation, analyses."""
     run = Path(run)
     train = read_config(run).get("train") or {}
-    analyses = run_analyses(run)
+    analyses = in_step_order(run_analyses(run))
     stages = {"sft": stage_section(run, "sft", base), "grpo": stage_section(run, "grpo", base), "eval": eval_section(run, base)}
     links = "".join(f'<tr><td><a href="#{esc(anchor)}">{esc(name)}</a></td><td>{link(files, base)}</td></tr>'
                     for name, anchor, files in run_stages(run, stages, analyses))
     overview = key_values({"dir": str(run), "variant": run_label(run), "seed": run_seed(run), "device": train.get("device")})
     sections = [section("overview", "Run", overview, f"<table><thead><tr><th>stage</th><th>files</th></tr></thead><tbody>{links}</tbody></table>"),
-                section("data", "Data", key_values(data_config(run)), "<h3>Training options</h3>", key_values(train))]
+                section("data", "Data", key_values(data_config(run)), "<h3>Training options</h3>",
+                        key_values({k: v for k, v in train.items() if k != "data_config"}))]
     sections += [s for s in stages.values() if s is not None]
     series = is_timeseries_dir(run / "analysis")
     if series:
