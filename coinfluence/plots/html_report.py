@@ -19,6 +19,7 @@ import base64
 import html
 import io
 import math
+import numbers
 import os
 import shlex
 from pathlib import Path
@@ -30,8 +31,8 @@ from matplotlib.figure import Figure
 from coinfluence.errors import UserError
 from coinfluence.plots import analysis, training
 from coinfluence.plots.runs import (
-    _read_json, data_config, is_analysis_dir, is_run_dir, is_timeseries_dir, read_config, read_eval, read_metrics, read_summary,
-    read_timeseries, run_analyses, run_label, run_of_analysis, run_seed,
+    data_config, is_analysis_dir, is_run_dir, is_timeseries_dir, read_config, read_eval, read_metrics, read_summary,
+    read_json_or_empty, read_timeseries, run_analyses, run_label, run_of_analysis, run_seed,
 )
 from coinfluence.plots.style import theme
 
@@ -121,19 +122,18 @@ def fmt(value) -> str:
 
 
 def _cell(value) -> str:
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    numeric = isinstance(value, numbers.Number) and not isinstance(value, bool)
     return ('<td class="num">' if numeric else "<td>") + esc(fmt(value)) + "</td>"
 
 
-def table(rows: list[dict], columns=None, caption: str | None = None) -> str:
+def table(rows: list[dict], columns=None) -> str:
     """An HTML table of ``rows`` (dicts), one column per key (``columns`` picks and orders them)."""
     if not rows:
         return '<p class="note">(none)</p>'
     columns = list(columns or dict.fromkeys(k for r in rows for k in r))
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(_cell(r.get(c)) for c in columns) + "</tr>" for r in rows)
-    cap = f"<caption>{esc(caption)}</caption>" if caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def key_values(mapping: dict, keys=None) -> str:
@@ -296,7 +296,7 @@ def stage_options(run: Path, stage: str) -> dict:
         return options or {}
     for ckpt in [run / "grpo" / "final"] + sorted((run / "grpo").glob("step-*"), reverse=True):
         if (ckpt / "grpo_config.json").is_file():
-            return _read_json(ckpt / "grpo_config.json")
+            return read_json_or_empty(ckpt / "grpo_config.json")
     return {}
 
 

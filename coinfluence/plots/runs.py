@@ -16,7 +16,8 @@ import pandas as pd
 from coinfluence.plots.style import VARIANT_NAMES, order_variants
 
 
-def _read_json(path: Path) -> dict:
+def read_json_or_empty(path: Path) -> dict:
+    """A JSON file's object ({} when it is absent or unreadable: results are read, never required)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -31,7 +32,7 @@ def is_run_dir(path) -> bool:
         return False
     if (path / "metrics.jsonl").is_file() or (path / "eval.json").is_file():
         return True
-    config = _read_json(path / "config.json") if (path / "config.json").is_file() else None
+    config = read_json_or_empty(path / "config.json") if (path / "config.json").is_file() else None
     return bool(config) and "model_type" not in config
 
 
@@ -45,7 +46,7 @@ def is_timeseries_dir(path) -> bool:
 
 def read_config(run_dir) -> dict:
     """RUN/config.json ({} when absent or unreadable)."""
-    return _read_json(Path(run_dir) / "config.json")
+    return read_json_or_empty(Path(run_dir) / "config.json")
 
 
 def data_config(run_dir) -> dict:
@@ -60,7 +61,7 @@ def data_config(run_dir) -> dict:
     if train.get("data"):
         candidates.append(Path(train["data"]) / "data_config.json")
     for path in candidates:
-        saved = _read_json(path)
+        saved = read_json_or_empty(path)
         if saved.get("data"):
             return saved["data"]
     return {}
@@ -109,7 +110,7 @@ def read_metrics(run_dir, stage: str = "grpo") -> pd.DataFrame:
 def read_eval(run_dir) -> pd.DataFrame:
     """RUN/eval.json (``{"checkpoints": {ckpt: {split: {"accuracy", "num_rows", ...}}}}``) as rows
     ``checkpoint, split, accuracy, num_rows, n, temperature``."""
-    saved = _read_json(Path(run_dir) / "eval.json").get("checkpoints", {})
+    saved = read_json_or_empty(Path(run_dir) / "eval.json").get("checkpoints", {})
     rows = [{"checkpoint": ckpt, "split": split, **res} for ckpt, splits in saved.items() for split, res in splits.items()]
     df = pd.DataFrame(rows)
     cols = ["checkpoint", "split", "accuracy", "num_rows", "n", "temperature"]
@@ -137,7 +138,7 @@ def read_queries(analysis_dir, role: str = "train") -> pd.DataFrame:
 
 
 def read_summary(analysis_dir) -> dict:
-    return _read_json(Path(analysis_dir) / "summary.json")
+    return read_json_or_empty(Path(analysis_dir) / "summary.json")
 
 
 def run_of_analysis(analysis_dir) -> Path | None:
