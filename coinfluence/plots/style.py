@@ -25,8 +25,9 @@ PALETTE = sns.color_palette("colorblind")
 VARIANT_NAMES = {"none": "vanilla", "both": "BRIDGE", "explore": "explore only", "exploit": "exploit only",
                  "question_aug": "question aug.", "answer_aug": "answer aug."}
 VARIANT_ORDER = tuple(VARIANT_NAMES.values())
-# Colours for any other label (e.g. "BRIDGE (p_explore=0.6)"), picked by a hash of the label.
-SPARE_COLORS = PALETTE[len(VARIANT_ORDER):]
+# Colours for any other label (e.g. "BRIDGE (p_explore=0.6)"), picked by a hash of the label;
+# the palette's yellow (PALETTE[8]) is left out: too faint on white for lines and markers.
+SPARE_COLORS = [c for c in PALETTE[len(VARIANT_ORDER):] if c != PALETTE[8]]
 
 # Readable at page width: no figure is wider than this (inches; 1,500 px at savefig.dpi), and a
 # grid of panels has at most this many columns.
