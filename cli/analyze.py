@@ -12,8 +12,8 @@ import typer
 def analyze(
     ckpt: Optional[str] = typer.Option(None, "--ckpt", help="Checkpoint dir (any AutoModelForCausalLM/AutoTokenizer dir)."),
     run: Optional[str] = typer.Option(None, "--run", help="Run dir: train queries from its data's rl_train.jsonl, targets from val_id.jsonl (the data recorded in RUN/config.json, else RUN/data)."),
-    train: Optional[str] = typer.Option(None, "--train", help="JSONL of training queries (prompt, answer); with --targets."),
-    targets: Optional[str] = typer.Option(None, "--targets", help="JSONL of target queries (prompt, answer); with --train."),
+    train: Optional[str] = typer.Option(None, "--train", help="Training queries (prompt, answer): a .jsonl/.parquet file or a saved Hugging Face Dataset dir; with --targets."),
+    targets: Optional[str] = typer.Option(None, "--targets", help="Target queries (prompt, answer), as --train; with --train."),
     queries: int = typer.Option(64, "--queries", help="Training queries to analyse (seeded choice)."),
     targets_n: int = typer.Option(32, "--targets-n", help="Target queries (seeded choice)."),
     num_generations: Optional[int] = typer.Option(None, "--num-generations", help="Rollouts per query G (default: the checkpoint's GRPO config, else 8)."),
@@ -39,6 +39,7 @@ def analyze(
 ) -> None:
     """Rollout accuracy, co-influence and per-step influence ΔJ of each training query."""
     from coinfluence.influence.analyze import AnalyzeOptions, run_analysis
+    from coinfluence.plots.html_report import report_command
 
     opts = AnalyzeOptions(
         ckpt=ckpt, run=run, train=train, targets=targets, queries=queries, targets_n=targets_n,
@@ -57,3 +58,4 @@ def analyze(
             line += f" first-order pearson(dlogp)={v['pearson_dlogp']:.3f}"
         typer.echo(line)
     typer.echo(f"wrote {result['out']}")
+    typer.echo(f"report: {report_command(result['out'])}")

@@ -43,7 +43,7 @@ def data(
     solution_order: Optional[str] = typer.Option(None, help="steps in a random topological order (random) or the question's order (question) [preset]"),
     fixed_templates: Optional[bool] = typer.Option(None, "--fixed-templates/--varied-templates",
                                                    help="one sentence template per kind, or a random one [preset]"),
-    format: str = typer.Option("jsonl", help="jsonl or parquet"),
+    format: str = typer.Option("jsonl", help="jsonl, parquet, or hf: a Hugging Face DatasetDict (save_to_disk; needs the hf extra)"),
     stats: bool = typer.Option(False, "--stats", help="print op, length and injection statistics"),
 ):
     """Generate the iGSM splits (sft, rl_train, val/test in and out of distribution)."""

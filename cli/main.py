@@ -16,6 +16,7 @@ from coinfluence.errors import UserError
 from . import data as _data
 from . import analyze as _analyze
 from . import plot as _plot
+from . import report as _report
 from . import train as _train
 
 app = typer.Typer(
@@ -49,6 +50,7 @@ app.command("train")(_train.train)
 app.command("eval")(_train.eval_cmd)
 app.command("analyze")(_analyze.analyze)
 app.command("plot")(_plot.plot)
+app.command("report")(_report.report)
 
 
 def main() -> None:

@@ -3,6 +3,8 @@
 Every option is checked (``UserError``) before data is generated or a model is built.
 """
 
+import shlex
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -14,21 +16,30 @@ SPLIT_NAMES = ("sft", "rl_train", "val_id", "val_ood", "test_id", "test_ood")
 BEHAVIOURS = ("none", "explore", "exploit", "both")
 
 
-def read_split(data_dir: Path, split: str) -> list[dict]:
+DATA_HELP = ("a dir of split files (SPLIT.jsonl or SPLIT.parquet), a saved Hugging Face DatasetDict, or one split: "
+             "a .jsonl/.parquet file or a saved Dataset")
+
+
+def split_sources(data: Path, needed, one_split_as: Optional[str] = None) -> dict[str, Path]:
+    """The splits of ``--data`` by name (see ``io.data_splits``), with every ``needed`` one there;
+    a single file or saved Dataset is taken as split ``one_split_as`` (UserError where None)."""
+    from coinfluence.io import data_splits, is_one_split
+
+    found = data_splits(data)
+    if is_one_split(data):
+        if one_split_as is None:
+            raise UserError(f"--data {data} is one split; this needs {', '.join(needed)}: pass a dir of splits or a saved DatasetDict")
+        return {one_split_as: data}
+    missing = [s for s in needed if s not in found]
+    if missing:
+        raise UserError(f"{data} lacks the splits {', '.join(missing)} (it has {', '.join(found) or 'none'})")
+    return found
+
+
+def read_splits(sources: dict[str, Path], names) -> dict[str, list[dict]]:
     from coinfluence.io import read_rows
 
-    for ext in ("jsonl", "parquet"):
-        if (data_dir / f"{split}.{ext}").exists():
-            return read_rows(data_dir / f"{split}.{ext}", ("prompt", "answer"))
-    raise UserError(f"{data_dir} has no {split}.jsonl")
-
-
-def check_data_dir(data_dir: Path, splits) -> None:
-    if not data_dir.is_dir():
-        raise UserError(f"data directory not found: {data_dir}")
-    missing = [s for s in splits if not any((data_dir / f"{s}.{ext}").exists() for ext in ("jsonl", "parquet"))]
-    if missing:
-        raise UserError(f"{data_dir} lacks split files: {', '.join(f'{s}.jsonl' for s in missing)}")
+    return {s: read_rows(sources[s], ("prompt", "answer")) for s in names if s in sources}
 
 
 def resolve_behaviours(bridge: bool, vanilla: bool, behaviours: Optional[str]) -> Optional[str]:
@@ -87,7 +98,7 @@ def train_record(out: Path, stage: str, data: Path, data_cfg, preset: str, from_
 
 def train(
     stage: str = typer.Option("all", help="sft, grpo, or all (sft then grpo)"),
-    data: Optional[Path] = typer.Option(None, help="existing data dir (sft.jsonl, rl_train.jsonl, ...); default: generate into OUT/data"),
+    data: Optional[Path] = typer.Option(None, help=f"existing data: {DATA_HELP} (the training split of --stage sft or grpo); default: generate into OUT/data"),
     bridge: bool = typer.Option(False, "--bridge", help="generate BRIDGE data (behaviours both)"),
     vanilla: bool = typer.Option(False, "--vanilla", help="generate plain data (behaviours none)"),
     behaviours: Optional[str] = typer.Option(None, help="behaviours of generated data: none, explore, exploit, both [data default]"),
@@ -117,8 +128,9 @@ def train(
     eval_size: int = typer.Option(200, help="rows per split for the validation accuracy and the final eval"),
     save_steps: Optional[int] = typer.Option(None, help="checkpoint every N steps [SFT 200, GRPO 50]"),
     progress: bool = typer.Option(True, help="show progress bars"),
+    report_to: str = typer.Option("none", "--report-to", help="also log every metric to: none or tensorboard (RUN/tensorboard/, scalars sft/loss, grpo/reward, ...; needs the tensorboard extra)"),
 ):
-    """Train on generated or given data: SFT, then GRPO, then greedy test accuracy (DESIGN §5 run layout)."""
+    """Train on generated or given data: SFT, then GRPO, then greedy test accuracy."""
     from coinfluence.device import default_device, model_device
     from coinfluence.models.loading import check_checkpoint_dir, is_preset, load_model, load_tokenizer
     from coinfluence.training import checkpoint as ckpt_io
@@ -126,6 +138,7 @@ def train(
     from coinfluence.training.evaluate import evaluate_checkpoint
     from coinfluence.training.grpo import GRPOConfig, step_checkpoints, train_grpo
     from coinfluence.training.grpo import validate_config as validate_grpo
+    from coinfluence.training.metrics import TENSORBOARD_DIR, check_report_to, metric_sink
     from coinfluence.training.sft import CHECKPOINT_DIR, SFTConfig, auto_max_new_tokens, train_sft, update_run_config, validate_config
 
     # ---- validate everything before any work
@@ -135,7 +148,8 @@ def train(
     if data is not None and chosen is not None:
         raise UserError("--bridge/--vanilla/--behaviours choose how data is generated; they cannot be combined with --data")
     if data is not None:
-        check_data_dir(data, ("sft",) if stage == "sft" else ("rl_train",) if from_sft else ("sft", "rl_train"))
+        needed = ("sft",) if stage == "sft" else ("rl_train",) if from_sft else ("sft", "rl_train")
+        sources = split_sources(data, needed, one_split_as={"sft": "sft", "grpo": "rl_train"}.get(stage))
     if not is_preset(preset):
         check_checkpoint_dir(preset)
     if from_sft is not None:
@@ -154,6 +168,7 @@ def train(
         prompts_per_step=prompts_per_step, beta=beta, loss_type=loss_type, scale_rewards=scale_rewards, std=std,
         temperature=temperature, max_completion_length=max_completion_length, eval_steps=eval_steps, save_steps=save_steps))
     validate_grpo(gcfg)
+    check_report_to(report_to)
     data_cfg = None
     if data is None:
         from coinfluence.tasks.data import DataConfig
@@ -183,10 +198,14 @@ def train(
 
             typer.echo(f"generating data into {data}/ ...", err=True)
             write_dataset(data, data_cfg)
-    rows = {s: read_split(data, s) for s in SPLIT_NAMES if any((data / f"{s}.{e}").exists() for e in ("jsonl", "parquet"))}
+        sources = split_sources(data, ("sft", "rl_train"))
+    rows = read_splits(sources, SPLIT_NAMES)
     update_run_config(out, "train", {**train_record(out, stage, data, data_cfg, preset, from_sft, seed, eval_size),
                                      "device": str(default_device())})
     evaluated: list[tuple[str, Path]] = []
+    # Every row reaches the sink flushed as it is logged, so a run that fails before close() loses nothing.
+    sinks = ExitStack()
+    sink = sinks.enter_context(metric_sink(out, report_to))
 
     # ---- SFT
     if stage in ("sft", "all") and not (resume and sft_done):
@@ -200,7 +219,7 @@ def train(
         typer.echo(f"sft: {model_name} ({n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}) on {len(rows['sft'])} rows, "
                    f"{model_device(model)} -> {out}/", err=True)
         with quiet_hf_progress():
-            train_sft(cfg, model, tokenizer, rows["sft"], rows.get("val_id", []), out, resume=resume, progress=progress)
+            train_sft(cfg, model, tokenizer, rows["sft"], rows.get("val_id", []), out, resume=resume, progress=progress, sink=sink)
     if stage in ("sft", "all"):
         evaluated.append(("sft", out / "sft"))
 
@@ -215,7 +234,7 @@ def train(
                    f"{gcfg.prompts_per_step} queries x {gcfg.num_generations} rollouts -> {out}/grpo/", err=True)
         vals = {s: rows[s] for s in ("val_id", "val_ood") if s in rows}
         with quiet_hf_progress():
-            train_grpo(gcfg, model, tokenizer, rows["rl_train"], vals, out, resume=resume, progress=progress)
+            train_grpo(gcfg, model, tokenizer, rows["rl_train"], vals, out, resume=resume, progress=progress, sink=sink)
         evaluated.append(("grpo/final", out / "grpo" / "final"))
 
     # ---- greedy test accuracy of every checkpoint this run produced
@@ -235,6 +254,12 @@ def train(
         typer.echo(f"{name}: {path}/ ({accs})")
     if evaluated and tests and eval_size:
         typer.echo(f"eval: {out / 'eval.json'}")
+    sinks.close()
+    if report_to == "tensorboard":
+        typer.echo(f"tensorboard: tensorboard --logdir {shlex.quote(str(out / TENSORBOARD_DIR))}")
+    from coinfluence.plots.html_report import report_command
+
+    typer.echo(f"report: {report_command(out)}")
 
 
 def infer_run_dir(ckpt: Path) -> Path:
@@ -247,8 +272,8 @@ def infer_run_dir(ckpt: Path) -> Path:
 
 def eval_cmd(
     ckpt: Path = typer.Option(..., help="checkpoint dir (any HF causal LM directory)"),
-    data: Path = typer.Option(..., help="data dir with the split files"),
-    splits: str = typer.Option("val_id,val_ood", help="comma-separated splits to score"),
+    data: Path = typer.Option(..., help=f"data: {DATA_HELP} (named by its file or dir name)"),
+    splits: Optional[str] = typer.Option(None, help="comma-separated splits to score [val_id,val_ood; the one split of a file]"),
     n: int = typer.Option(1, help="samples per prompt (n > 1 needs --temperature > 0; reports mean@n, pass@n)"),
     temperature: float = typer.Option(0.0, help="0 = greedy"),
     limit: Optional[int] = typer.Option(None, help="score only the first N rows of each split"),
@@ -263,11 +288,16 @@ def eval_cmd(
     from coinfluence.training.evaluate import check_sampling_options, evaluate_checkpoint
     from coinfluence.training.sft import auto_max_new_tokens
 
+    from coinfluence.io import data_splits, is_one_split
+
     check_checkpoint_dir(ckpt)
-    wanted = [s.strip() for s in splits.split(",") if s.strip()]
+    single = next(iter(data_splits(data))) if is_one_split(data) else None
+    wanted = [s.strip() for s in (splits or single or "val_id,val_ood").split(",") if s.strip()]
     if not wanted:
         raise UserError("--splits is empty")
-    check_data_dir(data, wanted)
+    if single is not None and wanted != [single]:
+        raise UserError(f"--data {data} is one split, {single}; drop --splits or pass --splits {single}")
+    sources = split_sources(data, wanted, one_split_as=single)
     check_sampling_options(n, temperature)
     for opt, value in (("limit", limit), ("max-new-tokens", max_new_tokens), ("batch-size", batch_size)):
         if value is not None and value <= 0:
@@ -277,9 +307,9 @@ def eval_cmd(
 
     with quiet_hf_progress():
         model, tokenizer = load_model(ckpt)
-    rows = {s: read_split(data, s) for s in wanted}
+    rows = read_splits(sources, wanted)
     if max_new_tokens is None:
-        sft_rows = read_split(data, "sft") if (data / "sft.jsonl").exists() else []
+        sft_rows = read_splits(sources, ["sft"]).get("sft")
         max_new_tokens = auto_max_new_tokens(tokenizer, sft_rows) if sft_rows else 512
     run_dir = out or infer_run_dir(ckpt)
     if name is None:

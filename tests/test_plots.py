@@ -25,7 +25,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from coinfluence.errors import UserError  # noqa: E402
 from coinfluence.plots import analysis, gains, report, runs, training  # noqa: E402
-from coinfluence.plots.style import variant_colors  # noqa: E402
+from coinfluence.plots.style import new_figure, variant_colors  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plots"
 VANILLA = [FIXTURES / "vanilla-s0", FIXTURES / "vanilla-s1"]
@@ -53,9 +53,10 @@ def data_lines(ax) -> list:
     return [line for line in ax.lines if not line.get_label().startswith("_")]
 
 
-def legend_texts(ax) -> list[str]:
-    legend = ax.get_legend()
-    return [t.get_text() for t in legend.get_texts()] if legend else []
+def figure_legend_texts(fig: Figure) -> list[str]:
+    """Entries of the one legend below a figure's panels."""
+    (legend,) = fig.legends
+    return [t.get_text() for t in legend.get_texts()]
 
 
 def test_fixtures_are_small_and_complete():
@@ -118,11 +119,11 @@ def test_reward_curves_mean_and_band_over_seeds(tmp_path):
     assert isinstance(fig, Figure)
     axes = fig.axes
     assert [ax.get_xlabel() for ax in axes] == ["GRPO step"] * 3
-    assert [ax.get_ylabel() for ax in axes] == ["mean reward of the step's rollouts", "greedy accuracy", "greedy accuracy"]
+    assert [ax.get_ylabel() for ax in axes] == ["mean rollout reward", "greedy accuracy", "greedy accuracy"]
     for ax in axes:
         assert len(ax.lines) == 3  # vanilla, BRIDGE, BRIDGE p_exploit 2.5
         assert len(ax.collections) == 1  # one ±s.d. band: only vanilla has two seeds
-    assert legend_texts(axes[-1]) == ["vanilla (2 seeds)", "BRIDGE (1 seed)", f"{PX_LABEL} (1 seed)"]
+    assert figure_legend_texts(fig) == ["vanilla (2 seeds)", "BRIDGE (1 seed)", f"{PX_LABEL} (1 seed)"]
     reward = axes[0].lines[0]
     per_seed = [{r["step"]: r["reward"] for r in grpo_rows(run)} for run in VANILLA]
     steps = sorted(per_seed[0])
@@ -161,7 +162,7 @@ def test_alpha_histograms_side_by_side():
     dirs = [r / "analysis" / "sft" for r in VANILLA + [BRIDGE]]
     fig = analysis.alpha_histograms(dirs)
     assert len(fig.axes) == 2
-    left, right = fig.axes  # top and bottom panel
+    left, right = fig.axes
     G = int(train_queries(BRIDGE)["num_generations"].iloc[0])
     bars = [c for c in right.containers if isinstance(c, BarContainer)]
     assert len(bars) == 1 and len(bars[0]) == G + 1
@@ -172,17 +173,17 @@ def test_alpha_histograms_side_by_side():
     vbars = [c for c in left.containers if isinstance(c, BarContainer)][0]
     np.testing.assert_allclose([b.get_height() for b in vbars], np.mean(shares, axis=0))
     assert any(isinstance(c, ErrorbarContainer) for c in left.containers)
-    assert left.get_title().startswith("vanilla (n=2)") and right.get_title().startswith("BRIDGE (n=1)")
+    assert left.get_title().startswith("vanilla\nn=2") and right.get_title().startswith("BRIDGE\nn=1")
     informative = q["alpha"].between(0, 1, inclusive="neither").mean()
     assert f"{informative:.0%} informative" in right.get_title()
-    assert "informative 0<α<1" in legend_texts(right)
+    assert "informative 0<α<1" in figure_legend_texts(fig)
     assert left.get_ylabel() == "share of training queries" and left.get_xlabel() == "rollout accuracy α"
 
 
 def test_influence_by_alpha_means_and_co_influence_bars():
     dirs = [r / "analysis" / "sft" for r in VANILLA + [BRIDGE]]
     fig = analysis.influence_by_alpha(dirs)
-    left, right = fig.axes  # top and bottom panel
+    left, right = fig.axes
     assert left.get_xlabel() == "rollout accuracy α of the training query"
     errorbars = [c for c in left.containers if isinstance(c, ErrorbarContainer)]
     assert len(errorbars) == 2
@@ -191,25 +192,25 @@ def test_influence_by_alpha_means_and_co_influence_bars():
     x, y = errorbars[1].lines[0].get_data()
     np.testing.assert_allclose(y, means.values)
     np.testing.assert_allclose(np.asarray(x) - (x[0] - means.index[0]), means.index)  # shifted by a constant
-    assert any("√(α(1−α))" in t for t in legend_texts(left))
-    bars = [c for c in right.containers if isinstance(c, BarContainer)]
-    assert len(bars) == 2 and [t.get_text() for t in right.get_xticklabels()] == ["vanilla", "BRIDGE"]
+    assert any("√(α(1−α))" in t for t in figure_legend_texts(fig))
+    bars = [c for c in right.containers if isinstance(c, BarContainer)]  # horizontal: one row per variant
+    assert len(bars) == 2 and [t.get_text() for t in right.get_yticklabels()] == ["vanilla", "BRIDGE"]
     inf = q[q["alpha"].between(0, 1, inclusive="neither")]
-    assert bars[1][0].get_height() == pytest.approx(inf["co_influence"].mean())
-    assert "co-influence" in right.get_ylabel()
+    assert bars[1][0].get_width() == pytest.approx(inf["co_influence"].mean())
+    assert "co-influence" in right.get_xlabel()
 
 
 def test_influence_through_training_from_timeseries(tmp_path):
     fig = analysis.influence_through_training(VANILLA + [BRIDGE / "analysis"], tmp_path / "itt")
     assert len(fig.axes) == 3
-    assert [ax.get_ylabel() for ax in fig.axes] == [label for _, label in analysis.TIMESERIES]
+    assert [ax.get_ylabel() for ax in fig.axes] == [ylabel for _, _, ylabel in analysis.TIMESERIES]
     ts = [pd.read_csv(r / "analysis" / "timeseries.csv") for r in VANILLA]
-    for ax, (column, _) in zip(fig.axes, analysis.TIMESERIES):
+    for ax, (column, _, _) in zip(fig.axes, analysis.TIMESERIES):
         assert len(data_lines(ax)) == 2
         x, y = data_lines(ax)[0].get_data()
         assert list(x) == list(ts[0]["step"]) and x[0] == 0
         np.testing.assert_allclose(y, (ts[0][column] + ts[1][column]) / 2)
-    assert legend_texts(fig.axes[-1]) == ["vanilla (2 seeds)", "BRIDGE (1 seed)"]
+    assert figure_legend_texts(fig) == ["vanilla (2 seeds)", "BRIDGE (1 seed)"]
     assert (tmp_path / "itt.png").exists()
 
 
@@ -237,7 +238,7 @@ def test_rl_gain_ablation_bars():
         bars = [c for c in ax.containers if isinstance(c, BarContainer)]
         # only the four behaviour settings at default probabilities; the p_exploit=2.5 run is not one
         assert len(bars) == 2
-        assert [t.get_text() for t in ax.get_xticklabels()] == ["none\n(vanilla)", "both\n(BRIDGE)"]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["vanilla", "BRIDGE"]
         gain = 100 * (eval_acc(BRIDGE, "grpo/final", split) - eval_acc(BRIDGE, "sft", split))
         assert bars[1][0].get_height() == pytest.approx(gain)
     assert fig.axes[0].get_ylabel() == "RL gain (RFT − SFT, points)"
@@ -254,7 +255,7 @@ def test_rl_gain_sweep_over_p_exploit():
     assert list(x) == [1.0, 2.5]
     expected = [100 * (eval_acc(r, "grpo/final", "test_id") - eval_acc(r, "sft", "test_id")) for r in (BRIDGE, BRIDGE_PX)]
     np.testing.assert_allclose(y, expected)
-    assert legend_texts(fig.axes[-1]) == ["BRIDGE"]
+    assert figure_legend_texts(fig) == ["BRIDGE"]
 
 
 def sampled_runs(tmp_path) -> list[Path]:
@@ -310,12 +311,12 @@ def test_behaviour_use_from_sampled_evaluations(tmp_path):
     heights = [b.get_height() for c in left.containers if isinstance(c, BarContainer) for b in c]
     assert heights == [0.0, 0.0, 50.0, 0.0]  # vanilla SFT, RFT; BRIDGE SFT, RFT (in %)
     assert [t.get_text() for t in left.get_xticklabels()] == ["vanilla", "BRIDGE"]
-    assert left.get_ylabel() == "completions with injected behaviours (%)"
+    assert left.get_ylabel() == "share of completions (%)" and "injected behaviours" in left.get_title()
     # right: only BRIDGE was trained on injected data; after RL it uses none, so only its SFT pair has heights
     assert [t.get_text() for t in right.get_xticklabels()] == ["BRIDGE"]
     pairs = [b.get_height() for c in right.containers if isinstance(c, BarContainer) for b in c]
     assert pairs[:2] == [100.0, 0.0] and all(np.isnan(pairs[2:])) and len(pairs) == 4
-    assert legend_texts(right) == ["with behaviours", "without", "SFT", "after RL"]
+    assert figure_legend_texts(fig) == ["with behaviours", "without", "SFT", "after RL"]
     assert "behaviour_use" in report.plan([bridge, vanilla])
 
 
@@ -323,6 +324,25 @@ def test_colours_are_fixed_per_variant():
     assert variant_colors(["BRIDGE"])["BRIDGE"] == variant_colors(["vanilla", "BRIDGE"])["BRIDGE"]
     colors = variant_colors(["vanilla", "BRIDGE", "something else"])
     assert len(set(colors.values())) == 3
+    # a variant outside the known six keeps its colour whichever others share the figure
+    sweep = ["BRIDGE (p_explore=0.1)", "BRIDGE (p_explore=0.6)"]
+    alone = variant_colors(sweep[1:])[sweep[1]]
+    assert variant_colors(["vanilla", *sweep])[sweep[1]] == alone == variant_colors(list(EIGHT_LABELS))[sweep[1]]
+    assert len(set(variant_colors(EIGHT_LABELS).values())) == 8
+
+
+def test_figures_name_and_colour_variants_alike(eight_variants, tmp_path):
+    """The colour of each variant is the same in every figure that draws it."""
+    colors = variant_colors(EIGHT_LABELS)
+    fig = training.reward_curves(eight_variants)
+    for line in data_lines(fig.axes[0]):
+        assert matplotlib.colors.same_color(line.get_color(), colors[line.get_label().rsplit(" (", 1)[0]])
+    fig = analysis.influence_by_alpha(analyses_of(eight_variants))
+    bars = [c for c in fig.axes[1].containers if isinstance(c, BarContainer)]
+    names = [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    assert names == list(EIGHT_LABELS)
+    for name, bar in zip(names, bars):
+        assert matplotlib.colors.same_color(bar[0].get_facecolor(), colors[name])
 
 
 # ----------------------------------------------------------------------------- draw_all and the CLI
@@ -449,3 +469,159 @@ def test_augmented_variants_train_the_same_passes_per_problem():
         train = dict((n, a) for n, a, _ in steps)["train"]
         return float(train[train.index("--sft-epochs") + 1])
     assert epochs("question-aug") == epochs("answer-aug") == epochs("bridge") / 4 == ru.SETTING["sft_epochs"] / 4
+
+
+# ----------------------------------------------------------------------------- readable layout
+
+# The eight variants of the project's figure units, made from the fixtures by changing only the
+# recorded data options, so that the layout is tested with as many (and as long) names as the
+# committed figures carry.
+EIGHT = {"vanilla": {"behaviours": "none"}, "bridge": {"behaviours": "both"}, "explore": {"behaviours": "explore"},
+         "exploit": {"behaviours": "exploit"}, "qaug": {"behaviours": "none", "question_aug": 4},
+         "aaug": {"behaviours": "none", "answer_aug": 4}, "pe01": {"behaviours": "both", "p_explore": 0.1},
+         "pe06": {"behaviours": "both", "p_explore": 0.6}}
+
+
+EIGHT_LABELS = ("vanilla", "BRIDGE", "explore only", "exploit only", "question aug.", "answer aug.", "BRIDGE (p_explore=0.1)",
+                "BRIDGE (p_explore=0.6)")
+
+
+@pytest.fixture(scope="module")
+def eight_variants(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("variants")
+    out = []
+    for i, (name, options) in enumerate(EIGHT.items()):
+        run = root / name
+        shutil.copytree(ALL[i % len(ALL)], run)
+        saved = json.loads((run / "data" / "data_config.json").read_text())
+        saved["data"] = {**saved["data"], "p_explore": None, "p_exploit": None, "question_aug": 1, "answer_aug": 1, **options}
+        (run / "data" / "data_config.json").write_text(json.dumps(saved))
+        out.append(run)
+    assert [runs.run_label(r) for r in out] == list(EIGHT_LABELS)
+    return out
+
+
+def text_boxes(fig: Figure) -> tuple[list[tuple[str, object]], object]:
+    """Window extents of every visible text a reader must read (tick labels, axis labels, offset
+    texts, titles, legends as one box each), drawn as save_figure draws them; and the figure box."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from coinfluence.plots.style import theme
+
+    FigureCanvasAgg(fig)
+    with theme():
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        boxes = []
+
+        def add(kind, text):
+            if text is not None and text.get_visible() and text.get_text().strip():
+                boxes.append((f"{kind} {text.get_text()!r}", text.get_window_extent(renderer)))
+
+        for i, ax in enumerate(fig.axes):
+            for axis, name in ((ax.xaxis, "x"), (ax.yaxis, "y")):
+                lo, hi = sorted(axis.get_view_interval())
+                for tick in axis.get_major_ticks():
+                    if tick.get_visible() and lo - 1e-9 * (hi - lo) <= tick.get_loc() <= hi + 1e-9 * (hi - lo):  # drawn ticks only
+                        add(f"axes {i} {name} tick", tick.label1)
+                        add(f"axes {i} {name} tick", tick.label2)
+                add(f"axes {i} {name} label", axis.label)
+                add(f"axes {i} {name} offset", axis.get_offset_text())
+            for title in (ax.title, ax._left_title, ax._right_title):
+                add(f"axes {i} title", title)
+            legend = ax.get_legend()
+            if legend is not None and legend.get_visible():
+                boxes.append((f"axes {i} legend", legend.get_window_extent(renderer)))
+        for legend in fig.legends:
+            boxes.append(("figure legend", legend.get_window_extent(renderer)))
+        if fig._suptitle is not None:
+            add("suptitle", fig._suptitle)
+    return boxes, fig.bbox
+
+
+def layout_problems(fig: Figure, tolerance: float = 0.5) -> list[str]:
+    """Pairs of overlapping text boxes and texts that reach outside the figure."""
+    boxes, frame = text_boxes(fig)
+    problems = [f"{name} is outside the figure" for name, b in boxes
+                if b.x0 < frame.x0 - tolerance or b.y0 < frame.y0 - tolerance or b.x1 > frame.x1 + tolerance or b.y1 > frame.y1 + tolerance]
+    for i, (name_a, a) in enumerate(boxes):
+        for name_b, b in boxes[i + 1:]:
+            width = min(a.x1, b.x1) - max(a.x0, b.x0)
+            height = min(a.y1, b.y1) - max(a.y0, b.y0)
+            if width > tolerance and height > tolerance:
+                problems.append(f"{name_a} overlaps {name_b}")
+    return problems
+
+
+def analyses_of(run_dirs) -> list[Path]:
+    return [r / "analysis" / "sft" for r in run_dirs]
+
+
+def sampled_variants(tmp_path, eight_variants) -> list[Path]:
+    """The eight variants, each with the sampled evaluations of a ``sampled_runs`` copy (BRIDGE's
+    for the injected ones, vanilla's for the others)."""
+    bridge, vanilla = sampled_runs(tmp_path)
+    out = []
+    for run in eight_variants:
+        copy = tmp_path / "sampled" / run.name
+        shutil.copytree(run, copy)
+        injected = runs.data_config(run)["behaviours"] != "none"
+        shutil.copyfile((bridge if injected else vanilla) / "eval.json", copy / "eval.json")
+        out.append(copy)
+    return out
+
+
+# Each drawing function of coinfluence.plots, on the fixtures and (where the inputs set the
+# number of variants) on the eight variants.
+FIGURES = {
+    "reward_curves": lambda runs_, tmp: training.reward_curves(runs_),
+    "sft_curves": lambda runs_, tmp: training.sft_curves(runs_),
+    "alpha_histograms": lambda runs_, tmp: analysis.alpha_histograms(analyses_of(runs_)),
+    "influence_by_alpha": lambda runs_, tmp: analysis.influence_by_alpha(analyses_of(runs_)),
+    "influence_through_training": lambda runs_, tmp: analysis.influence_through_training(runs_),
+    "rl_gain_ablation": lambda runs_, tmp: gains.rl_gain_ablation(runs_),
+    "behaviour_use": lambda runs_, tmp: gains.behaviour_use(sampled_variants(tmp, runs_) if len(runs_) == 8 else sampled_runs(tmp)),
+}
+SINGLE = {
+    "alpha_histogram": lambda: analysis.alpha_histogram(BRIDGE / "analysis" / "sft"),
+    "delta_J_by_alpha": lambda: analysis.delta_J_by_alpha(BRIDGE / "analysis" / "sft"),
+    "rl_gain_sweep": lambda: gains.rl_gain_sweep(ALL, "p_exploit"),
+}
+
+
+def assert_readable(fig: Figure) -> None:
+    from coinfluence.plots.style import PAGE_WIDTH
+
+    problems = layout_problems(fig)
+    assert not problems, "\n".join(problems)
+    assert fig.get_figwidth() <= PAGE_WIDTH + 1e-9
+
+
+@pytest.mark.parametrize("name", FIGURES)
+@pytest.mark.parametrize("inputs", ["fixtures", "eight variants"])
+def test_figure_text_does_not_overlap_or_leave_the_figure(name, inputs, eight_variants, tmp_path):
+    assert_readable(FIGURES[name](ALL if inputs == "fixtures" else eight_variants, tmp_path))
+
+
+@pytest.mark.parametrize("name", SINGLE)
+def test_single_figure_text_does_not_overlap_or_leave_the_figure(name):
+    assert_readable(SINGLE[name]())
+
+
+def test_the_overlap_check_sees_overlapping_and_clipped_text():
+    fig, axes = new_figure(2, panel=(2.0, 2.0))
+    for ax in axes[0]:
+        ax.set_title("a title much longer than its narrow panel")
+    problems = layout_problems(fig)
+    assert "axes 0 title 'a title much longer than its narrow panel' overlaps axes 1 title 'a title much longer than its narrow panel'" in problems
+    assert "axes 0 title 'a title much longer than its narrow panel' is outside the figure" in problems
+    assert not layout_problems(new_figure(2, panel=(2.0, 2.0))[0])
+
+
+def test_alpha_histograms_wrap_into_rows_of_four(eight_variants):
+    fig = analysis.alpha_histograms(analyses_of(eight_variants))
+    rows = {}
+    for ax in fig.axes:
+        rows.setdefault(round(ax.get_position().y0, 3), []).append(ax.get_title().split("\n")[0])
+    assert [len(r) for r in rows.values()] == [4, 4]
+    assert [t for r in rows.values() for t in r] == [runs.run_label(r) for r in eight_variants]

@@ -39,7 +39,7 @@ from coinfluence.influence import features as feat
 from coinfluence.influence.kernel import K_plus_minus, co_influence_kernel, mean_over_targets
 from coinfluence.influence.step import advantages, delta_J_aggregated
 from coinfluence.influence.validate import validate_first_order
-from coinfluence.io import atomic_dir, atomic_path, write_json
+from coinfluence.io import atomic_dir, atomic_path, data_splits, write_json
 from coinfluence.io import read_rows as io_read_rows
 from coinfluence.training.objectives import LOSS_NORMALIZATION, NORMALIZATIONS, STD_CONVENTIONS
 
@@ -209,14 +209,17 @@ def resolve_inputs(opts: AnalyzeOptions) -> dict:
         raise UserError("pass either --run or --train/--targets, not both")
     if run is not None:
         data = run_data_dir(run)
-        train, targets = data / "rl_train.jsonl", data / "val_id.jsonl"
+        splits = data_splits(data) if data.exists() else {}
+        if "rl_train" not in splits or "val_id" not in splits:
+            raise UserError(f"{data} lacks the rl_train and val_id splits the analysis of a run reads")
+        train, targets = splits["rl_train"], splits["val_id"]
     elif opts.train and opts.targets:
         train, targets = Path(opts.train), Path(opts.targets)
     else:
         raise UserError("pass --run RUN, or both --train FILE and --targets FILE")
     for p in (train, targets):
-        if not p.is_file():
-            raise UserError(f"data file not found: {p}")
+        if not p.exists():
+            raise UserError(f"data not found: {p}")
     if opts.out:
         out = Path(opts.out)
     elif opts.all_checkpoints:

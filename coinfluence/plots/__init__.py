@@ -8,6 +8,9 @@
 - ``gains``: Table 1 (SFT/RFT accuracy and RL gain), the behaviour ablation (Fig. 4), the
   injection-probability sweep.
 - ``report.draw_all``: everything a set of dirs supports (``coinfluence plot``).
+- ``html_report.build_report``: one self-contained HTML page of a run or an analysis
+  (``coinfluence report``).
+- ``style``: the theme, the page width, and one name and colour per variant for every figure.
 
 Every drawing function returns its :class:`matplotlib.figure.Figure` and, given ``out_path``,
 saves it as PNG and PDF (atomically).

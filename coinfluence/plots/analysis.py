@@ -21,7 +21,6 @@ All read ANALYSIS/queries.parquet rows with ``role == "train"`` (columns ``alpha
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from coinfluence.plots.runs import group_analyses, is_run_dir, read_queries, read_timeseries, run_label, run_of_analysis
-from coinfluence.plots.style import PALETTE, new_figure, order_variants, save_figure, theme, variant_colors
+from coinfluence.plots.style import (
+    PALETTE, figure_legend, new_figure, order_variants, panel_grid, save_figure, theme, unique_legend_entries, variant_colors,
+)
 
 INFORMATIVE_LABEL = "informative 0<α<1"
 
@@ -68,6 +69,7 @@ def alpha_histogram(analysis_dir, out_path=None) -> Figure:
         fig, axes = new_figure(panel=(4.5, 3))
         ax = axes[0, 0]
         ax.bar(np.arange(G + 1) / G, counts, width=0.8 / G, color=PALETTE[0])
+        _alpha_ticks(ax, G)
         ax.set_xlabel("rollout accuracy α")
         ax.set_ylabel("train queries")
         informative = _informative(df).mean() if len(df) else 0.0
@@ -112,31 +114,38 @@ def alpha_shares(analysis_dir) -> pd.Series:
 
 
 def alpha_histograms(analysis_dirs, out_path=None) -> Figure:
-    """One panel per variant: share of train queries at each α (mean over the variant's analyses,
-    error bar ±1 s.d. when there are several), the informative region 0<α<1 shaded, and the
-    informative share in the title. Meant for the analyses of SFT checkpoints (Fig. 1 middle)."""
+    """One panel per variant, in rows of at most four: share of train queries at each α (mean over
+    the variant's analyses, error bar ±1 s.d. when there are several), the informative region
+    0<α<1 shaded, and the informative share in the title. Meant for the analyses of SFT
+    checkpoints (Fig. 1 middle)."""
     groups = group_analyses(analysis_dirs)
     colors = variant_colors(groups)
     with theme():
-        fig, axes = new_figure(max(len(groups), 1), panel=(3.2, 2.8), sharey=True)
-        for ax, (label, dirs) in zip(axes[0], groups.items()):
+        fig, axes = panel_grid(len(groups), panel=(2.5, 2.4), sharey=True)
+        for ax, (label, dirs) in zip(axes, groups.items()):
             table = pd.concat([alpha_shares(d) for d in dirs], axis=1).fillna(0.0)
             mean, std = table.mean(axis=1), table.std(axis=1, ddof=1) if table.shape[1] > 1 else None
             G = len(table) - 1
             ax.axvspan(0.5 / G, 1 - 0.5 / G, color="grey", alpha=0.12, lw=0, label=INFORMATIVE_LABEL)
             ax.bar(table.index, mean, width=0.7 / G, color=colors[label], yerr=std, capsize=2,
-                   error_kw={"lw": 0.8}, label="share of queries")
+                   error_kw={"lw": 0.8}, label="share of queries (error bar ±1 s.d.)")
             informative = mean[(mean.index > 0) & (mean.index < 1)].sum()
-            ax.set_title(f"{label} (n={len(dirs)}): {informative:.0%} informative")
+            ax.set_title(f"{label}\nn={len(dirs)}, {informative:.0%} informative")
             ax.set_xlabel("rollout accuracy α")
-            ticks = table.index if G <= 8 else np.linspace(0, 1, 5)
-            ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
-        axes[0, 0].set_ylabel("share of training queries")
+            _alpha_ticks(ax, G)
+            if ax.get_subplotspec().is_first_col():
+                ax.set_ylabel("share of training queries")
         if groups:
-            axes[0, -1].legend(loc="upper right")
+            figure_legend(fig, *axes[0].get_legend_handles_labels())
         if out_path is not None:
             save_figure(fig, out_path)
     return fig
+
+
+def _alpha_ticks(ax, G: int) -> None:
+    """Every α = k/G labelled when that fits a narrow panel (G ≤ 4), else quarters."""
+    ticks = np.arange(G + 1) / G if G <= 4 else np.linspace(0, 1, 5)
+    ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
 
 
 def delta_J_per_alpha(queries: pd.DataFrame) -> pd.DataFrame:
@@ -156,7 +165,7 @@ def influence_by_alpha(analysis_dirs, out_path=None) -> Figure:
     colors = variant_colors(groups)
     pooled = {label: pd.concat([_train_queries(d) for d in dirs], ignore_index=True) for label, dirs in groups.items()}
     with theme():
-        fig, axes = new_figure(2, panel=(4.0, 3.0))
+        fig, axes = new_figure(2, panel=(4.6, 3.2), gridspec_kw={"width_ratios": [3, 2]})
         left, right = axes[0]
         a = np.linspace(0, 1, 201)
         for i, (label, df) in enumerate(pooled.items()):
@@ -169,28 +178,30 @@ def influence_by_alpha(analysis_dirs, out_path=None) -> Figure:
                 left.plot(a, co * envelope(a, df), "--", lw=1, color=colors[label])
         left.axhline(0, color="black", lw=0.5)
         left.set_xlabel("rollout accuracy α of the training query")
-        left.set_ylabel("per-step influence ΔJ (per unit step)")
-        left.set_title("per-step influence by α")
-        handles, names = left.get_legend_handles_labels()
-        handles.append(Line2D([], [], ls="--", lw=1, color="grey"))
-        names.append("mean co-influence × √(α(1−α))")
-        left.legend(handles, names, loc="upper left", bbox_to_anchor=(0, -0.22), title="mean ΔJ ±1 s.e.")
+        left.set_ylabel("ΔJ per unit step")
+        left.set_title("per-step influence ΔJ by α (mean ±1 s.e.)")
 
         labels = list(pooled)
-        for x, label in enumerate(labels):
+        for y, label in enumerate(labels):
             df = pooled[label]
             co = df.loc[_informative(df), "co_influence"].dropna()
             sem = co.sem(ddof=1) if len(co) > 1 else 0.0
-            right.bar(x, co.mean() if len(co) else np.nan, yerr=sem, color=colors[label], capsize=3, width=0.6)
+            right.barh(y, co.mean() if len(co) else np.nan, xerr=sem, color=colors[label], capsize=3, height=0.6)
             per_run = [_train_queries(d) for d in groups[label]]
             dots = [q.loc[_informative(q), "co_influence"].mean() for q in per_run]
             if len(dots) > 1:
-                right.plot([x] * len(dots), dots, "o", ms=3, color="black", alpha=0.7)
-        right.axhline(0, color="black", lw=0.5)
-        right.set_xlim(-0.75, max(len(labels), 2) - 0.25)  # keep one bar from filling the panel
-        right.set_xticks(range(len(labels)), [textwrap.fill(v, 12) for v in labels])
-        right.set_ylabel("co-influence E[A·(K⁺−K⁻)]")
-        right.set_title("mean co-influence (informative queries)")
+                right.plot(dots, [y] * len(dots), "o", ms=3, color="black", alpha=0.7)
+        right.axvline(0, color="black", lw=0.5)
+        right.set_ylim(max(len(labels), 2) - 0.25, -0.75)  # first variant on top; one bar does not fill the panel
+        right.set_yticks(range(len(labels)), labels)
+        right.set_xlabel("co-influence E[A·(K⁺−K⁻)]")
+        right.set_title("mean co-influence\n(informative queries)")
+        for ax in (left, right):
+            ax.ticklabel_format(axis="x" if ax is right else "y", style="sci", scilimits=(-2, 3))
+        handles, names = left.get_legend_handles_labels()
+        handles.append(Line2D([], [], ls="--", lw=1, color="grey"))
+        names.append("mean co-influence × √(α(1−α))")
+        figure_legend(fig, handles, names)
         if out_path is not None:
             save_figure(fig, out_path)
     return fig
@@ -205,10 +216,11 @@ def _timeseries_label(path) -> str:
     return run_label(run) if run is not None else path.name
 
 
+# (column, panel title, y label)
 TIMESERIES = (
-    ("mean_co_influence", "mean co-influence (informative queries)"),
-    ("mean_delta_J", "mean ΔJ (per unit step)"),
-    ("frac_informative", "share informative 0<α<1"),
+    ("mean_co_influence", "mean co-influence\n(informative queries)", "co-influence"),
+    ("mean_delta_J", "mean ΔJ", "ΔJ per unit step"),
+    ("frac_informative", "share of informative queries", "share with 0<α<1"),
 )
 
 
@@ -224,8 +236,8 @@ def influence_through_training(paths, out_path=None, columns=TIMESERIES) -> Figu
     labels = order_variants(by_label)
     colors = variant_colors(labels)
     with theme():
-        fig, axes = new_figure(len(columns), panel=(3.4, 2.8))
-        for ax, (column, ylabel) in zip(axes[0], columns):
+        fig, axes = panel_grid(len(columns), panel=(3.3, 2.6))
+        for ax, (column, title, ylabel) in zip(axes, columns):
             for label in labels:
                 series = [ts.set_index("step")[column].astype(float) for ts in by_label[label]]
                 stats = seed_mean(series).dropna(subset=["mean"])
@@ -236,12 +248,13 @@ def influence_through_training(paths, out_path=None, columns=TIMESERIES) -> Figu
                     ax.fill_between(band.index, band["mean"] - band["std"], band["mean"] + band["std"], color=colors[label], alpha=0.2, lw=0)
             if column != "frac_informative":
                 ax.axhline(0, color="black", lw=0.5)
+                ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
             else:
                 ax.set_ylim(-0.02, 1.02)
-            ax.set_xlabel("GRPO step (0 = SFT checkpoint)")
+            ax.set_title(title)
+            ax.set_xlabel("GRPO step (0 = SFT)")
             ax.set_ylabel(ylabel)
-        if labels:
-            axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        figure_legend(fig, *unique_legend_entries(axes))
         if out_path is not None:
             save_figure(fig, out_path)
     return fig

@@ -16,14 +16,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from coinfluence.plots.runs import data_config, group_runs, read_eval, rl_gain, run_label, run_seed
-from coinfluence.plots.style import new_figure, order_variants, save_figure, theme, variant_colors
+from coinfluence.plots.style import (
+    VARIANT_NAMES, figure_legend, new_figure, order_variants, save_figure, theme, two_lines, unique_legend_entries,
+    variant_colors,
+)
 
 SPLITS = ("test_id", "test_ood")
 SPLIT_TITLES = {"test_id": "in-distribution (test_id)", "test_ood": "out-of-distribution (test_ood)",
                 "val_id": "in-distribution (val_id)", "val_ood": "out-of-distribution (val_ood)"}
 SPLIT_SHORT = {"test_id": "ID", "test_ood": "OOD", "val_id": "val ID", "val_ood": "val OOD"}
 # The behaviour ablation: the four settings with default probabilities and no augmentation.
-ABLATION = (("vanilla", "none"), ("explore only", "explore"), ("exploit only", "exploit"), ("BRIDGE", "both"))
+ABLATION = tuple((VARIANT_NAMES[b], b) for b in ("none", "explore", "exploit", "both"))
 # Which behaviour settings a probability acts on.
 SWEEP_BEHAVIOURS = {"p_explore": ("explore", "both"), "p_exploit": ("exploit", "both")}
 SWEEP_AXIS = {"p_explore": "exploration probability p_explore", "p_exploit": "restating-probability scale p_exploit"}
@@ -110,8 +113,8 @@ def rl_gain_ablation(run_dirs, out_path=None, splits=SPLITS) -> Figure:
         fig, axes = new_figure(len(splits), panel=(3.4, 2.9), sharey=True)
         for ax, split in zip(axes[0], splits):
             _gain_bars(ax, gains, labels, colors, split)
-            ax.set_xticks(range(len(present)), [b if b not in ("none", "both") else f"{b}\n({label})" for label, b in present])
-            ax.set_xlabel("injected behaviours")
+            ax.set_xticks(range(len(present)), [two_lines(label) for label, _ in present])
+            ax.set_xlabel("SFT data")
             ax.set_title(SPLIT_TITLES.get(split, split))
         axes[0, 0].set_ylabel("RL gain (RFT − SFT, points)")
         if out_path is not None:
@@ -152,7 +155,7 @@ def rl_gain_sweep(run_dirs, param: str = "p_explore", out_path=None, splits=SPLI
     """RL gain against the injection probability ``param`` (p_explore or p_exploit), one line per
     behaviour setting it acts on, one panel per split: mean over seeds, error bar ±1 s.d."""
     points = sweep_points(run_dirs, param, splits)
-    names = {"explore": "explore only", "exploit": "exploit only", "both": "BRIDGE"}
+    names = {b: VARIANT_NAMES[b] for b in SWEEP_BEHAVIOURS[param]}
     colors = variant_colors(names.values())
     with theme():
         fig, axes = new_figure(len(splits), panel=(3.4, 2.9), sharey=True)
@@ -169,9 +172,7 @@ def rl_gain_sweep(run_dirs, param: str = "p_explore", out_path=None, splits=SPLI
             ax.set_xlabel(SWEEP_AXIS[param])
             ax.set_title(SPLIT_TITLES.get(split, split))
         axes[0, 0].set_ylabel("RL gain (RFT − SFT, points)")
-        handles = [h for a in axes[0] for h in a.get_legend_handles_labels()[0]]
-        if handles:
-            axes[0, -1].legend(loc="best")
+        figure_legend(fig, *unique_legend_entries(axes[0]), title="mean ±1 s.d. over seeds")
         if out_path is not None:
             save_figure(fig, out_path)
     return fig
@@ -231,17 +232,17 @@ def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
                color=colors[label], alpha=pale[stage], hatch=hatch, edgecolor="black", lw=0.4)
 
     with theme():
-        # One panel above the other, ~1.35 inches per variant so that two-line labels such as
-        # "BRIDGE\n(p_explore=0.6)" fit.
-        fig, axes = new_figure(1, 2, panel=(max(5.0, 1.35 * len(labels)), 2.8))
+        # One panel above the other, ~1.2 inches per variant so that two-line labels such as
+        # "BRIDGE\n(p_explore=0.6)" fit (up to the page width: eight variants).
+        fig, axes = new_figure(1, 2, panel=(max(5.0, 1.2 * len(labels)), 2.8))
         ax = axes[0, 0]
         for x, label in enumerate(labels):
             for i, stage in enumerate(("SFT", "RFT")):
                 d = data[(data["variant"] == label) & (data["stage"] == stage)]
                 bar(ax, x + (i - 0.5) * 0.38, d["behaviours/frac"], label, stage, width=0.36)
-        ax.set_xticks(range(len(labels)), [label.replace(" ", "\n", 1) for label in labels])
-        ax.set_ylabel("completions with injected behaviours (%)")
-        ax.set_title("use of the behaviours (solid: SFT, pale: after RL)")
+        ax.set_xticks(range(len(labels)), [two_lines(label) for label in labels])
+        ax.set_ylabel("share of completions (%)")
+        ax.set_title("use of the injected behaviours (solid: SFT, pale: after RL)")
         ax = axes[1, 0]
         offsets = {("SFT", "with"): -0.3, ("SFT", "without"): -0.1, ("RFT", "with"): 0.1, ("RFT", "without"): 0.3}
         for x, label in enumerate(users):
@@ -249,15 +250,13 @@ def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
                 d = data[(data["variant"] == label) & (data["stage"] == stage)]
                 bar(ax, x + dx, d[f"paired_accuracy_{kind}_behaviours"], label, stage, width=0.18,
                     hatch="//" if kind == "without" else "")
-        ax.set_xticks(range(len(users)), [label.replace(" ", "\n", 1) for label in users])
+        ax.set_xticks(range(len(users)), [two_lines(label) for label in users])
         ax.set_ylabel("accuracy on the same queries (%)")
         ax.set_title("samples with vs without behaviours")
         if users:
-            ax.legend(handles=[Patch(facecolor="white", edgecolor="black", label="with behaviours"),
-                               Patch(facecolor="white", edgecolor="black", hatch="//", label="without"),
-                               Patch(facecolor="grey", edgecolor="black", label="SFT"),
-                               Patch(facecolor="grey", alpha=pale["RFT"], edgecolor="black", label="after RL")],
-                      loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            figure_legend(fig, [Patch(facecolor="white", edgecolor="black"), Patch(facecolor="white", edgecolor="black", hatch="//"),
+                                Patch(facecolor="grey", edgecolor="black"), Patch(facecolor="grey", alpha=pale["RFT"], edgecolor="black")],
+                          ["with behaviours", "without", "SFT", "after RL"], max_columns=4)
         if out_path is not None:
             save_figure(fig, out_path)
     return fig

@@ -1,4 +1,4 @@
-"""Reading what runs and analyses left behind (DESIGN §5), and naming the variant of a run.
+"""Reading what runs and analyses left behind, and naming the variant of a run.
 
 Nothing here draws. A *run dir* holds ``config.json``, ``metrics.jsonl`` and ``eval.json``;
 an *analysis dir* holds ``summary.json`` and ``queries.parquet``; ``analyze --all-checkpoints``
@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-BEHAVIOUR_LABELS = {"none": "vanilla", "both": "BRIDGE", "explore": "explore only", "exploit": "exploit only"}
+from coinfluence.plots.style import VARIANT_NAMES, order_variants
 
 
-def _read_json(path: Path) -> dict:
+def read_json_or_empty(path: Path) -> dict:
+    """A JSON file's object ({} when it is absent or unreadable: results are read, never required)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -31,7 +32,7 @@ def is_run_dir(path) -> bool:
         return False
     if (path / "metrics.jsonl").is_file() or (path / "eval.json").is_file():
         return True
-    config = _read_json(path / "config.json") if (path / "config.json").is_file() else None
+    config = read_json_or_empty(path / "config.json") if (path / "config.json").is_file() else None
     return bool(config) and "model_type" not in config
 
 
@@ -45,7 +46,7 @@ def is_timeseries_dir(path) -> bool:
 
 def read_config(run_dir) -> dict:
     """RUN/config.json ({} when absent or unreadable)."""
-    return _read_json(Path(run_dir) / "config.json")
+    return read_json_or_empty(Path(run_dir) / "config.json")
 
 
 def data_config(run_dir) -> dict:
@@ -60,23 +61,23 @@ def data_config(run_dir) -> dict:
     if train.get("data"):
         candidates.append(Path(train["data"]) / "data_config.json")
     for path in candidates:
-        saved = _read_json(path)
+        saved = read_json_or_empty(path)
         if saved.get("data"):
             return saved["data"]
     return {}
 
 
 def variant_label(cfg: dict) -> str:
-    """Readable name of a data configuration: "vanilla", "BRIDGE", "explore only", "exploit only",
-    "question aug.", "answer aug.", with any non-default injection probability appended."""
+    """Display name of a data configuration (``style.VARIANT_NAMES``: "vanilla", "BRIDGE", ...), with
+    any non-default injection probability appended."""
     if not cfg:
         return "unknown"
     behaviours = cfg.get("behaviours", "both")
-    label = BEHAVIOUR_LABELS.get(behaviours, str(behaviours))
+    label = VARIANT_NAMES.get(behaviours, str(behaviours))
     if behaviours == "none" and (cfg.get("question_aug") or 1) > 1:
-        label = "question aug."
+        label = VARIANT_NAMES["question_aug"]
     elif behaviours == "none" and (cfg.get("answer_aug") or 1) > 1:
-        label = "answer aug."
+        label = VARIANT_NAMES["answer_aug"]
     elif (cfg.get("question_aug") or 1) > 1 or (cfg.get("answer_aug") or 1) > 1:
         label += " + aug."
     extras = [f"{k}={cfg[k]:g}" for k in ("p_explore", "p_exploit") if cfg.get(k) is not None]
@@ -109,7 +110,7 @@ def read_metrics(run_dir, stage: str = "grpo") -> pd.DataFrame:
 def read_eval(run_dir) -> pd.DataFrame:
     """RUN/eval.json (``{"checkpoints": {ckpt: {split: {"accuracy", "num_rows", ...}}}}``) as rows
     ``checkpoint, split, accuracy, num_rows, n, temperature``."""
-    saved = _read_json(Path(run_dir) / "eval.json").get("checkpoints", {})
+    saved = read_json_or_empty(Path(run_dir) / "eval.json").get("checkpoints", {})
     rows = [{"checkpoint": ckpt, "split": split, **res} for ckpt, splits in saved.items() for split, res in splits.items()]
     df = pd.DataFrame(rows)
     cols = ["checkpoint", "split", "accuracy", "num_rows", "n", "temperature"]
@@ -137,7 +138,7 @@ def read_queries(analysis_dir, role: str = "train") -> pd.DataFrame:
 
 
 def read_summary(analysis_dir) -> dict:
-    return _read_json(Path(analysis_dir) / "summary.json")
+    return read_json_or_empty(Path(analysis_dir) / "summary.json")
 
 
 def run_of_analysis(analysis_dir) -> Path | None:
@@ -189,8 +190,6 @@ def read_timeseries(path) -> pd.DataFrame:
 def group_runs(run_dirs) -> dict[str, list[Path]]:
     """Run dirs grouped by variant label (known variants first, see ``style.order_variants``),
     each group sorted by seed."""
-    from coinfluence.plots.style import order_variants
-
     groups: dict[str, list[Path]] = {}
     for run in run_dirs:
         groups.setdefault(run_label(run), []).append(Path(run))
@@ -199,8 +198,6 @@ def group_runs(run_dirs) -> dict[str, list[Path]]:
 
 def group_analyses(analysis_dirs) -> dict[str, list[Path]]:
     """Analysis dirs grouped by the variant of their run (known variants first)."""
-    from coinfluence.plots.style import order_variants
-
     groups: dict[str, list[Path]] = {}
     for a in analysis_dirs:
         groups.setdefault(analysis_label(a), []).append(Path(a))

@@ -1,9 +1,10 @@
-"""Training curves of GRPO runs (the paper's Fig. 1, left).
+"""Training curves of runs: GRPO (the paper's Fig. 1, left) and SFT.
 
 Reads RUN/metrics.jsonl rows with ``"stage": "grpo"``: ``reward`` (mean 0/1 reward of the step's
 rollouts, logged every step) and the greedy ``val_id_accuracy`` / ``val_ood_accuracy`` (logged
-every ``eval_steps``). Runs of one variant (same label, see ``runs.run_label``) are drawn as
-their mean over seeds with a ±1 s.d. band.
+every ``eval_steps``); and rows with ``"stage": "sft"``: ``loss`` and ``val_accuracy``. Runs of
+one variant (same label, see ``runs.run_label``) are drawn as their mean over seeds with a ±1 s.d.
+band.
 """
 
 from __future__ import annotations
@@ -12,15 +13,21 @@ from typing import Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from coinfluence.plots.runs import group_runs, read_metrics
-from coinfluence.plots.style import new_figure, save_figure, theme, variant_colors
+from coinfluence.plots.style import figure_legend, panel_grid, save_figure, theme, unique_legend_entries, variant_colors
 
 CURVES = (
-    ("reward", "GRPO reward (training batch)", "mean reward of the step's rollouts"),
+    ("reward", "GRPO reward (training batch)", "mean rollout reward"),
     ("val_id_accuracy", "in-distribution (val_id)", "greedy accuracy"),
     ("val_ood_accuracy", "out-of-distribution (val_ood)", "greedy accuracy"),
 )
+SFT_CURVES = (
+    ("loss", "SFT loss (training batch)", "mean token loss"),
+    ("val_accuracy", "in-distribution (val_id)", "greedy accuracy"),
+)
+STAGE_NAMES = {"grpo": "GRPO", "sft": "SFT"}
 
 
 def seed_mean(series: Sequence[pd.Series]) -> pd.DataFrame:
@@ -30,10 +37,10 @@ def seed_mean(series: Sequence[pd.Series]) -> pd.DataFrame:
     return pd.DataFrame({"mean": table.mean(axis=1), "std": table.std(axis=1, ddof=1), "n": table.count(axis=1)})
 
 
-def metric_by_step(run_dir, column: str, window: int = 1) -> pd.Series:
-    """One run's GRPO ``column`` indexed by step (rows that did not log it dropped), with a
+def metric_by_step(run_dir, column: str, window: int = 1, stage: str = "grpo") -> pd.Series:
+    """One run's ``column`` of ``stage`` indexed by step (rows that did not log it dropped), with a
     trailing rolling mean over ``window`` logged points."""
-    df = read_metrics(run_dir, "grpo")
+    df = read_metrics(run_dir, stage)
     if column not in df:
         return pd.Series(dtype=float, name=column)
     s = df.dropna(subset=[column]).set_index("step")[column].astype(float)
@@ -44,14 +51,27 @@ def reward_curves(run_dirs, out_path=None, window: int = 1, columns=CURVES) -> F
     """GRPO reward and greedy val_id / val_ood accuracy against the RL step, one line per variant
     (mean over seeds, band ±1 s.d. where ≥2 seeds). ``window`` smooths the (noisy, per-step)
     reward with a trailing mean; the accuracies are drawn as logged."""
+    return metric_curves(run_dirs, "grpo", columns, out_path, windows={"reward": window})
+
+
+def sft_curves(run_dirs, out_path=None, columns=SFT_CURVES) -> Figure:
+    """SFT loss and greedy val_id accuracy against the SFT step, one line per variant."""
+    return metric_curves(run_dirs, "sft", columns, out_path)
+
+
+def metric_curves(run_dirs, stage: str, columns, out_path=None, windows: dict[str, int] | None = None) -> Figure:
+    """One panel per (column, title, y label) of ``stage``'s metrics against its step, one line per
+    variant (mean over seeds, band ±1 s.d. where ≥2 seeds), one legend below the panels; columns
+    named ``*accuracy`` get a 0..1 axis, ``windows`` gives a trailing mean per column."""
     groups = group_runs(run_dirs)
     colors = variant_colors(groups)
+    windows = windows or {}
     with theme():
-        fig, axes = new_figure(len(columns), panel=(3.6, 2.9))
-        for ax, (column, title, ylabel) in zip(axes[0], columns):
+        fig, axes = panel_grid(len(columns), panel=(3.4, 2.8))
+        for ax, (column, title, ylabel) in zip(axes, columns):
+            w = windows.get(column, 1)
             for label, runs in groups.items():
-                w = window if column == "reward" else 1
-                stats = seed_mean([metric_by_step(r, column, w) for r in runs])
+                stats = seed_mean([metric_by_step(r, column, w, stage) for r in runs])
                 stats = stats[stats["n"] > 0]
                 if not len(stats):
                     continue
@@ -62,19 +82,14 @@ def reward_curves(run_dirs, out_path=None, window: int = 1, columns=CURVES) -> F
                 if len(band):
                     ax.fill_between(band.index, band["mean"] - band["std"], band["mean"] + band["std"],
                                     color=colors[label], alpha=0.2, lw=0)
-            ax.set_title(title + (f", {window}-step mean" if column == "reward" and window > 1 else ""))
-            ax.set_xlabel("GRPO step")
+            ax.set_title(title + (f", {w}-step mean" if w > 1 else ""))
+            ax.set_xlabel(f"{STAGE_NAMES.get(stage, stage)} step")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)
-            if column != "reward":
+            if column.endswith("accuracy"):
                 ax.set_ylim(-0.02, 1.02)
-        entries = {}  # one legend for all panels: a variant may lack a metric in some of them
-        for ax in axes[0]:
-            for handle, name in zip(*ax.get_legend_handles_labels()):
-                entries.setdefault(name, handle)
-        if entries:
-            axes[0, -1].legend(list(entries.values()), list(entries), loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                               title="mean ±1 s.d.")
+        # one legend for all panels: a variant may lack a metric in some of them
+        figure_legend(fig, *unique_legend_entries(axes), title="mean ±1 s.d." if any(len(r) > 1 for r in groups.values()) else None)
         if out_path is not None:
             save_figure(fig, out_path)
     return fig
-

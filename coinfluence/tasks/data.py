@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import atomic_path, write_json, write_jsonl
+from ..io import atomic_path, hf_datasets, write_dataset_dict, write_json, write_jsonl
 from .bridge import BEHAVIOURS, behaviour_preset
 from .igsm import IGSMConfig, canonical_key, generate, get_preset, question, solution
 
@@ -152,18 +152,24 @@ def make_dataset(cfg: DataConfig) -> dict[str, list[dict]]:
 
 
 def write_dataset(out_dir: str | Path, cfg: DataConfig, fmt: str = "jsonl") -> dict[str, list[dict]]:
-    """Write ``OUT/{split}.{jsonl|parquet}`` and ``OUT/data_config.json``; returns the rows."""
-    if fmt not in ("jsonl", "parquet"):
-        raise UserError(f"unknown format {fmt!r}; choose jsonl or parquet")
+    """Write ``OUT/{split}.{jsonl|parquet}`` (or, for ``hf``, a Hugging Face DatasetDict saved in
+    OUT) and ``OUT/data_config.json``; returns the rows."""
+    if fmt not in ("jsonl", "parquet", "hf"):
+        raise UserError(f"unknown format {fmt!r}; choose jsonl, parquet or hf")
+    if fmt == "hf":
+        hf_datasets()  # the optional extra is there before any work
     task = cfg.validate()
     splits = make_dataset(cfg)
     out_dir = Path(out_dir)
-    for split, rows in splits.items():
-        if fmt == "jsonl":
+    if fmt == "hf":
+        write_dataset_dict(out_dir, splits)
+    elif fmt == "jsonl":
+        for split, rows in splits.items():
             write_jsonl(out_dir / f"{split}.jsonl", rows)
-        else:
-            import pandas as pd
+    else:
+        import pandas as pd
 
+        for split, rows in splits.items():
             with atomic_path(out_dir / f"{split}.parquet") as tmp:
                 pd.DataFrame(rows).to_parquet(tmp, index=False)
     write_json(out_dir / "data_config.json", {

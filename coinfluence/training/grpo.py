@@ -128,6 +128,7 @@ def train_grpo(
     *,
     stop_after: int | None = None,
     progress: bool = True,
+    sink=None,  # metrics.metric_sink: each logged row also goes there (TensorBoard)
 ) -> dict:
     """Train ``model`` in place; write RUN/grpo/step-XXXXXX/, RUN/grpo/final/, RUN/metrics.jsonl."""
     validate_config(cfg)
@@ -174,7 +175,7 @@ def train_grpo(
         return out
 
     if step == 0 and evals and cfg.eval_steps:  # the start of the accuracy curves: the model RL begins from
-        log_metrics(out_dir, STAGE, 0, **validation())
+        log_metrics(out_dir, STAGE, 0, sink=sink, **validation())
     bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     while step < cfg.max_steps:
         started = time.perf_counter()
@@ -228,7 +229,7 @@ def train_grpo(
             row.update(validation())
         row["step_time"] = time.perf_counter() - started
         if step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps:
-            log_metrics(out_dir, STAGE, step, **row)
+            log_metrics(out_dir, STAGE, step, sink=sink, **row)
         bar.set_postfix(reward=f"{row['reward']:.2f}", len=f"{row['completions/mean_length']:.0f}")
         if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
             save(root / f"step-{step:06d}", with_state=True)

@@ -253,6 +253,7 @@ def train_sft(
     *,
     stop_after: int | None = None,
     progress: bool = True,
+    sink=None,  # metrics.metric_sink: each logged row also goes there (TensorBoard)
 ) -> dict:
     """Train ``model`` in place; write OUT/sft/ (final), OUT/sft-checkpoints/, OUT/metrics.jsonl.
 
@@ -348,7 +349,7 @@ def train_sft(
             if evaluate_now:
                 row["val_accuracy"] = last_val["accuracy"]
                 row["val_step_accuracy"] = last_val["step_accuracy"]
-            log_metrics(out_dir, STAGE, step, **row)
+            log_metrics(out_dir, STAGE, step, sink=sink, **row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_second']:.0f}", **({"val": f"{last_val['accuracy']:.2f}"} if evaluate_now else {}))
             window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
         if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
