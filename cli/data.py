@@ -41,6 +41,8 @@ def data(
                                                      help="never ask for a number the question states [preset]"),
     solution_format: Optional[str] = typer.Option(None, help="solved steps with variable letters (variables) or quantity names (names) [preset]"),
     solution_order: Optional[str] = typer.Option(None, help="steps in a random topological order (random) or the question's order (question) [preset]"),
+    possessive_tokens: Optional[bool] = typer.Option(None, "--possessive-tokens/--split-possessives",
+                                                     help="tokenizers trained on this data keep \"Hen's\" as one token [preset]"),
     fixed_templates: Optional[bool] = typer.Option(None, "--fixed-templates/--varied-templates",
                                                    help="one sentence template per kind, or a random one [preset]"),
     format: str = typer.Option("jsonl", help="jsonl, parquet, or hf: a Hugging Face DatasetDict (save_to_disk; needs the hf extra)"),
@@ -55,7 +57,7 @@ def data(
         answer_aug=answer_aug, op_id=_range(op_id, "op-id"), op_ood=_range(op_ood, "op-ood"),
         redundant=_range(redundant, "redundant"), const_range=_range(const_range, "const-range"),
         answer_not_stated=answer_not_stated, solution_format=solution_format, fixed_templates=fixed_templates,
-        solution_order=solution_order,
+        solution_order=solution_order, possessive_tokens=possessive_tokens,
     )
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")

@@ -48,6 +48,7 @@ class DataConfig:
     answer_not_stated: bool | None = field(default=None, metadata={"help": "override: never ask for a number the question states"})
     solution_format: str | None = field(default=None, metadata={"help": "override: variables or names"})
     solution_order: str | None = field(default=None, metadata={"help": "override: random or question"})
+    possessive_tokens: bool | None = field(default=None, metadata={"help": "override: tokenizers keep \"Hen's\" as one token"})
     fixed_templates: bool | None = field(default=None, metadata={"help": "override: one template per sentence kind"})
 
     def sizes(self) -> dict[str, int]:
@@ -59,7 +60,7 @@ class DataConfig:
         return get_preset(self.preset, op_id=self.op_id, op_ood=self.op_ood, redundant=self.redundant,
                           const_range=self.const_range, answer_not_stated=self.answer_not_stated,
                           solution_format=self.solution_format, fixed_templates=self.fixed_templates,
-                          solution_order=self.solution_order)
+                          solution_order=self.solution_order, possessive_tokens=self.possessive_tokens)
 
     def validate(self) -> IGSMConfig:
         if self.behaviours not in BEHAVIOURS:
