@@ -241,7 +241,26 @@ def test_rl_gain_ablation_bars():
         assert [t.get_text() for t in ax.get_xticklabels()] == ["vanilla", "BRIDGE"]
         gain = 100 * (eval_acc(BRIDGE, "grpo/final", split) - eval_acc(BRIDGE, "sft", split))
         assert bars[1][0].get_height() == pytest.approx(gain)
-    assert fig.axes[0].get_ylabel() == "RL gain (RFT − SFT, points)"
+    assert fig.axes[0].get_ylabel() == "RL gain in answer accuracy\n(RFT − SFT, points)"  # fixtures predate step checks
+
+
+def test_step_verified_accuracy_is_the_primary_metric_where_every_run_has_it(tmp_path):
+    copies = []
+    for k, run in enumerate(VANILLA + [BRIDGE]):
+        shutil.copytree(run, tmp_path / run.name)
+        saved = json.loads((tmp_path / run.name / "eval.json").read_text())
+        for ckpt, splits in saved["checkpoints"].items():
+            for split, r in splits.items():
+                r["step_accuracy"] = r["accuracy"] / (2 + k) + (0.1 if ckpt == "grpo/final" else 0.0)
+        (tmp_path / run.name / "eval.json").write_text(json.dumps(saved))
+        copies.append(tmp_path / run.name)
+    assert gains.primary_metric(copies) == "step_accuracy" and gains.primary_metric(ALL) == "accuracy"
+    table = gains.table1(copies, tmp_path / "t1").set_index("variant")
+    step = lambda run, ckpt, split: json.loads((run / "eval.json").read_text())["checkpoints"][ckpt][split]["step_accuracy"]  # noqa: E731
+    assert table.at["BRIDGE", "gain_test_id_mean"] == pytest.approx(
+        step(copies[2], "grpo/final", "test_id") - step(copies[2], "sft", "test_id"))
+    assert "step-verified" in (tmp_path / "t1.md").read_text()
+    assert "step-verified" in gains.rl_gain_ablation(copies).axes[0].get_ylabel()
 
 
 def test_rl_gain_sweep_over_p_exploit():

@@ -32,13 +32,22 @@ SWEEP_BEHAVIOURS = {"p_explore": ("explore", "both"), "p_exploit": ("exploit", "
 SWEEP_AXIS = {"p_explore": "exploration probability p_explore", "p_exploit": "restating-probability scale p_exploit"}
 
 
-def rl_gains(run_dirs, splits=SPLITS) -> pd.DataFrame:
-    """One row per (run, split): variant, seed, run, split, sft, rft, gain (accuracies as
+METRIC_NAMES = {"accuracy": "answer accuracy", "step_accuracy": "step-verified accuracy"}
+
+
+def primary_metric(run_dirs) -> str:
+    """``step_accuracy`` when every evaluated run has it (runs since it exists), else ``accuracy``."""
+    evaluated = [r for r in run_dirs if rl_gain(r)]
+    return "step_accuracy" if evaluated and all(rl_gain(r, metric="step_accuracy") for r in evaluated) else "accuracy"
+
+
+def rl_gains(run_dirs, splits=SPLITS, metric: str = "accuracy") -> pd.DataFrame:
+    """One row per (run, split): variant, seed, run, split, sft, rft, gain (greedy ``metric`` as
     fractions). Runs without both an SFT and a grpo/final evaluation are left out."""
     rows = []
     for label, runs in group_runs(run_dirs).items():
         for run in runs:
-            for split, acc in rl_gain(run).items():
+            for split, acc in rl_gain(run, metric=metric).items():
                 if split in splits:
                     rows.append({"variant": label, "seed": run_seed(run), "run": str(run), "split": split, **acc})
     return pd.DataFrame(rows, columns=["variant", "seed", "run", "split", "sft", "rft", "gain"])
@@ -50,11 +59,13 @@ def _fmt(mean: float, sd: float, n: int) -> str:
     return f"{100 * mean:.1f} ± {100 * sd:.1f}" if n > 1 and np.isfinite(sd) else f"{100 * mean:.1f}"
 
 
-def table1(run_dirs, out_path=None, splits=SPLITS) -> pd.DataFrame:
-    """Table 1: per variant, mean (and s.d. over seeds) greedy accuracy of SFT and RFT on each
-    split and the RL gain. Columns ``variant, seeds, {sft,rft,gain}_{split}_{mean,sd}``
-    (fractions). With ``out_path``, writes it as ``.csv`` and as a ``.md`` table in percent."""
-    gains = rl_gains(run_dirs, splits)
+def table1(run_dirs, out_path=None, splits=SPLITS, metric: str | None = None) -> pd.DataFrame:
+    """Table 1: per variant, mean (and s.d. over seeds) greedy ``metric`` (default
+    :func:`primary_metric`) of SFT and RFT on each split and the RL gain. Columns
+    ``variant, seeds, {sft,rft,gain}_{split}_{mean,sd}`` (fractions). With ``out_path``, writes it
+    as ``.csv`` and as a ``.md`` table in percent."""
+    metric = metric or primary_metric(run_dirs)
+    gains = rl_gains(run_dirs, splits, metric)
     rows = []
     for label in order_variants(gains["variant"]):
         g = gains[gains["variant"] == label]
@@ -73,12 +84,12 @@ def table1(run_dirs, out_path=None, splits=SPLITS) -> pd.DataFrame:
         base = Path(out_path)
         with atomic_path(base.with_suffix(".csv")) as tmp:
             table.to_csv(tmp, index=False, float_format="%.4f")
-        write_text(base.with_suffix(".md"), table1_markdown(table, splits))
+        write_text(base.with_suffix(".md"), table1_markdown(table, splits, metric))
     return table
 
 
-def table1_markdown(table: pd.DataFrame, splits=SPLITS) -> str:
-    """Table 1 as Markdown: accuracy in percent, ``mean ± s.d.`` over seeds where there are several."""
+def table1_markdown(table: pd.DataFrame, splits=SPLITS, metric: str = "accuracy") -> str:
+    """Table 1 as Markdown: ``metric`` in percent, ``mean ± s.d.`` over seeds where there are several."""
     head = ["variant", "seeds"] + [f"{SPLIT_SHORT.get(s, s)} {w}" for s in splits for w in ("SFT", "RFT", "gain")]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (3 * len(splits))]
     for _, r in table.iterrows():
@@ -88,7 +99,8 @@ def table1_markdown(table: pd.DataFrame, splits=SPLITS) -> str:
                 text = _fmt(r[f"{w}_{s}_mean"], r[f"{w}_{s}_sd"], r["seeds"])
                 cells.append(("+" if w == "gain" and np.isfinite(r[f"{w}_{s}_mean"]) and r[f"{w}_{s}_mean"] > 0 else "") + text)
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\nGreedy accuracy (%) on the test splits; RFT = after GRPO (grpo/final); gain = RFT − SFT in points; ± is 1 s.d. over seeds.\n"
+    what = {"accuracy": "accuracy", "step_accuracy": "step-verified accuracy (answer and every step right)"}[metric]
+    return "\n".join(lines) + f"\n\nGreedy {what} (%) on the test splits; RFT = after GRPO (grpo/final); gain = RFT − SFT in points; ± is 1 s.d. over seeds.\n"
 
 
 def _gain_bars(ax, gains: pd.DataFrame, labels: list[str], colors: dict, split: str) -> None:
@@ -101,11 +113,13 @@ def _gain_bars(ax, gains: pd.DataFrame, labels: list[str], colors: dict, split: 
     ax.axhline(0, color="black", lw=0.5)
 
 
-def rl_gain_ablation(run_dirs, out_path=None, splits=SPLITS) -> Figure:
-    """Fig. 4: RL gain (points of greedy accuracy) of the behaviour settings none / explore /
-    exploit / both (default probabilities, no augmentation), one panel per split: bar = mean over
-    seeds, error bar ±1 s.d., dots = seeds. Settings without runs are left out."""
-    gains = rl_gains(run_dirs, splits)
+def rl_gain_ablation(run_dirs, out_path=None, splits=SPLITS, metric: str | None = None) -> Figure:
+    """Fig. 4: RL gain (points of greedy ``metric``, default :func:`primary_metric`) of the behaviour
+    settings none / explore / exploit / both (default probabilities, no augmentation), one panel
+    per split: bar = mean over seeds, error bar ±1 s.d., dots = seeds. Settings without runs are
+    left out."""
+    metric = metric or primary_metric(run_dirs)
+    gains = rl_gains(run_dirs, splits, metric)
     present = [(label, b) for label, b in ABLATION if (gains["variant"] == label).any()]
     labels = [label for label, _ in present]
     colors = variant_colors(labels)
@@ -116,7 +130,7 @@ def rl_gain_ablation(run_dirs, out_path=None, splits=SPLITS) -> Figure:
             ax.set_xticks(range(len(present)), [two_lines(label) for label, _ in present])
             ax.set_xlabel("SFT data")
             ax.set_title(SPLIT_TITLES.get(split, split))
-        axes[0, 0].set_ylabel("RL gain (RFT − SFT, points)")
+        axes[0, 0].set_ylabel(f"RL gain in {METRIC_NAMES[metric]}\n(RFT − SFT, points)")
         if out_path is not None:
             save_figure(fig, out_path)
     return fig
@@ -129,7 +143,7 @@ def default_probability(param: str) -> float:
     return float(BehaviourConfig.__dataclass_fields__[param].default)
 
 
-def sweep_points(run_dirs, param: str = "p_explore", splits=SPLITS) -> pd.DataFrame:
+def sweep_points(run_dirs, param: str = "p_explore", splits=SPLITS, metric: str = "accuracy") -> pd.DataFrame:
     """RL gains of the runs whose behaviours use ``param`` (p_explore: explore/both; p_exploit:
     exploit/both), without augmentation and with the other probability at its default, with the
     probability each trained on (the recorded value, else the default) in column ``p`` and the
@@ -137,7 +151,7 @@ def sweep_points(run_dirs, param: str = "p_explore", splits=SPLITS) -> pd.DataFr
     if param not in SWEEP_BEHAVIOURS:
         raise ValueError(f"param must be one of {', '.join(SWEEP_BEHAVIOURS)}, got {param!r}")
     other = next(k for k in SWEEP_BEHAVIOURS if k != param)
-    gains = rl_gains(run_dirs, splits)
+    gains = rl_gains(run_dirs, splits, metric)
     rows = []
     for run, g in gains.groupby("run", sort=False):
         cfg = data_config(run)
@@ -151,10 +165,12 @@ def sweep_points(run_dirs, param: str = "p_explore", splits=SPLITS) -> pd.DataFr
     return pd.concat(rows, ignore_index=True)
 
 
-def rl_gain_sweep(run_dirs, param: str = "p_explore", out_path=None, splits=SPLITS) -> Figure:
-    """RL gain against the injection probability ``param`` (p_explore or p_exploit), one line per
-    behaviour setting it acts on, one panel per split: mean over seeds, error bar ±1 s.d."""
-    points = sweep_points(run_dirs, param, splits)
+def rl_gain_sweep(run_dirs, param: str = "p_explore", out_path=None, splits=SPLITS, metric: str | None = None) -> Figure:
+    """RL gain (greedy ``metric``, default :func:`primary_metric`) against the injection probability
+    ``param`` (p_explore or p_exploit), one line per behaviour setting it acts on, one panel per
+    split: mean over seeds, error bar ±1 s.d."""
+    metric = metric or primary_metric(run_dirs)
+    points = sweep_points(run_dirs, param, splits, metric)
     names = {b: VARIANT_NAMES[b] for b in SWEEP_BEHAVIOURS[param]}
     colors = variant_colors(names.values())
     with theme():
@@ -171,7 +187,7 @@ def rl_gain_sweep(run_dirs, param: str = "p_explore", out_path=None, splits=SPLI
             ax.axhline(0, color="black", lw=0.5)
             ax.set_xlabel(SWEEP_AXIS[param])
             ax.set_title(SPLIT_TITLES.get(split, split))
-        axes[0, 0].set_ylabel("RL gain (RFT − SFT, points)")
+        axes[0, 0].set_ylabel(f"RL gain in {METRIC_NAMES[metric]}\n(RFT − SFT, points)")
         figure_legend(fig, *unique_legend_entries(axes[0]), title="mean ±1 s.d. over seeds")
         if out_path is not None:
             save_figure(fig, out_path)

@@ -117,14 +117,15 @@ def read_eval(run_dir) -> pd.DataFrame:
     return df.reindex(columns=list(dict.fromkeys(cols + list(df.columns))))  # the core columns even when empty
 
 
-def rl_gain(run_dir, sft: str = "sft", rft: str = "grpo/final") -> dict[str, dict[str, float]]:
-    """Greedy accuracy per split of the SFT and the RL-finetuned checkpoint (eval.json), and
-    their difference: ``{split: {"sft", "rft", "gain"}}`` for the splits both were scored on."""
+def rl_gain(run_dir, sft: str = "sft", rft: str = "grpo/final", metric: str = "accuracy") -> dict[str, dict[str, float]]:
+    """Greedy ``metric`` (``accuracy``, or ``step_accuracy``: answer and every step right) per split
+    of the SFT and the RL-finetuned checkpoint (eval.json), and their difference:
+    ``{split: {"sft", "rft", "gain"}}`` for the splits both were scored on."""
     df = read_eval(run_dir)
-    if not len(df):
+    if not len(df) or metric not in df:
         return {}
     greedy = df[df["n"].fillna(1).eq(1) & df["temperature"].fillna(0).eq(0)]
-    acc = greedy.pivot_table(index="split", columns="checkpoint", values="accuracy", aggfunc="first")
+    acc = greedy.pivot_table(index="split", columns="checkpoint", values=metric, aggfunc="first")
     if sft not in acc or rft not in acc:
         return {}
     return {s: {"sft": float(acc.at[s, sft]), "rft": float(acc.at[s, rft]), "gain": float(acc.at[s, rft] - acc.at[s, sft])}
