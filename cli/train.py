@@ -123,6 +123,7 @@ def train(
     scale_rewards: Optional[str] = typer.Option(None, help="group, batch or none [group]"),
     std: Optional[str] = typer.Option(None, help="advantage std: population or unbiased [population]"),
     temperature: Optional[float] = typer.Option(None, help="GRPO sampling temperature [1.0]"),
+    reward: Optional[str] = typer.Option(None, help="GRPO reward: answer (the final answer is right) or steps (the answer and every checked step) [answer]"),
     max_completion_length: Optional[int] = typer.Option(None, help="GRPO new-token limit [longest SFT completion + 32]"),
     eval_steps: Optional[int] = typer.Option(None, help="validation accuracy every N steps [SFT 100, GRPO 25]"),
     eval_size: int = typer.Option(200, help="rows per split for the validation accuracy and the final eval"),
@@ -166,7 +167,7 @@ def train(
     gcfg = GRPOConfig(seed=seed, eval_size=eval_size, **pick(
         max_steps=grpo_steps, learning_rate=grpo_learning_rate, num_generations=num_generations,
         prompts_per_step=prompts_per_step, beta=beta, loss_type=loss_type, scale_rewards=scale_rewards, std=std,
-        temperature=temperature, max_completion_length=max_completion_length, eval_steps=eval_steps, save_steps=save_steps))
+        temperature=temperature, reward=reward, max_completion_length=max_completion_length, eval_steps=eval_steps, save_steps=save_steps))
     validate_grpo(gcfg)
     check_report_to(report_to)
     data_cfg = None

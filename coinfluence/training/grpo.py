@@ -65,6 +65,8 @@ class GRPOConfig:
     max_completion_length: int = _opt(256, "Most new tokens per rollout.")
     max_grad_norm: float = _opt(1.0, "Clip the gradient norm (0 disables).")
     format_reward: float = _opt(0.0, "Extra reward for a well-formed answer marker (0 disables).")
+    reward: str = _opt("answer", "What earns reward 1: the marked final answer equals the answer (answer), or the answer "
+                                 "and every step the task's checker reads (steps; no reward for a right answer reached wrongly).")
     weight_decay: float = _opt(0.0, "AdamW weight decay.")
     logging_steps: int = _opt(1, "Append a metrics row every this many steps.")
     eval_steps: int = _opt(25, "Greedy val_id/val_ood accuracy every this many steps (0: only at the end).")
@@ -80,7 +82,7 @@ def validate_config(cfg: GRPOConfig) -> None:
             raise UserError(f"grpo option {name} must be > 0, got {getattr(cfg, name)}")
     if cfg.num_generations < 2:
         raise UserError(f"grpo option num_generations must be >= 2 (advantages compare rollouts), got {cfg.num_generations}")
-    for name, allowed in (("loss_type", LOSS_TYPES), ("scale_rewards", SCALE_REWARDS), ("std", STD_CONVENTIONS)):
+    for name, allowed in (("loss_type", LOSS_TYPES), ("scale_rewards", SCALE_REWARDS), ("std", STD_CONVENTIONS), ("reward", REWARDS)):
         if getattr(cfg, name) not in allowed:
             raise UserError(f"grpo option {name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
     if cfg.temperature <= 0 or not 0 < cfg.top_p <= 1:
@@ -101,9 +103,17 @@ def query_order(n_rows: int, seed: int, step: int, per_step: int) -> list[int]:
     return out
 
 
-def score(completions: Sequence[str], answers: Sequence, format_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(correctness in {0,1}, total reward = correctness + format bonus)."""
-    correct = torch.tensor([task_reward(c, a) for c, a in zip(completions, answers)], dtype=torch.float64)
+REWARDS = ("answer", "steps")
+
+
+def score(completions: Sequence[str], answers: Sequence, format_weight: float, prompts: Sequence[str] | None = None,
+          kind: str = "answer") -> tuple[torch.Tensor, torch.Tensor]:
+    """(correctness in {0,1}, total reward = correctness + format bonus). ``kind`` ``steps`` counts
+    a completion correct only when the step checker passes it too (which needs ``prompts``)."""
+    if kind == "steps":
+        correct = torch.tensor([float(check_steps(p, c).ok) for p, c in zip(prompts, completions)], dtype=torch.float64)
+    else:
+        correct = torch.tensor([task_reward(c, a) for c, a in zip(completions, answers)], dtype=torch.float64)
     if not format_weight:
         return correct, correct
     formatted = torch.tensor([extract_answer(c) is not None for c in completions], dtype=torch.float64)
@@ -193,8 +203,9 @@ def train_grpo(
         generated = time.perf_counter()
         completions = ro.completions()
         texts = [decode_completion(tokenizer, c) for c in completions]
-        correct, rewards = score(texts, [answers[i] for i in rows for _ in range(G)], cfg.format_reward)
-        verified = [check_steps(train_rows[i]["prompt"], t).ok for i, t in zip((i for i in rows for _ in range(G)), texts)]
+        group_prompts = [train_rows[i]["prompt"] for i in rows for _ in range(G)]
+        correct, rewards = score(texts, [answers[i] for i in rows for _ in range(G)], cfg.format_reward, group_prompts, cfg.reward)
+        verified = correct.tolist() if cfg.reward == "steps" else [check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
         advantages = grpo_advantages(rewards, G, cfg.scale_rewards, cfg.std)
         update_started = time.perf_counter()
         stats = _optimise(cfg, model, optimizer, batch_prompts, completions, advantages, tokenizer.pad_token_id, ref_model)
