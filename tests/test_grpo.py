@@ -116,3 +116,51 @@ def test_step_reward_pays_only_for_right_steps():
     answer_correct, _ = score(texts, answers, 0.0, prompts, "answer")
     step_correct, rewards = score(texts, answers, 0.0, prompts, "steps")
     assert answer_correct.tolist() == [1.0, 1.0] and step_correct.tolist() == rewards.tolist() == [1.0, 0.0]
+
+
+def test_zero_advantage_rollouts_are_skipped_without_changing_the_step(tok, warm):
+    """Skipping rollouts whose advantage is 0 gives the update of the whole batch, also when no
+    rollout is left (AdamW then still moves on its moments)."""
+    import copy
+
+    from coinfluence.models.format import encode_completion, encode_prompt
+    from coinfluence.training.grpo import _optimise
+
+    rows = [r for r in ROWS[:4] for _ in range(2)]
+    prompts = [encode_prompt(tok, r["prompt"]) for r in rows]
+    completions = [encode_completion(tok, r["completion"])[: 5 + k] for k, r in enumerate(rows)]
+    mixed = torch.tensor([1.0, -1.0, 0.0, 0.0, 0.5, -0.5, 0.0, 0.0], dtype=torch.float64)
+    cfg_ = cfg(micro_batch_size=3)
+    results = {}
+    for skip in (True, False):
+        model = warm_model(tok, warm)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        seen = []
+        hook = model.model.embed_tokens.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+        reference = None if skip else copy.deepcopy(model)  # a reference model makes every rollout run
+        for adv in (mixed, torch.zeros(8, dtype=torch.float64)):
+            stats = _optimise(cfg_, model, opt, prompts, completions, adv, tok.pad_token_id, reference)
+        hook.remove()
+        results[skip] = (weights(model), stats, sum(seen))
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=0, atol=1e-6)
+    assert results[True][1]["loss"] == pytest.approx(results[False][1]["loss"], abs=1e-9)
+    assert results[True][2] == 4 and results[False][2] >= 16  # rows through the model: 4 vs all 8, twice
+
+
+def test_sampler_entropy_equals_the_policy_entropy_at_each_token(tok, warm):
+    from coinfluence.models.format import encode_prompt
+    from coinfluence.training.objectives import rollout_batch, sequence_logprobs
+    from coinfluence.training.rollout import sample
+
+    model = warm_model(tok, warm)
+    prompts = [encode_prompt(tok, r["prompt"]) for r in ROWS[:3]]
+    ro = sample(model, prompts, max_new_tokens=12, temperature=1.3, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id, generator=torch.Generator().manual_seed(0))
+    batch = rollout_batch(prompts, ro.completions(), tok.pad_token_id)
+    with torch.no_grad():
+        _, entropy = sequence_logprobs(model, batch, 1.3, with_entropy=True)
+    for b, completion in enumerate(ro.completions()):
+        start = len(prompts[b]) - 1
+        torch.testing.assert_close(ro.entropies[b, : len(completion)], entropy[b, start : start + len(completion)].float(),
+                                   rtol=1e-4, atol=1e-5)
+        assert ro.entropies[b, len(completion):].eq(0).all()

@@ -209,6 +209,8 @@ def train_grpo(
         advantages = grpo_advantages(rewards, G, cfg.scale_rewards, cfg.std)
         update_started = time.perf_counter()
         stats = _optimise(cfg, model, optimizer, batch_prompts, completions, advantages, tokenizer.pad_token_id, ref_model)
+        # The policy's entropy at each sampled token (temperature applied), as the sampler saw it.
+        stats["entropy"] = float(ro.entropies.sum() / ro.lengths.sum().clamp(min=1))
         updated = time.perf_counter()
         grad_norm = stats.pop("grad_norm")
         lr = scheduler.get_last_lr()[0]
@@ -260,14 +262,17 @@ def _optimise(cfg: GRPOConfig, model, optimizer, prompts, completions, advantage
     """``num_iterations`` passes of the clipped surrogate over the rollouts, in micro-batches
     whose losses are weighted so that their sum is the loss of the whole batch. Rollouts are
     sorted by length before they are split, so each micro-batch is padded only to its own
-    longest row (a few runaway rollouts would otherwise pad the whole batch)."""
+    longest row (a few runaway rollouts would otherwise pad the whole batch). Without a KL term a
+    rollout whose advantage is 0 adds exactly nothing to the loss or its gradient, so it is not
+    run at all (in most steps that is the larger part of the batch)."""
     B = len(prompts)
-    order = sorted(range(B), key=lambda i: len(prompts[i]) + len(completions[i]))
-    chunks = [order[s : s + cfg.micro_batch_size] for s in range(0, B, cfg.micro_batch_size)]
+    total_tokens = float(sum(len(c) for c in completions)) or 1.0
+    active = [i for i in range(B) if ref_model is not None or float(advantages[i]) != 0.0]
+    order = sorted(active, key=lambda i: len(prompts[i]) + len(completions[i]))
+    chunks = [order[s : s + cfg.micro_batch_size] for s in range(0, len(order), cfg.micro_batch_size)]
     device = model_device(model)
     batches = [batch_to(rollout_batch([prompts[i] for i in c], [completions[i] for i in c], pad_id), device) for c in chunks]
     chunk_adv = [advantages[torch.tensor(c)].to(device) for c in chunks]
-    total_tokens = float(sum(b["completion_mask"].sum() for b in batches)) or 1.0
     with torch.no_grad():
         old = [sequence_logprobs(model, b, cfg.temperature) for b in batches] if cfg.num_iterations > 1 else None
         ref = [sequence_logprobs(ref_model, b, cfg.temperature) for b in batches] if ref_model is not None else None
@@ -276,7 +281,7 @@ def _optimise(cfg: GRPOConfig, model, optimizer, prompts, completions, advantage
     for _ in range(cfg.num_iterations):
         optimizer.zero_grad(set_to_none=True)
         for k, mb in enumerate(batches):
-            logps, entropy = sequence_logprobs(model, mb, cfg.temperature, with_entropy=True)
+            logps = sequence_logprobs(model, mb, cfg.temperature)
             m = mb["completion_mask"]
             loss, st = grpo_loss(
                 logps, old[k] if old else logps.detach(), chunk_adv[k].to(logps.dtype), m,
@@ -287,23 +292,23 @@ def _optimise(cfg: GRPOConfig, model, optimizer, prompts, completions, advantage
             (loss * weight).backward()
             tokens = float(m.sum())
             sums["loss"] += float(loss.detach()) * weight
-            sums["entropy"] += float((entropy * m).sum())
             sums["clip_ratio"] += st["clip_ratio"] * tokens
             sums["kl"] += st.get("kl", 0.0) * tokens
-            sums["tokens"] += tokens
-        params = [p for p in model.parameters() if p.grad is not None]
+        # A zero gradient, not a missing one: AdamW still decays its moments and moves on them.
+        params = [p for p in model.parameters() if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm else float("inf"))
         optimizer.step()
     n = cfg.num_iterations
-    tokens = max(sums["tokens"], 1.0)
     out = {
         "loss": sums["loss"] / n,
-        "entropy": sums["entropy"] / tokens,
-        "clip_ratio": sums["clip_ratio"] / tokens,
+        "clip_ratio": sums["clip_ratio"] / (n * total_tokens),
         "grad_norm": float(norm),
     }
     if cfg.beta:
-        out["kl"] = sums["kl"] / tokens
+        out["kl"] = sums["kl"] / (n * total_tokens)
     return out
 
 

@@ -44,9 +44,10 @@ COMPACT_WHEN_DONE = 0.25
 class Rollouts:
     """One completion per prompt; ``T`` is the longest completion in the batch.
 
-    ``completion_ids`` is padded with the pad id after each row's ``lengths``; ``logprobs`` is 0
-    there. ``finished`` says the row ended at eos or a stop token (kept in the completion)
-    rather than at ``max_new_tokens``.
+    ``completion_ids`` is padded with the pad id after each row's ``lengths``; ``logprobs`` and
+    ``entropies`` (of the sampling distribution at each step, temperature applied) are 0 there.
+    ``finished`` says the row ended at eos or a stop token (kept in the completion) rather than
+    at ``max_new_tokens``.
     """
 
     prompt_ids: list[list[int]]
@@ -54,6 +55,7 @@ class Rollouts:
     logprobs: torch.Tensor  # FloatTensor [B, T]
     lengths: torch.Tensor  # LongTensor [B]
     finished: torch.Tensor  # BoolTensor [B]
+    entropies: torch.Tensor  # FloatTensor [B, T]
 
     def __len__(self) -> int:
         return len(self.prompt_ids)
@@ -158,16 +160,19 @@ def eval_mode(model):
 
 
 def merge_rollouts(prompts: list[list[int]], parts: list[tuple], pad_id: int) -> Rollouts:
-    tokens, logprobs, lengths, finished = (list(x) for x in zip(*parts))
+    tokens, logprobs, lengths, finished, entropies = (list(x) for x in zip(*parts))
     width = max(int(n.max()) for n in lengths)
-    tokens = [F.pad(t[:, :width], (0, width - t[:, :width].shape[1]), value=pad_id) for t in tokens]
-    logprobs = [F.pad(lp[:, :width], (0, width - lp[:, :width].shape[1]), value=0.0) for lp in logprobs]
+
+    def widen(t: torch.Tensor, value) -> torch.Tensor:
+        return F.pad(t[:, :width], (0, width - t[:, :width].shape[1]), value=value)
+
     return Rollouts(
         prompt_ids=prompts,
-        completion_ids=torch.cat(tokens).clone(),
-        logprobs=torch.cat(logprobs).clone(),
+        completion_ids=torch.cat([widen(t, pad_id) for t in tokens]).clone(),
+        logprobs=torch.cat([widen(t, 0.0) for t in logprobs]).clone(),
         lengths=torch.cat(lengths).clone(),
         finished=torch.cat(finished).clone(),
+        entropies=torch.cat([widen(t, 0.0) for t in entropies]).clone(),
     )
 
 
@@ -183,8 +188,9 @@ class TokenChooser:
         self.top_p = top_p
         self.generator = generator
 
-    def __call__(self, logits: torch.Tensor, rows: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``logits`` [live rows, V] for the original ``rows`` of a batch of ``batch``.
+    def __call__(self, logits: torch.Tensor, rows: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(token, its log-probability, entropy of the distribution)`` from ``logits`` [live rows, V]
+        for the original ``rows`` of a batch of ``batch``.
 
         One uniform is drawn for every original row each step, finished or not, so a row's
         draws do not depend on when other rows finished or on which engine runs.
@@ -198,7 +204,8 @@ class TokenChooser:
             token = self.nucleus(logp.exp(), self.uniforms(batch, logits.device)[rows])
         else:
             token = self.inverse_cdf(logp.exp(), self.uniforms(batch, logits.device)[rows])
-        return token, logp.gather(-1, token[:, None]).squeeze(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        return token, logp.gather(-1, token[:, None]).squeeze(-1), entropy
 
     def uniforms(self, batch: int, device: torch.device) -> torch.Tensor:
         # Drawn where the generator lives (the CPU unless the caller made another), then moved:
@@ -235,23 +242,26 @@ class Recorder:
     def __init__(self, batch: int, max_new: int, stops: list[int], pad_id: int, device):
         self.tokens = torch.full((batch, max_new), pad_id, dtype=torch.long, device=device)
         self.logprobs = torch.zeros((batch, max_new), dtype=torch.float32, device=device)
+        self.entropies = torch.zeros((batch, max_new), dtype=torch.float32, device=device)
         self.lengths = torch.zeros(batch, dtype=torch.long, device=device)
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
         self.stops = torch.tensor(stops, dtype=torch.long, device=device)
         self.pad_id = pad_id
 
-    def record(self, step: int, rows: torch.Tensor, token: torch.Tensor, logprob: torch.Tensor) -> torch.Tensor:
+    def record(self, step: int, rows: torch.Tensor, token: torch.Tensor, logprob: torch.Tensor,
+               entropy: torch.Tensor) -> torch.Tensor:
         """Store the tokens of live ``rows``; returns the tokens to feed back (pad once done)."""
         done = self.finished[rows]
         token = token.masked_fill(done, self.pad_id)
         self.tokens[rows, step] = token
         self.logprobs[rows, step] = logprob.masked_fill(done, 0.0)
+        self.entropies[rows, step] = entropy.masked_fill(done, 0.0)
         self.lengths[rows] += (~done).long()
         self.finished[rows] = done | torch.isin(token, self.stops)
         return token
 
     def result(self):
-        return self.tokens, self.logprobs, self.lengths, self.finished
+        return self.tokens, self.logprobs, self.lengths, self.finished, self.entropies
 
 
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -286,8 +296,7 @@ def sample_hf(model, prompts, max_new: int, chooser: TokenChooser, stops, pad_id
         extra = {"position_ids": positions} if takes_positions else {}
         out = model(input_ids=step_input, attention_mask=mask, past_key_values=past, use_cache=True, **extra)
         past = out.past_key_values
-        token, logprob = chooser(out.logits[:, -1], rows, len(prompts))
-        token = recorder.record(step, rows, token, logprob)
+        token = recorder.record(step, rows, *chooser(out.logits[:, -1], rows, len(prompts)))
         if bool(recorder.finished.all()):
             break
         step_input = token[:, None]
@@ -463,8 +472,7 @@ def sample_lean(model, prompts, max_new: int, chooser: TokenChooser, stops, pad_
     rows = torch.arange(batch, device=device)  # original row of each live row
     next_pos = positions[:, -1] + 1
     for step in range(max_new):
-        token, logprob = chooser(logits, rows, batch)
-        token = recorder.record(step, rows, token, logprob)
+        token = recorder.record(step, rows, *chooser(logits, rows, batch))
         if step == max_new - 1:
             break
         live = ~recorder.finished[rows]
