@@ -205,7 +205,8 @@ def train_grpo(
         texts = [decode_completion(tokenizer, c) for c in completions]
         group_prompts = [train_rows[i]["prompt"] for i in rows for _ in range(G)]
         correct, rewards = score(texts, [answers[i] for i in rows for _ in range(G)], cfg.format_reward, group_prompts, cfg.reward)
-        verified = correct.tolist() if cfg.reward == "steps" else [check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
+        verified = [check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
+        right_answer = [task_reward(t, a) for t, a in zip(texts, (answers[i] for i in rows for _ in range(G)))]
         advantages = grpo_advantages(rewards, G, cfg.scale_rewards, cfg.std)
         update_started = time.perf_counter()
         stats = _optimise(cfg, model, optimizer, batch_prompts, completions, advantages, tokenizer.pad_token_id, ref_model)
@@ -224,7 +225,7 @@ def train_grpo(
             "reward": float(rewards.mean()),
             "reward_std": float(rewards.view(P, G).std(dim=1, unbiased=False).mean()),
             "frac_reward_zero_std": float((rewards.view(P, G).std(dim=1) == 0).double().mean()),
-            "accuracy": float(correct.mean()),
+            "accuracy": sum(right_answer) / len(right_answer),
             "step_accuracy": sum(verified) / len(verified),
             "alpha_hist": [int(v) for v in torch.bincount(per_query.sum(1).long(), minlength=G + 1)],
             "completions/mean_length": float(lengths.mean()),
