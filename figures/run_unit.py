@@ -50,8 +50,9 @@ BASES = {"vanilla": ("none", {}), "bridge": ("both", {}), "explore": ("explore",
 AUG_K = 4  # orders per SFT problem in the augmentation baselines
 # The study's setting, fixed before its units ran (figures/README.md, "The setting").
 SETTING = {
-    "task_preset": "mini2", "model": "tiny", "sft_epochs": 12.0, "grpo_steps": 200, "prompts_per_step": 16,
-    "num_generations": 8, "grpo_learning_rate": 1e-4, "validation_rows": 200, "threads": 1,
+    "task_preset": "mini2", "model": "tiny", "sft_epochs": 6.0, "grpo_steps": 120, "prompts_per_step": 16,
+    "num_generations": 8, "grpo_learning_rate": 1e-4, "temperature": 1.0, "reward": "answer", "validation_rows": 200,
+    "threads": 1,
 }
 KEEP = ["config.json", "metrics.jsonl", "eval.json", "data/data_config.json", "analysis/*/summary.json",
         "analysis/*/queries.parquet"]
@@ -120,6 +121,7 @@ def unit_steps(variant: str, seed: int, run: Path, setting: dict, aug_k: int, ex
                    "--grpo-steps", str(setting["grpo_steps"]), "--prompts-per-step", str(setting["prompts_per_step"]),
                    "--num-generations", str(setting["num_generations"]),
                    "--grpo-learning-rate", f"{setting['grpo_learning_rate']:g}",
+                   "--temperature", f"{setting['temperature']:g}", "--reward", setting["reward"],
                    "--eval-size", str(setting["validation_rows"]), "--no-progress", *extra.get("train", [])],
          lambda: (ROOT / run / "grpo" / "final" / "config.json").exists()),
     ]
