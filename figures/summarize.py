@@ -7,7 +7,9 @@ SFT analysis (informative share, mean α, share at α=0, mean co-influence of in
 queries), the GRPO training curve (10-step means of ``reward`` and
 ``completions/mean_length`` at the start and the end), the RL gain on each test split, the
 influence time series at each analysed checkpoint, the injected behaviours in sampled
-completions of the SFT and RL models, and each unit's wall times.
+completions of the SFT and RL models, each unit's wall times; then, over seeds with 95% bootstrap
+intervals, every variant's accuracies (answer and step-verified, greedy and mean@8, SFT, RL and
+gain, and the guess baselines) and the claims table with its verdicts.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from coinfluence.plots.claims import accuracy_table, claims_table
 from coinfluence.plots.gains import rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label
 
@@ -87,6 +90,13 @@ def main(results: Path) -> None:
     if series:
         ts = pd.concat(series).groupby(["variant", "step"])[["mean_co_influence", "frac_informative", "mean_delta_J"]]
         print(ts.mean().to_string(), "\n")
+
+    print("## accuracy (%), mean [95% bootstrap interval] over seeds\n")
+    acc = accuracy_table(units)
+    acc["value"] = [f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in zip(acc["mean"], acc["lo"], acc["hi"])]
+    print(acc.pivot(index="measure", columns="variant", values="value").to_string(), "\n")
+    print("## claims (decision rule: a difference counts when its 95% bootstrap interval over seeds excludes 0)\n")
+    print(claims_table(units).to_string(index=False, float_format=lambda v: f"{v:.4g}"), "\n")
 
 
 if __name__ == "__main__":

@@ -73,3 +73,16 @@ def test_claims_table_from_units(tmp_path):
     assert table.loc["BRIDGE's SFT model leaves more queries informative", "verdict"] == "opposite"
     assert table.loc["RL raises step-verified accuracy (vanilla)", "verdict"] == "reproduced"
     assert "both behaviours gain more than exploration alone" not in table.index  # no explore-only units
+
+
+def test_accuracy_table_means_and_intervals_per_variant(tmp_path):
+    from coinfluence.plots.claims import accuracy_table
+
+    units = [fake_unit(tmp_path, "none", seed, 0.3 + 0.1 * seed, 0.35 + 0.1 * seed, informative=0.4) for seed in range(3)]
+    table = accuracy_table(units).set_index("measure")
+    gain = table.loc["greedy/test_id/step_accuracy/gain"]
+    assert gain["variant"] == "vanilla" and gain["seeds"] == 3
+    assert gain["mean"] == pytest.approx(5.0) and gain["lo"] == pytest.approx(5.0) and gain["hi"] == pytest.approx(5.0)
+    sft = table.loc["greedy/test_id/step_accuracy/sft"]
+    assert sft["mean"] == pytest.approx(40.0) and sft["lo"] < 40.0 < sft["hi"]
+    assert table.loc["mean@8/test_id/accuracy/sft", "seeds"] == 0  # no sampled evaluation in these units

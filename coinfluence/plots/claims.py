@@ -67,6 +67,7 @@ def verdict(lo: float, hi: float, expected_sign: int = 1) -> str:
 SPLITS = ("test_id", "test_ood")
 METRICS = ("accuracy", "step_accuracy")  # answer right; answer and every step right
 SAMPLED_SUFFIX = "@n8-t1"
+GUESSES = ("guess/stated", "guess/majority")  # accuracy of answering a stated number; of the commonest answer
 
 
 def _eval_value(saved: dict, checkpoint: str, split: str, metric: str) -> float:
@@ -92,6 +93,8 @@ def unit_numbers(unit) -> dict:
                 sft, rft = (_eval_value(saved, c + suffix, split, metric) for c in ("sft", "grpo/final"))
                 key = f"{tag}/{split}/{metric}"
                 row.update({f"{key}/sft": sft, f"{key}/rft": rft, f"{key}/gain": rft - sft})
+    for guess in GUESSES:
+        row[f"test_id/{guess}"] = _eval_value(saved, "sft", "test_id", guess)
     summary = unit / "analysis" / "sft" / "summary.json"
     if summary.exists():
         s = json.loads(summary.read_text())
@@ -137,3 +140,25 @@ def claims_table(units, claims=CLAIMS):
         rows.append({"claim": claim, "measure": column, "a": a, "b": b or "", "seeds": n, "mean": mean, "lo": lo, "hi": hi,
                      "verdict": verdict(lo, hi, sign)})
     return pd.DataFrame(rows, columns=["claim", "measure", "a", "b", "seeds", "mean", "lo", "hi", "verdict"])
+
+
+ACCURACY_COLUMNS = tuple(f"{tag}/{split}/{metric}/{stage}" for tag, splits in (("greedy", SPLITS), ("mean@8", ("test_id",)))
+                         for split in splits for metric in METRICS for stage in ("sft", "rft", "gain")) + tuple(
+                             f"test_id/{g}" for g in GUESSES)
+
+
+def accuracy_table(units, columns=ACCURACY_COLUMNS):
+    """Per variant and column (split, metric, SFT/RL/gain, guess baselines): the mean over seeds
+    with its 95% bootstrap interval, in percent."""
+    import pandas as pd
+
+    numbers = pd.DataFrame([unit_numbers(u) for u in units])
+    rows = []
+    for variant, group in numbers.groupby("variant"):
+        for column in columns:
+            if column in group:
+                mean, lo, hi = bootstrap_interval(group[column])
+                n = int(np.isfinite(group[column].astype(float)).sum())
+                rows.append({"variant": variant, "measure": column, "seeds": n,
+                             "mean": 100 * mean, "lo": 100 * lo, "hi": 100 * hi})
+    return pd.DataFrame(rows, columns=["variant", "measure", "seeds", "mean", "lo", "hi"])
