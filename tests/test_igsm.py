@@ -368,3 +368,16 @@ def test_question_ordered_steps_take_the_first_ready_statement():
                 early = False
             early = early or "everything it needs is known" in line  # exploration found a later node ready
         assert [k for k in written if k not in out_of_turn] == [k for k in expected if k not in out_of_turn], row
+
+
+def test_behaviour_frequencies_read_back_what_the_generator_injected():
+    from coinfluence.tasks.score import behaviour_frequencies
+
+    rows = make_dataset(DataConfig(preset="mini2", behaviours="both", seed=4, sft_size=200, rl_size=5, eval_size=5))["sft"]
+    freq = behaviour_frequencies([r["completion"] for r in rows])
+    for kind in BEHAVIOURS:
+        injected = sum(r["meta"]["injected"][kind] > 0 for r in rows) / len(rows)
+        assert freq[f"behaviours/{kind}"] == pytest.approx(injected), kind
+    assert all(freq[f"behaviours/{k}"] > 0 for k in BEHAVIOURS)
+    plain = make_dataset(DataConfig(preset="mini2", behaviours="none", seed=4, sft_size=50, rl_size=5, eval_size=5))["sft"]
+    assert not any(behaviour_frequencies([r["completion"] for r in plain]).values())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..io import read_rows
 from .answer import extract_answer, reward
-from .igsm.check import check_steps
+from .igsm.check import BEHAVIOURS, check_steps, count_behaviours
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?!\w|\.\d)")  # an integer, also before a full stop
 
@@ -55,6 +55,15 @@ def guess_baseline(rows: list[dict]) -> dict:
     }
 
 
+def behaviour_frequencies(completions: list[str]) -> dict:
+    """``behaviours/KIND``: the share of completions with at least one line of each injected
+    behaviour, read back from the text (so it works on model outputs as on generated data)."""
+    if not completions:
+        return {}
+    counts = [count_behaviours(c) for c in completions]
+    return {f"behaviours/{k}": sum(c[k] > 0 for c in counts) / len(counts) for k in BEHAVIOURS}
+
+
 def answer_is_stated(prompt: str, completion: str) -> bool:
     """Does the completion's final answer copy a number the prompt states?"""
     got = extract_answer(completion)
@@ -81,6 +90,7 @@ def score_rows(rows: list[dict]) -> tuple[list[dict], dict]:
         "faithful_share": verdicts["correct"] / correct if correct else None,
         "answer_stated": sum(x["answer_stated"] for x in results) / n if n else 0.0,
         **guess_baseline(rows),
+        **behaviour_frequencies([row["completion"] for row in rows]),
         "verdicts": dict(verdicts.most_common()),
     }
     return results, summary
