@@ -50,7 +50,7 @@ BASES = {"vanilla": ("none", {}), "bridge": ("both", {}), "explore": ("explore",
 AUG_K = 4  # orders per SFT problem in the augmentation baselines
 # The study's setting, fixed before its units ran (figures/README.md, "The setting").
 SETTING = {
-    "task_preset": "mini2", "model": "tiny", "sft_epochs": 6.0, "grpo_steps": 120, "prompts_per_step": 16,
+    "task_preset": "mini2", "model": "tiny", "sft_epochs": 12.0, "grpo_steps": 120, "prompts_per_step": 16,
     "num_generations": 8, "grpo_learning_rate": 1e-4, "temperature": 1.0, "reward": "answer", "validation_rows": 200,
     "threads": 1,
 }
