@@ -26,11 +26,13 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
-# The main job on the embedded default: mini BRIDGE data, SFT of the tiny model, GRPO,
-# greedy test accuracy. --resume makes a second `make demo` continue or reuse runs/demo.
+# The main job on the embedded default: mini2 BRIDGE data, SFT of the tiny model, GRPO,
+# greedy test accuracy, analysis of the SFT model. At one thread it repeats the training of the
+# study's unit bridge-s0 (figures/results/bridge-s0) on the same CPU kernels. --resume makes a
+# second `make demo` continue or reuse runs/demo.
 demo: $(STAMP)
-	$(BIN)/coinfluence train --bridge --out runs/demo --resume
-	test -f runs/demo/analysis/sft/summary.json || $(BIN)/coinfluence analyze --ckpt runs/demo/sft --run runs/demo --no-kernel
+	$(BIN)/coinfluence --threads 1 train --bridge --out runs/demo --resume
+	test -f runs/demo/analysis/sft/summary.json || $(BIN)/coinfluence --threads 1 analyze --ckpt runs/demo/sft --run runs/demo --no-kernel
 
 # Benchmarks run in their own venv with the peers of the `bench` extra (TRL, dattri), so the
 # test venv never sees them. Kronfluence declares torchvision, which does not work beside the

@@ -23,7 +23,7 @@ def _range(text: Optional[str], name: str) -> Optional[tuple[int, int]]:
 
 def data(
     out: Path = typer.Option(..., "--out", help="directory for the split files"),
-    preset: str = typer.Option("mini", help="task scale: mini (embedded default) or paper"),
+    preset: str = typer.Option("mini2", help="task scale: mini2 (embedded default), mini or paper"),
     behaviours: str = typer.Option("both", help="injected behaviours: none, explore, exploit or both (BRIDGE)"),
     seed: int = typer.Option(0, help="seed of every split"),
     sft_size: Optional[int] = typer.Option(None, help="SFT problems before augmentation [preset default]"),

@@ -102,19 +102,19 @@ def train(
     bridge: bool = typer.Option(False, "--bridge", help="generate BRIDGE data (behaviours both)"),
     vanilla: bool = typer.Option(False, "--vanilla", help="generate plain data (behaviours none)"),
     behaviours: Optional[str] = typer.Option(None, help="behaviours of generated data: none, explore, exploit, both [data default]"),
-    task_preset: str = typer.Option("mini", help="task scale of generated data: mini or paper"),
+    task_preset: str = typer.Option("mini2", help="task scale of generated data: mini2, mini or paper"),
     preset: str = typer.Option("tiny", help="model: a preset (nano, tiny, small, base) or a HF checkpoint dir"),
     out: Optional[Path] = typer.Option(None, help="run directory [runs/<variant>-<preset>-s<seed>]"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run from its latest checkpoints"),
     seed: int = typer.Option(0, help="seed of data, initialisation, data order and rollouts"),
     from_sft: Optional[Path] = typer.Option(None, help="RL from this checkpoint (any HF causal LM dir) instead of OUT/sft"),
-    sft_steps: Optional[int] = typer.Option(None, help="SFT optimizer steps [1000]"),
-    sft_epochs: Optional[float] = typer.Option(None, help="SFT passes over the data instead of --sft-steps (matches variants by epochs)"),
+    sft_steps: Optional[int] = typer.Option(None, help="SFT optimizer steps, instead of --sft-epochs"),
+    sft_epochs: Optional[float] = typer.Option(None, help="SFT passes over the data (matches variants by epochs, not steps) [12]"),
     learning_rate: Optional[float] = typer.Option(None, help="peak SFT learning rate [3e-3]"),
     tokens_per_batch: Optional[int] = typer.Option(None, help="SFT token budget per micro-batch, padding included [2048]"),
     gradient_accumulation_steps: Optional[int] = typer.Option(None, help="SFT micro-batches per optimizer step [1]"),
     full_loss: bool = typer.Option(False, "--full-loss", help="SFT loss on prompt tokens too (default: completion only)"),
-    grpo_steps: Optional[int] = typer.Option(None, help="GRPO steps [100]"),
+    grpo_steps: Optional[int] = typer.Option(None, help="GRPO steps [120]"),
     grpo_learning_rate: Optional[float] = typer.Option(None, help="GRPO learning rate [1e-4]"),
     num_generations: Optional[int] = typer.Option(None, help="GRPO rollouts per query, G [8]"),
     prompts_per_step: Optional[int] = typer.Option(None, help="GRPO queries per step [16]"),
@@ -157,6 +157,8 @@ def train(
         if stage != "grpo":
             raise UserError("--from-sft starts RL from a checkpoint; use it with --stage grpo")
         check_checkpoint_dir(from_sft)
+    if sft_steps is not None and sft_epochs is not None:
+        raise UserError("--sft-steps and --sft-epochs both set the SFT length; pass one")
     if eval_size < 0:
         raise UserError(f"--eval-size must be >= 0, got {eval_size}")
     pick = lambda **kw: {k: v for k, v in kw.items() if v is not None}  # noqa: E731

@@ -644,3 +644,20 @@ def test_alpha_histograms_wrap_into_rows_of_four(eight_variants):
         rows.setdefault(round(ax.get_position().y0, 3), []).append(ax.get_title().split("\n")[0])
     assert [len(r) for r in rows.values()] == [4, 4]
     assert [t for r in rows.values() for t in r] == [runs.run_label(r) for r in eight_variants]
+
+
+def test_the_defaults_are_the_studys_setting():
+    """`make demo` (train --bridge --threads 1 with every default) repeats unit bridge-s0's training."""
+    from coinfluence.tasks.data import DataConfig
+    from coinfluence.training.grpo import GRPOConfig
+    from coinfluence.training.sft import SFTConfig
+
+    setting = figure_scripts().SETTING
+    sft, grpo = SFTConfig(), GRPOConfig()
+    assert DataConfig().preset == setting["task_preset"]
+    assert sft.max_steps == 0 and sft.num_train_epochs == setting["sft_epochs"]
+    assert (grpo.max_steps, grpo.prompts_per_step, grpo.num_generations, grpo.learning_rate, grpo.temperature, grpo.reward) == (
+        setting["grpo_steps"], setting["prompts_per_step"], setting["num_generations"], setting["grpo_learning_rate"],
+        setting["temperature"], setting["reward"])
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    assert f"--threads {setting['threads']} train --bridge --out runs/demo --resume" in makefile

@@ -149,7 +149,8 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 def _resume_cfg(**kw) -> SFTConfig:
-    return SFTConfig(max_steps=12, learning_rate=5e-3, tokens_per_batch=300, gradient_accumulation_steps=2,
+    kw.setdefault("max_steps", 12)
+    return SFTConfig(learning_rate=5e-3, tokens_per_batch=300, gradient_accumulation_steps=2,
                      bucket_chunk_size=8, logging_steps=1, eval_steps=0, eval_size=0, save_steps=4, seed=7, **kw)
 
 
@@ -187,7 +188,7 @@ def test_resume_refuses_changed_options_and_fresh_runs_refuse_old_checkpoints(to
         train_sft(_resume_cfg(), model, tok, rows, [], tmp_path, progress=False)
 
 
-@pytest.mark.parametrize("field,value", [("max_steps", 0), ("warmup_ratio", 1.5), ("lr_scheduler_type", "step"), ("tokens_per_batch", -1)])
+@pytest.mark.parametrize("field,value", [("max_steps", -1), ("num_train_epochs", 0), ("warmup_ratio", 1.5), ("lr_scheduler_type", "step"), ("tokens_per_batch", -1)])
 def test_bad_options_are_user_errors_before_any_work(tok, tmp_path, field, value):
     cfg = SFTConfig()
     setattr(cfg, field, value)
@@ -247,9 +248,9 @@ def test_an_epoch_budget_resumes_and_ends_at_its_step_count(tok, tmp_path):
     from coinfluence.training.sft import steps_for_epochs
 
     rows = toy_rows(24, seed=4)
-    cfg = _resume_cfg(num_train_epochs=3)
+    cfg = _resume_cfg(max_steps=0, num_train_epochs=3)
     lengths = [len(encode_example(tok, r["prompt"], r["completion"])[0]) for r in rows]
     model, _ = load_model("nano", tok, seed=1)
     assert train_sft(cfg, model, tok, rows, [], tmp_path, progress=False, stop_after=4)["stopped"]
     done = train_sft(cfg, model, tok, rows, [], tmp_path, resume=True, progress=False)
-    assert done["step"] == steps_for_epochs(lengths, cfg) != cfg.max_steps
+    assert done["step"] == steps_for_epochs(lengths, cfg) > 0

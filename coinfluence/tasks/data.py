@@ -31,7 +31,7 @@ DEFAULT_SIZES = {
 
 @dataclass
 class DataConfig:
-    preset: str = field(default="mini", metadata={"help": "task scale: mini (embedded default) or paper"})
+    preset: str = field(default="mini2", metadata={"help": "task scale: mini2 (embedded default), mini or paper"})
     behaviours: str = field(default="both", metadata={"help": "injected behaviours: none, explore, exploit or both (BRIDGE)"})
     seed: int = field(default=0, metadata={"help": "seed of every split"})
     sft_size: int | None = field(default=None, metadata={"help": "SFT problems (before augmentation); preset default if unset"})

@@ -49,7 +49,7 @@ def _opt(default, help: str):
 class GRPOConfig:
     learning_rate: float = _opt(1e-4, "AdamW learning rate (constant after warmup); 5e-4 degraded the mini default.")
     warmup_steps: int = _opt(5, "Linear warmup steps.")
-    max_steps: int = _opt(100, "GRPO steps.")
+    max_steps: int = _opt(120, "GRPO steps.")
     prompts_per_step: int = _opt(16, "Queries per step; each gets num_generations rollouts.")
     num_generations: int = _opt(8, "Rollouts per query (G).")
     micro_batch_size: int = _opt(32, "Rollouts per forward/backward pass, grouped by length (does not change the step).")

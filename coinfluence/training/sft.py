@@ -49,10 +49,10 @@ class SFTConfig:
     adam_beta2: float = _opt(0.98, "AdamW beta2.")
     adam_epsilon: float = _opt(1e-8, "AdamW epsilon.")
     max_grad_norm: float = _opt(1.0, "Clip the global gradient norm to this value (0 disables clipping).")
-    max_steps: int = _opt(1000, "Optimizer steps to train for (replaced by the count num_train_epochs implies, when set).")
-    num_train_epochs: float = _opt(0.0, "Passes over the training rows (0: train max_steps steps). Batches hold a token budget, "
-                                        "so data with longer completions needs more steps for the same epochs; this "
-                                        "matches variants by epochs instead of by steps.")
+    max_steps: int = _opt(0, "Optimizer steps to train for (0: as many as num_train_epochs passes take).")
+    num_train_epochs: float = _opt(12.0, "Passes over the training rows when max_steps is 0. Batches hold a token budget, "
+                                         "so data with longer completions needs more steps for the same epochs; this "
+                                         "matches variants by epochs instead of by steps.")
     tokens_per_batch: int = _opt(2048, "Token budget of one micro-batch, padding included.")
     gradient_accumulation_steps: int = _opt(1, "Micro-batches per optimizer step.")
     max_length: int = _opt(1024, "Truncate longer examples to this many tokens.")
@@ -77,15 +77,17 @@ TRAJECTORY_FIELDS = (
 
 
 def validate_config(cfg: SFTConfig) -> None:
-    positive = ("learning_rate", "max_steps", "tokens_per_batch", "gradient_accumulation_steps", "max_length", "bucket_chunk_size", "logging_steps")
+    positive = ("learning_rate", "tokens_per_batch", "gradient_accumulation_steps", "max_length", "bucket_chunk_size", "logging_steps")
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise UserError(f"sft option {name} must be > 0, got {getattr(cfg, name)}")
-    for name in ("eval_steps", "eval_size", "save_steps", "save_total_limit", "max_new_tokens", "weight_decay", "max_grad_norm", "min_lr_ratio"):
+    for name in ("max_steps", "eval_steps", "eval_size", "save_steps", "save_total_limit", "max_new_tokens", "weight_decay", "max_grad_norm", "min_lr_ratio"):
         if getattr(cfg, name) < 0:
             raise UserError(f"sft option {name} must be >= 0, got {getattr(cfg, name)}")
     if not 0 <= cfg.num_train_epochs < 1e6:
         raise UserError(f"sft option num_train_epochs must be in [0, 1e6), got {cfg.num_train_epochs}")
+    if not cfg.max_steps and not cfg.num_train_epochs:
+        raise UserError("sft options max_steps and num_train_epochs are both 0: set one of them")
     if not 0 <= cfg.warmup_ratio < 1:
         raise UserError(f"sft option warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.lr_scheduler_type not in ("cosine", "linear", "constant"):
@@ -269,7 +271,9 @@ def train_sft(
     ckpt_root = out_dir / CHECKPOINT_DIR
     examples = encode_rows(tokenizer, train_rows, cfg.max_length)
     lengths = [len(ids) for ids, _ in examples]
-    if cfg.num_train_epochs:
+    if cfg.max_steps:
+        cfg = replace(cfg, num_train_epochs=0.0)  # a step count given outright: record no epochs beside it
+    else:
         cfg = replace(cfg, max_steps=steps_for_epochs(lengths, cfg))
     latest = ckpt_io.latest_checkpoint(ckpt_root) if resume else None
     state = ckpt_io.load_trainer_state(latest) if latest else None
