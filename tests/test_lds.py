@@ -13,7 +13,10 @@ from coinfluence.models.tokenizer import build_tokenizer
 from coinfluence.training.checkpoint import save_model_dir
 from coinfluence.training.sft import SFTConfig, train_sft
 
-ROWS = [{"id": f"q{i}", "prompt": f"Question: how many in box {i}?", "answer": i % 2} for i in range(8)]
+NAMES = ["Lion", "Bear", "Tiger", "Owl", "Fox", "Zoo", "Park", "Farm"]
+# Every prompt is seen with two answers, so sampled groups mix right and wrong rollouts.
+ROWS = [{"id": f"q{i}", "prompt": f"Question: how many {NAMES[i % 8]} in {NAMES[(i * 3 + 1) % 8]}?", "answer": i % 2}
+        for i in range(10)]
 SFT_ROWS = [dict(r, completion=f"So it is {a}. <answer>{a}</answer>") for r in ROWS for a in (r["answer"], r["answer"] + 1)]
 
 
@@ -22,7 +25,7 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("lds")
     tok = build_tokenizer([t for r in SFT_ROWS for t in (r["prompt"], r["completion"])])
     model, _ = load_model("nano", tok, seed=0)
-    cfg = SFTConfig(max_steps=40, learning_rate=1e-2, logging_steps=10, eval_steps=0, eval_size=0, save_steps=0)
+    cfg = SFTConfig(max_steps=60, learning_rate=1e-2, logging_steps=10, eval_steps=0, eval_size=0, save_steps=0)
     train_sft(cfg, model, tok, SFT_ROWS, [], root / "sft-run", progress=False)
     save_model_dir(root / "model", model.eval(), tok)
     for name, rows in (("train.jsonl", ROWS[:6]), ("targets.jsonl", ROWS[6:])):
@@ -32,7 +35,7 @@ def data(tmp_path_factory):
 
 def options(root, **kw) -> LDSOptions:
     base = dict(ckpt=str(root / "model"), train=str(root / "train.jsonl"), targets=str(root / "targets.jsonl"), pool=6,
-                targets_n=2, subsets=3, fraction=0.5, steps=1, num_generations=4, max_completion_length=10, bootstrap=50)
+                targets_n=4, subsets=3, fraction=0.5, steps=1, num_generations=4, max_completion_length=14, bootstrap=50)
     return LDSOptions(**{**base, **kw})
 
 

@@ -209,6 +209,8 @@ def validate_trainer_step(model, ckpt: Path, cfg, tr: dict, queries: Sequence[in
             rows.append({"query": int(q), "lr": lr,
                          "observed": target_objective_change(model, tg, before, target_objective, knobs, pad_id),
                          **{f"predicted_{k}": lr * float(v[q]) for k, v in predicted.items()}})
+            rows[-1].update({f"observed_over_predicted_{k}": rows[-1]["observed"] / rows[-1][f"predicted_{k}"]
+                             for k in predicted if rows[-1][f"predicted_{k}"]})
             if fresh_accuracy:
                 acc, se = fresh_accuracy(model)
                 rows[-1].update(sampled_reward_change=acc - acc0[0], sampled_reward_change_se=math.hypot(se, acc0[1]))
