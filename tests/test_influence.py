@@ -471,3 +471,35 @@ def test_run_data_is_the_data_the_run_recorded(checkpoint, tmp_path):
     assert resolve_inputs(opts)["targets"] == elsewhere / "val_id.jsonl"
     (run / "config.json").write_text(json.dumps({"train": {"data": str(elsewhere), "rl_data": str(tmp_path / "gone")}}))
     assert resolve_inputs(opts)["train"] == run / "data" / "rl_train.jsonl"  # a recorded dir that moved away
+
+
+@pytest.mark.parametrize("objective", ["surrogate", "reward"])
+def test_delta_J_of_each_target_objective_is_its_first_order_change(model64, tok, groups, objective):
+    """A small step along ∇J(q) changes the named target objective by η·delta_J (E[r] importance-weighted)."""
+    import copy
+
+    from coinfluence.influence.step import objective_gradient
+    from coinfluence.influence.validate import rollout_objective_terms, target_objective_change
+
+    tr, tg = groups
+    model = copy.deepcopy(model64)
+    params = feat.select_params(model)
+    knobs = {"num_generations": G, "scale_rewards": "group", "std": "population", "normalization": "seq-mean",
+             "temperature": 1.0, "max_completion_length": 14}
+    alpha = tr["rewards"].view(-1, G).mean(1)
+    q = next(i for i in range(len(alpha)) if 0 < alpha[i] < 1)
+    res = delta_J_aggregated(model, params, tr["prompts"], tr["completions"], tr["rewards"], tg["prompts"], tg["completions"],
+                             tg["rewards"], tok.pad_token_id, num_generations=G, target_objective=objective)
+    sl = slice(q * G, (q + 1) * G)
+    gJ = objective_gradient(model, params, tr["prompts"][sl], tr["completions"][sl], tr["rewards"][sl], tok.pad_token_id)
+    before = rollout_objective_terms(model, tg, objective, knobs, tok.pad_token_id)
+    eta, changes = 1e-3, []
+    for sign in (1, -2):  # to θ + η∇J, then to θ − η∇J: the central difference keeps the first order
+        with torch.no_grad():
+            for n, p in params.items():
+                p.add_(sign * eta * gJ[n])
+        changes.append(target_objective_change(model, tg, before, objective, knobs, tok.pad_token_id))
+    observed = (changes[0] - changes[1]) / (2 * eta)
+    predicted = float(res["delta_J"][q])
+    assert abs(predicted) > 0
+    assert abs(observed - predicted) <= 1e-2 * abs(predicted), (observed, predicted)
