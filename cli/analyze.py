@@ -26,11 +26,18 @@ def analyze(
     project_dim: Optional[int] = typer.Option(None, "--project-dim", help="Sketch per-rollout features to D dims (seeded Gaussian); default none."),
     kron_rank: Optional[int] = typer.Option(None, "--kron-rank", help="Per-layer Kronecker sketch: each weight gradient to K×K (layerwise engine; for large models)."),
     engine: str = typer.Option("auto", "--engine", help="Per-rollout gradients: auto (layerwise where the model allows, else vmap) | layerwise | vmap | loop."),
-    precondition: str = typer.Option("none", "--precondition", help="none | adam (scale by the checkpoint's AdamW second moment)."),
+    precondition: str = typer.Option("none", "--precondition", help="none | adam: delta_J under one AdamW step from the checkpoint's "
+                                     "saved optimizer state (a fresh one where none is saved, as GRPO starts from SFT); the kernel "
+                                     "is scaled by the saved second moment."),
+    target_objective: str = typer.Option("surrogate", "--target-objective", help="surrogate (the targets' advantage-weighted "
+                                         "GRPO surrogate) | reward (their expected reward E[r])."),
     kernel: bool = typer.Option(True, "--kernel/--no-kernel", help="Per-rollout features for K_plus/K_minus (--no-kernel: ΔJ only, faster)."),
     save_kernel: bool = typer.Option(False, "--save-kernel", help="Write kernel.npy (rows target rollouts, cols train rollouts)."),
-    validate: int = typer.Option(0, "--validate", help="Check the first order with a real step on K informative train queries."),
-    validate_step: float = typer.Option(1e-4, "--validate-step", help="Relative parameter change of the validation step."),
+    validate: int = typer.Option(0, "--validate", help="Check the first order on K informative train queries: a small SGD step, and "
+                                 "the trainer's own step (its optimizer, lr, clipping, micro-batching) against lr·ΔJ."),
+    validate_step: float = typer.Option(1e-4, "--validate-step", help="Relative parameter change of the validation's small SGD step."),
+    validate_samples: int = typer.Option(0, "--validate-samples", help="With --validate: also measure the change of E[r] after the "
+                                         "trainer's real step by sampling this many fresh rollouts per target query (0: skip)."),
     chunk_size: int = typer.Option(16, "--chunk-size", help="Rollouts per vmap chunk (memory: chunk × parameters)."),
     all_checkpoints: bool = typer.Option(False, "--all-checkpoints", help="With --run: RUN/sft and every RUN/grpo/step-*, plus timeseries.csv."),
     out: Optional[str] = typer.Option(None, "--out", help="Output dir (default CKPT/analysis, or RUN/analysis/<ckpt-name>)."),
@@ -45,7 +52,7 @@ def analyze(
         ckpt=ckpt, run=run, train=train, targets=targets, queries=queries, targets_n=targets_n,
         num_generations=num_generations, temperature=temperature, max_completion_length=max_completion_length,
         normalization=normalization, scale_rewards=scale_rewards, std=std, params=params, project_dim=project_dim,
-        kron_rank=kron_rank, engine=engine, precondition=precondition, kernel=kernel, save_kernel=save_kernel, validate=validate, validate_step=validate_step,
+        kron_rank=kron_rank, engine=engine, precondition=precondition, target_objective=target_objective, kernel=kernel, save_kernel=save_kernel, validate=validate, validate_step=validate_step, validate_samples=validate_samples,
         chunk_size=chunk_size, all_checkpoints=all_checkpoints, out=out, seed=seed,
     )
     result = run_analysis(opts, progress=not quiet)

@@ -15,6 +15,7 @@ from coinfluence.errors import UserError
 
 from . import data as _data
 from . import analyze as _analyze
+from . import lds as _lds
 from . import plot as _plot
 from . import report as _report
 from . import train as _train
@@ -49,6 +50,7 @@ app.command("score")(_data.score)
 app.command("train")(_train.train)
 app.command("eval")(_train.eval_cmd)
 app.command("analyze")(_analyze.analyze)
+app.command("lds")(_lds.lds)
 app.command("plot")(_plot.plot)
 app.command("report")(_report.report)
 

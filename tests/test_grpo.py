@@ -52,6 +52,12 @@ def test_grpo_writes_metrics_and_checkpoints(tok, warm, tmp_path):
     assert not summary["stopped"] and (tmp_path / "grpo" / "final" / "model.safetensors").exists()
     for step in (1, 2, 3):
         assert (tmp_path / "grpo" / f"step-{step:06d}" / "trainer_state.pt").exists()
+    # The final model keeps the optimizer state (the Adam-aware analysis of it needs the next step), named.
+    from coinfluence.training.checkpoint import load_trainer_state
+
+    final = load_trainer_state(tmp_path / "grpo" / "final")
+    assert final["step"] == 3 and final["param_names"] == [[n for n, _ in model.named_parameters()]]
+    assert len(final["optimizer"]["state"]) == len(final["param_names"][0])
     rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3] and all(r["stage"] == "grpo" for r in rows)
     assert set(rows[0]) == {"stage", "step", "val_id_accuracy", "val_id_step_accuracy", "time"}  # where RL starts from

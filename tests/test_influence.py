@@ -241,8 +241,108 @@ def test_adam_preconditioner_gives_the_adam_metric(warm, tok, groups, tmp_path):
     raw = feat.features_vmap(model, tr["prompts"][:3], tr["completions"][:3], tok.pad_token_id, params=params)
     D = (v_hat.sqrt() + 1e-8).reciprocal().flatten()
     torch.testing.assert_close(F @ F.T, (raw * D) @ raw.T, rtol=1e-4, atol=1e-8)
-    with pytest.raises(UserError, match="optimizer state"):
-        feat.adam_preconditioner(model, tmp_path, params)
+    assert feat.adam_preconditioner(model, tmp_path, params) is None  # no saved state: a fresh optimizer
+
+
+@pytest.mark.parametrize("with_names", [True, False])
+def test_adam_state_follows_the_optimizers_own_groups(warm, tok, tmp_path, with_names):
+    """SFT's optimizer lists 2-D tensors, then 1-D ones: state index k is not the k-th named parameter."""
+    import copy
+
+    from coinfluence.training.checkpoint import optimizer_param_names
+    from coinfluence.training.sft import make_optimizer
+
+    model = copy.deepcopy(warm)
+    opt, _ = make_optimizer(model, SFTConfig(max_steps=2))
+    for _ in range(2):
+        opt.zero_grad()
+        model(input_ids=torch.tensor([[1, 5, 6, 7]])).logits.square().mean().backward()
+        opt.step()
+    state = {"optimizer": opt.state_dict(), **({"param_names": optimizer_param_names(model, opt)} if with_names else {})}
+    save_model_dir(tmp_path / "ckpt", model, tok, trainer_state=state)
+    params = feat.select_params(model, r"norm|layers\.1\.mlp")
+    assert any(p.ndim == 1 for p in params.values()) and any(p.ndim == 2 for p in params.values())
+    scales = feat.adam_preconditioner(model, tmp_path / "ckpt", params)
+    assert set(scales) == set(params)
+    (_, beta2), eps = opt.param_groups[0]["betas"], opt.param_groups[0]["eps"]
+    for name, p in params.items():
+        st = opt.state[p]
+        v_hat = st["exp_avg_sq"] / (1 - beta2 ** float(st["step"]))
+        torch.testing.assert_close(scales[name] ** -2, v_hat.sqrt() + eps)
+
+
+def test_train_and_target_streams_differ_for_large_seeds(warm, tok):
+    knobs = {"max_completion_length": 14, "temperature": 1.0}
+    for seed in (3, 10000, 123456789):
+        a = sample_groups(warm, tok, ROWS[:2], G, knobs, seed, "train", False)
+        b = sample_groups(warm, tok, ROWS[:2], G, knobs, seed, "targets", False)
+        assert a["completions"] != b["completions"], seed
+    assert feat.stream_seed(10000, "analyze", "train") != feat.stream_seed(10000, "analyze", "targets")
+
+
+def test_analysis_advantages_are_the_trainers():
+    from coinfluence.training.grpo import GRPOConfig
+    from coinfluence.training.objectives import grpo_advantages
+
+    cfg = GRPOConfig()
+    rewards = torch.tensor([1, 0, 0, 0, 1, 1, 0, 1, 1, 1, 1, 1], dtype=torch.float64)
+    trainer = grpo_advantages(rewards, 4, cfg.scale_rewards, cfg.std)  # the call train_grpo makes
+    torch.testing.assert_close(advantages(rewards, 4, cfg.scale_rewards, cfg.std), trainer, rtol=0, atol=0)
+
+
+def surrogate(model, tg, A, pad_id) -> float:
+    """The target's advantage-weighted surrogate ``(1/N') Σ_j A_j ℓ_j`` on fixed rollouts."""
+    from coinfluence.influence.step import token_logps_rows
+    from coinfluence.training.objectives import normalize_logprob
+
+    with torch.no_grad():
+        logps, mask = token_logps_rows(model, tg["prompts"], tg["completions"], pad_id, 1.0)
+        return float((A * normalize_logprob(logps, mask, "seq-mean")).mean())
+
+
+@pytest.mark.parametrize("warm_state", [False, True])
+def test_adam_aware_delta_J_is_the_change_of_a_real_AdamW_step(model64, tok, groups, tmp_path, warm_state):
+    import copy
+
+    from coinfluence.influence.step import adamw_update, inner, objective_gradient, target_direction
+    from coinfluence.training.checkpoint import optimizer_param_names
+
+    tr, tg = groups
+    pad, lr = tok.pad_token_id, 1e-5
+    model = copy.deepcopy(model64)
+    params = feat.select_params(model)
+    opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=0.01)
+    if warm_state:  # moments that are not the next gradient's
+        for _ in range(2):
+            opt.zero_grad()
+            model(input_ids=torch.tensor([[1, 5, 6, 7]])).logits.square().mean().backward()
+            opt.step()
+    opt.zero_grad()
+    save_model_dir(tmp_path / "ckpt", model, tok, trainer_state={"optimizer": opt.state_dict(),
+                                                                 "param_names": optimizer_param_names(model, opt)})
+    state = feat.saved_adam_state(model, tmp_path / "ckpt", params)
+    assert (state is None) == (not warm_state)
+    A_t = advantages(tg["rewards"], G)
+    u = target_direction(model, params, tg["prompts"], tg["completions"], A_t, pad)
+    alpha = tr["rewards"].view(-1, G).mean(1)
+    q = next(i for i in range(len(alpha)) if 0 < alpha[i] < 1)
+    sl = slice(q * G, (q + 1) * G)
+    gJ = objective_gradient(model, params, tr["prompts"][sl], tr["completions"][sl], tr["rewards"][sl], pad)
+    update = adamw_update({n: -g for n, g in gJ.items()}, params, state, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
+                          max_grad_norm=1.0)
+    predicted = inner(u, update)
+    theta = {n: p.detach().clone() for n, p in params.items()}
+    for n, p in params.items():
+        p.grad = -gJ[n].clone()
+    torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+    opt.step()  # the real step; its first-order part is read off symmetrically (θ' and 2θ − θ')
+    after = surrogate(model, tg, A_t, pad)
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(2 * theta[n] - p)
+    observed = (after - surrogate(model, tg, A_t, pad)) / (2 * lr)
+    assert abs(predicted) > 0
+    assert abs(observed - predicted) <= 1e-3 * abs(predicted), (observed, predicted)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -282,6 +382,14 @@ def test_cli_writes_the_documented_files(checkpoint):
     assert s["options"]["normalization"] == "seq-mean" and s["options"]["project_dim"] == 64 and s["options"]["params"] is None
     assert 0 < s["frac_informative"] <= 1 and sum(s["alpha_hist"]["count"]) == 4
     assert s["validation"]["pearson_dlogp"] > 0.9
+    step = s["validation"]["trainer_step"]
+    assert [r["query"] for r in step["rows"]] == s["validation"]["queries"]
+    from coinfluence.training.grpo import GRPOConfig
+
+    first_lr = GRPOConfig().learning_rate / (GRPOConfig().warmup_steps + 1)  # a fresh trainer's first step
+    for r in step["rows"]:
+        assert r["lr"] == pytest.approx(first_lr) and r["observed"] != 0 and np.isfinite(r["predicted_adam"])
+    assert s["target_objective"]["name"] == "surrogate" and "reward" in s["target_objective"]["other"]
     assert s["feature_engine"] == "layerwise"  # auto: every parameter of the Llama sits in a supported module
     q = pd.read_parquet(out / "queries.parquet")
     assert list(q.columns) == ["query_id", "role", "alpha", "n_correct", "num_generations", "weight", "K_plus", "K_minus",
@@ -325,7 +433,7 @@ def test_feature_engines_give_the_same_kernel(checkpoint, tmp_path):
     ({"normalization": "median"}, "--normalization"),
     ({"params": "no_such_param"}, "matches no parameter"),
     ({"params": "("}, "regular expression"),
-    ({"precondition": "adam"}, "optimizer state"),
+    ({"precondition": "sgd"}, "--precondition"),
     ({"scale_rewards": "batch"}, "--scale-rewards"),
     ({"train": "missing.jsonl"}, "not found"),
     ({"engine": "magic"}, "--engine"),
@@ -363,3 +471,35 @@ def test_run_data_is_the_data_the_run_recorded(checkpoint, tmp_path):
     assert resolve_inputs(opts)["targets"] == elsewhere / "val_id.jsonl"
     (run / "config.json").write_text(json.dumps({"train": {"data": str(elsewhere), "rl_data": str(tmp_path / "gone")}}))
     assert resolve_inputs(opts)["train"] == run / "data" / "rl_train.jsonl"  # a recorded dir that moved away
+
+
+@pytest.mark.parametrize("objective", ["surrogate", "reward"])
+def test_delta_J_of_each_target_objective_is_its_first_order_change(model64, tok, groups, objective):
+    """A small step along ∇J(q) changes the named target objective by η·delta_J (E[r] importance-weighted)."""
+    import copy
+
+    from coinfluence.influence.step import objective_gradient
+    from coinfluence.influence.validate import rollout_objective_terms, target_objective_change
+
+    tr, tg = groups
+    model = copy.deepcopy(model64)
+    params = feat.select_params(model)
+    knobs = {"num_generations": G, "scale_rewards": "group", "std": "population", "normalization": "seq-mean",
+             "temperature": 1.0, "max_completion_length": 14}
+    alpha = tr["rewards"].view(-1, G).mean(1)
+    q = next(i for i in range(len(alpha)) if 0 < alpha[i] < 1)
+    res = delta_J_aggregated(model, params, tr["prompts"], tr["completions"], tr["rewards"], tg["prompts"], tg["completions"],
+                             tg["rewards"], tok.pad_token_id, num_generations=G, target_objective=objective)
+    sl = slice(q * G, (q + 1) * G)
+    gJ = objective_gradient(model, params, tr["prompts"][sl], tr["completions"][sl], tr["rewards"][sl], tok.pad_token_id)
+    before = rollout_objective_terms(model, tg, objective, knobs, tok.pad_token_id)
+    eta, changes = 1e-3, []
+    for sign in (1, -2):  # to θ + η∇J, then to θ − η∇J: the central difference keeps the first order
+        with torch.no_grad():
+            for n, p in params.items():
+                p.add_(sign * eta * gJ[n])
+        changes.append(target_objective_change(model, tg, before, objective, knobs, tok.pad_token_id))
+    observed = (changes[0] - changes[1]) / (2 * eta)
+    predicted = float(res["delta_J"][q])
+    assert abs(predicted) > 0
+    assert abs(observed - predicted) <= 1e-2 * abs(predicted), (observed, predicted)

@@ -57,7 +57,7 @@ def per_rollout_grads(model, ids, mask, normalization="seq-mean"):
 
 
 def loss_gradient(model, ids, mask, rewards, **kw):
-    adv = grpo_advantages(rewards, G, eps=0.0, **kw).double()
+    adv = grpo_advantages(rewards, G, **kw).double()
     logps = completion_logps(model, ids)
     loss, _ = grpo_loss(logps, logps.detach(), adv, mask, loss_type="grpo", beta=0.0)
     return -flat_grad(model, loss)  # the gradient of the objective J = -loss
@@ -83,7 +83,7 @@ def test_grpo_gradient_identity(n_correct, scale_rewards, std):
     # The closed-form factors themselves:
     va = alpha * (1 - alpha)
     want = {("group", "population"): math.sqrt(va), ("group", "unbiased"): math.sqrt(va * (G - 1) / G), ("none", "population"): va}
-    assert float(group_weight(alpha, G, scale_rewards, std)) == pytest.approx(want[(scale_rewards, std)])
+    assert float(group_weight(alpha, G, scale_rewards, std, eps=0.0)) == pytest.approx(want[(scale_rewards, std)])
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0])

@@ -37,8 +37,8 @@ from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.influence import features as feat
 from coinfluence.influence.kernel import K_plus_minus, co_influence_kernel, mean_over_targets
-from coinfluence.influence.step import advantages, delta_J_aggregated
-from coinfluence.influence.validate import validate_first_order
+from coinfluence.influence.step import TARGET_OBJECTIVES, advantages, delta_J_aggregated
+from coinfluence.influence.validate import grpo_resume_step, validate_first_order, validate_trainer_step
 from coinfluence.io import atomic_dir, atomic_path, data_splits, write_json
 from coinfluence.io import read_rows as io_read_rows
 from coinfluence.training.objectives import LOSS_NORMALIZATION, NORMALIZATIONS, STD_CONVENTIONS
@@ -68,10 +68,12 @@ class AnalyzeOptions:
     kron_rank: int | None = None
     engine: str = "auto"
     precondition: str = "none"
+    target_objective: str = "surrogate"
     kernel: bool = True
     save_kernel: bool = False
     validate: int = 0
     validate_step: float = 1e-4
+    validate_samples: int = 0
     chunk_size: int = 16
     all_checkpoints: bool = False
     out: str | None = None
@@ -79,6 +81,8 @@ class AnalyzeOptions:
 
 
 ENGINES = ("auto", "layerwise", "vmap", "loop")
+TRAINER_KNOBS = ("learning_rate", "weight_decay", "max_grad_norm", "warmup_steps", "micro_batch_size", "loss_type",
+                 "epsilon", "epsilon_high")
 DEFAULTS = {"num_generations": 8, "temperature": 1.0, "max_completion_length": 256, "normalization": "seq-mean",
             "scale_rewards": "group", "std": "population"}
 
@@ -136,6 +140,13 @@ def grpo_config_of(ckpt: Path) -> dict:
         return {}
 
 
+def adam_update_options(model, ckpt: Path, params: dict, knobs: dict) -> dict:
+    """The keywords of :func:`coinfluence.influence.step.adamw_update` for the GRPO step that would
+    follow ``ckpt``: its saved optimizer state, else a fresh AdamW (torch's betas and eps)."""
+    return {"state": feat.saved_adam_state(model, ckpt, params), "betas": (0.9, 0.999), "eps": 1e-8,
+            "weight_decay": float(knobs["weight_decay"]), "max_grad_norm": float(knobs["max_grad_norm"])}
+
+
 def resolve_options(opts: AnalyzeOptions, ckpt: Path | None) -> dict:
     """Fill unset GRPO knobs from ``CKPT/grpo_config.json`` (what the run trained with), then defaults."""
     saved = grpo_config_of(ckpt) if ckpt is not None else {}
@@ -147,6 +158,10 @@ def resolve_options(opts: AnalyzeOptions, ckpt: Path | None) -> dict:
         if value is None and name != "normalization":
             value = saved.get(name)
         out[name] = default if value is None else value
+    from coinfluence.training.grpo import GRPOConfig
+
+    for name in TRAINER_KNOBS:  # the update the trainer would take next, for the Adam-aware ΔJ and --validate
+        out[name] = saved.get(name, getattr(GRPOConfig(), name))
     return out
 
 
@@ -168,6 +183,8 @@ def check_options(opts: AnalyzeOptions, knobs: dict) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}")
     if opts.validate < 0 or (opts.project_dim is not None and opts.project_dim < 0):
         raise UserError("--validate and --project-dim must be >= 0")
+    if opts.validate_samples < 0:
+        raise UserError("--validate-samples must be >= 0")
     if not 0 < opts.validate_step < 1:
         raise UserError("--validate-step must be in (0, 1)")
     if opts.engine not in ENGINES:
@@ -179,6 +196,8 @@ def check_options(opts: AnalyzeOptions, knobs: dict) -> None:
             raise UserError("--kron-rank is a layerwise sketch: it excludes --project-dim, --precondition adam and --engine vmap/loop")
     if opts.precondition not in ("none", "adam"):
         raise UserError(f"--precondition must be none or adam, got {opts.precondition!r}")
+    if opts.target_objective not in TARGET_OBJECTIVES:
+        raise UserError(f"--target-objective must be one of {', '.join(TARGET_OBJECTIVES)}, got {opts.target_objective!r}")
     if opts.save_kernel and not opts.kernel:
         raise UserError("--save-kernel needs the kernel; drop --no-kernel")
     if opts.params:
@@ -265,7 +284,7 @@ def sample_groups(model, tokenizer, rows: Sequence[dict], G: int, knobs: dict, s
 
     kind, score = reward_function(rows)
     stops = stop_token_ids(model, tokenizer)
-    gen = torch.Generator().manual_seed(int.from_bytes(f"{seed}:{salt}".encode()[:7].ljust(7, b"\0"), "little"))
+    gen = torch.Generator().manual_seed(feat.stream_seed(seed, "analyze", salt))
     prompts, completions, logps, lengths = [], [], [], []
     for s in tqdm(range(0, len(rows), batch_queries), desc=f"sampling {salt}", file=sys.stderr, disable=not progress,
                   dynamic_ncols=True, leave=False):
@@ -348,7 +367,8 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
     with quiet_hf_progress():
         model, tok = load_model(ckpt)
     params = feat.select_params(model, opts.params)
-    scales = feat.adam_preconditioner(model, ckpt, params) if opts.precondition == "adam" else None
+    adam = adam_update_options(model, ckpt, params, knobs) if opts.precondition == "adam" else None
+    scales = feat.preconditioner_scales(adam["state"], params) if adam and adam["state"] else None
     G = int(knobs["num_generations"])
     pad = tok.pad_token_id
     common = dict(normalization=knobs["normalization"], max_length=int(knobs["max_completion_length"]),
@@ -362,7 +382,7 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
     t = time.perf_counter()
     agg = delta_J_aggregated(model, params, tr["prompts"], tr["completions"], tr["rewards"], tg["prompts"], tg["completions"],
                              tg["rewards"], pad, num_generations=G, scale_rewards=knobs["scale_rewards"], std=knobs["std"],
-                             scales=scales, micro_batch=4 * opts.chunk_size, progress=progress, **common)
+                             scales=scales, adam=adam, target_objective=opts.target_objective, micro_batch=4 * opts.chunk_size, progress=progress, **common)
     timings["delta_J_s"] = time.perf_counter() - t
 
     Q = len(train_rows)
@@ -389,7 +409,9 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
         res = validate_first_order(model, params, tr["prompts"], tr["completions"], tr["rewards"], chosen, tg["prompts"],
                                    tg["completions"], tg["rewards"], pad, num_generations=G, scale_rewards=knobs["scale_rewards"],
                                    std=knobs["std"], scales=scales, relative_step=opts.validate_step, progress=progress, **common)
-        validation = {k: v for k, v in res.items() if k not in ("dlogp_observed", "dlogp_predicted")}
+        # The small SGD step's numbers at the top level (the report reads them), the trainer's step beside them.
+        validation = {**{k: v for k, v in res.items() if k not in ("dlogp_observed", "dlogp_predicted")},
+                      "trainer_step": validate_against_trainer(model, tok, ckpt, tr, tg, target_rows, chosen, knobs, opts)}
         timings["validate_s"] = time.perf_counter() - t
 
     # ---- tables
@@ -448,6 +470,10 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
         "target_accuracy": float(tg["rewards"].mean()),
         "mean_co_influence": float(agg["co_influence"][informative].mean()) if informative.any() else None,
         "mean_delta_J": float(agg["delta_J"].mean()),
+        "target_objective": {"name": opts.target_objective, "definition": TARGET_OBJECTIVES[opts.target_objective],
+                             "other": {k: v for k, v in TARGET_OBJECTIVES.items() if k != opts.target_objective}},
+        "delta_J_update": ("one AdamW step per unit lr (" + ("saved optimizer state" if adam["state"] else "fresh optimizer")
+                           + "): <u, Δθ/lr>") if adam else "plain gradient step per unit η: <u, ∇J(q)>",
         "validation": validation,
         "timings": timings,
         "notes": "delta_J and co_influence: exact aggregated path (not projected); K_plus/K_minus: means over target "
@@ -455,6 +481,53 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
     }
     write_json(out / "summary.json", summary)
     return summary
+
+
+def trainer_config(ckpt: Path, knobs: dict, **changes):
+    """The GRPO trainer's config for a step from ``ckpt``: its saved grpo_config.json (else the
+    defaults), with the analysis' sampling knobs and ``changes``."""
+    from dataclasses import fields, replace
+
+    from coinfluence.training.grpo import GRPOConfig
+
+    known = {f.name for f in fields(GRPOConfig)}
+    saved = {k: v for k, v in grpo_config_of(ckpt).items() if k in known}
+    return replace(GRPOConfig(**saved), num_generations=int(knobs["num_generations"]), temperature=float(knobs["temperature"]),
+                   max_completion_length=int(knobs["max_completion_length"]), scale_rewards=knobs["scale_rewards"],
+                   std=knobs["std"], **changes)
+
+
+def predicted_per_kind(model, ckpt: Path, tr: dict, tg: dict, chosen: Sequence[int], knobs: dict, pad_id: int,
+                       target_objective: str) -> dict[str, torch.Tensor]:
+    """Plain and Adam-aware ΔJ (all parameters: the trainer moves them all) of the ``chosen`` train
+    groups, in a ``[Q]`` tensor (NaN elsewhere)."""
+    G = int(knobs["num_generations"])
+    rows = [i for q in chosen for i in range(q * G, (q + 1) * G)]
+    params = feat.select_params(model)
+    args = (model, params, [tr["prompts"][i] for i in rows], [tr["completions"][i] for i in rows], tr["rewards"][rows],
+            tg["prompts"], tg["completions"], tg["rewards"], pad_id)
+    kw = dict(num_generations=G, normalization=knobs["normalization"], max_length=int(knobs["max_completion_length"]),
+              temperature=float(knobs["temperature"]), scale_rewards=knobs["scale_rewards"], std=knobs["std"],
+              target_objective=target_objective)
+    out = {}
+    for kind, adam in (("plain", None), ("adam", adam_update_options(model, ckpt, params, knobs))):
+        full = torch.full((len(tr["rewards"]) // G,), float("nan"), dtype=torch.float64)
+        full[list(chosen)] = delta_J_aggregated(*args, adam=adam, **kw)["delta_J"]
+        out[kind] = full
+    return out
+
+
+def validate_against_trainer(model, tok, ckpt: Path, tr: dict, tg: dict, target_rows, chosen, knobs: dict, opts) -> dict:
+    """The trainer's real step on each chosen query vs ``lr·ΔJ`` (plain and Adam-aware), observed on
+    the fixed target rollouts and, with ``validate_samples``, by fresh sampling."""
+    def fresh_accuracy(m):
+        r = sample_groups(m, tok, target_rows, opts.validate_samples, knobs, opts.seed, "validate-fresh", False)["rewards"]
+        return float(r.mean()), float(r.std() / len(r) ** 0.5)
+
+    predicted = predicted_per_kind(model, ckpt, tr, tg, chosen, knobs, tok.pad_token_id, opts.target_objective)
+    return validate_trainer_step(model, ckpt, trainer_config(ckpt, knobs), tr, chosen, tg, knobs, tok.pad_token_id,
+                                 predicted=predicted, target_objective=opts.target_objective,
+                                 fresh_accuracy=fresh_accuracy if opts.validate_samples else None)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -466,9 +539,9 @@ def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
     paths = resolve_inputs(opts)
     knobs = resolve_options(opts, paths["ckpts"][-1])
     check_options(opts, knobs)
-    if opts.precondition == "adam":
+    if opts.validate:
         for c in paths["ckpts"]:
-            feat.find_optimizer_state(c)
+            grpo_resume_step(c)  # a state GRPO cannot resume is refused before any work
     train_all, target_all = read_rows(paths["train"]), read_rows(paths["targets"])
     train_rows = [train_all[i] for i in pick(train_all, opts.queries, opts.seed, "train")]
     target_rows = [target_all[i] for i in pick(target_all, opts.targets_n, opts.seed, "targets")]

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from coinfluence.device import model_device
 from coinfluence.errors import UserError
+from coinfluence.training.checkpoint import TRAINER_STATE
 from coinfluence.training.objectives import normalize_logprob, rollout_batch, token_logprobs
 
 # Gaussian sketch blocks hold at most this many entries (rows × d), i.e. 16 MiB in float32.
@@ -87,59 +88,109 @@ def ell_batch(model, params: dict, ids: torch.Tensor, mask: torch.Tensor, *, nor
 # ----------------------------------------------------------------------------- preconditioner
 
 
-def find_optimizer_state(ckpt: str | Path) -> Path:
-    """``CKPT/trainer_state.pt``, or for ``RUN/sft`` the newest ``RUN/sft-checkpoints/checkpoint-*``."""
-    ckpt = Path(ckpt)
-    if (ckpt / "trainer_state.pt").exists():
-        return ckpt / "trainer_state.pt"
-    candidates = sorted((ckpt.parent / "sft-checkpoints").glob("checkpoint-*/trainer_state.pt")) if ckpt.name == "sft" else []
-    if candidates:
-        return candidates[-1]
-    raise UserError(f"--precondition adam needs a saved optimizer state: no trainer_state.pt in {ckpt}"
-                    + (" or its run's sft-checkpoints/" if ckpt.name == "sft" else ""))
+def find_optimizer_state(ckpt: str | Path) -> Path | None:
+    """``CKPT/trainer_state.pt``, or None: then the update is a fresh optimizer's, as when GRPO
+    starts from an SFT model (``RUN/sft`` holds no optimizer state on purpose)."""
+    path = Path(ckpt) / TRAINER_STATE
+    return path if path.exists() else None
 
 
-def adam_preconditioner(model, ckpt: str | Path, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Per-parameter ``(√v̂ + eps)^(-1/2)``, so that ``⟨Sg', Sg⟩ = ⟨g', D g⟩`` with
-    ``D = 1/(√v̂ + eps)``: the metric of the step AdamW actually takes (momentum aside).
+def state_names(model, saved: dict, trainer_state: dict) -> dict[int, str]:
+    """Optimizer state index -> parameter name, through the optimizer's own ``param_groups``.
 
-    Optimizer state indices follow ``model.parameters()`` order (one param group, or groups
-    built in that order, as both trainers do), which is also ``named_parameters`` order.
+    Indices number the tensors of the groups in group order, which is not ``named_parameters``
+    order once there are several groups (SFT puts 2-D tensors first). Uses the names the trainer
+    saved beside the state; for a checkpoint without them, the one grouping among the trainers'
+    (one group; SFT's decay groups) whose group sizes and tensor shapes all match.
     """
+    from coinfluence.training.sft import decay_groups
+
+    sizes = [len(g["params"]) for g in saved.get("param_groups", [])]
+    indices = [i for g in saved.get("param_groups", []) for i in g["params"]]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if "param_names" in trainer_state:
+        candidates = [trainer_state["param_names"]]
+    else:
+        candidates = [[[n for n, _ in named]], [[n for n, p in group] for group in decay_groups(named)]]
+    shapes = dict(named)
+    for groups in candidates:
+        flat_names = [n for g in groups for n in g]
+        if [len(g) for g in groups] != sizes or any(n not in shapes for n in flat_names):
+            continue
+        mapping = dict(zip(indices, flat_names))
+        state = saved.get("state", {})
+        if all(i not in state or state[i]["exp_avg_sq"].shape == shapes[n].shape for i, n in mapping.items()):
+            return mapping
+    raise UserError("cannot tell which parameter each optimizer state belongs to: the groups match neither the "
+                    "saved parameter names nor a trainer's grouping of this model")
+
+
+def saved_adam_state(model, ckpt: str | Path, params: dict[str, torch.Tensor]) -> dict[str, dict] | None:
+    """The checkpoint's AdamW state of each selected parameter (moments, step and its group's
+    betas, eps, weight_decay), or None when the checkpoint saved no optimizer state or one that
+    never stepped."""
+    from coinfluence.training.checkpoint import load_trainer_state
+
     path = find_optimizer_state(ckpt)
+    if path is None:
+        return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)["optimizer"]
+        trainer_state = load_trainer_state(path.parent)
+        saved = trainer_state["optimizer"]
     except Exception as err:  # noqa: BLE001 - any unreadable file is a bad checkpoint to the user
         raise UserError(f"cannot read the optimizer state in {path}: {type(err).__name__}") from None
-    groups = saved.get("param_groups", [])
-    index_to_group = {i: g for g in groups for i in g["params"]}
-    names = [n for n, _ in model.named_parameters()]
-    scales = {}
-    for idx, name in enumerate(names):
+    if not saved.get("state"):
+        return None  # an optimizer that never stepped is a fresh one
+    names = state_names(model, saved, trainer_state)
+    groups = {i: g for g in saved.get("param_groups", []) for i in g["params"]}
+    out = {}
+    for idx, name in names.items():
         if name not in params:
             continue
         state = saved.get("state", {}).get(idx)
-        group = index_to_group.get(idx)
-        if state is None or "exp_avg_sq" not in state or group is None:
+        if state is None or "exp_avg_sq" not in state:
             raise UserError(f"the optimizer state in {path} has no second moment for parameter {name}")
-        v = state["exp_avg_sq"].to(torch.float64)
-        if v.shape != params[name].shape:
-            raise UserError(f"the optimizer state in {path} does not match the model (parameter {name})")
-        step = float(state.get("step", 0))
-        beta2 = group.get("betas", (0.9, 0.999))[1]
+        g = groups[idx]
+        out[name] = {"exp_avg": state["exp_avg"], "exp_avg_sq": state["exp_avg_sq"], "step": float(state.get("step", 0)),
+                     "betas": tuple(g.get("betas", (0.9, 0.999))), "eps": g.get("eps", 1e-8),
+                     "weight_decay": g.get("weight_decay", 0.0)}
+    missing = [n for n in params if n not in out]
+    if missing:
+        raise UserError(f"the optimizer state in {path} has no entry for parameter {missing[0]}")
+    return out
+
+
+def adam_preconditioner(model, ckpt: str | Path, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """Per-parameter ``(√v̂ + eps)^(-1/2)``, so that ``⟨Sg', Sg⟩ = ⟨g', D g⟩`` with
+    ``D = 1/(√v̂ + eps)``: the metric of the step AdamW takes from its saved second moment
+    (momentum aside). None (the identity) for a checkpoint without optimizer state."""
+    state = saved_adam_state(model, ckpt, params)
+    return None if state is None else preconditioner_scales(state, params)
+
+
+def preconditioner_scales(state: dict[str, dict], params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    scales = {}
+    for name, st in state.items():
+        v, step, beta2 = st["exp_avg_sq"].to(torch.float64), st["step"], st["betas"][1]
         v_hat = v / (1 - beta2**step) if step > 0 else v
-        scales[name] = (v_hat.sqrt() + group.get("eps", 1e-8)).rsqrt().to(params[name].device, params[name].dtype)
+        scales[name] = (v_hat.sqrt() + st["eps"]).rsqrt().to(params[name].device, params[name].dtype)
     return scales
 
 
 # ----------------------------------------------------------------------------- projection
 
 
+def stream_seed(*key) -> int:
+    """A 63-bit generator seed from the whole of ``key`` (sha256 of its parts joined by ':'):
+    different keys, e.g. (seed, purpose), give unrelated streams for any seed."""
+    digest = hashlib.sha256(":".join(map(str, key)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def _block_generator(seed: int, name: str, block: int, device="cpu") -> torch.Generator:
     # Keyed by parameter *name* and row block: the sketch of a tensor does not depend on which
     # other tensors were selected, nor on the order rollouts arrive in.
-    digest = hashlib.sha256(f"{seed}:{name}:{block}".encode()).digest()
-    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, name, block))
 
 
 def projection_blocks(name: str, numel: int, dim: int, seed: int, device="cpu"):

@@ -8,12 +8,14 @@ Two routes to the same number:
   target rollouts, ``∇J(q) = −∇ grpo_loss(group q)`` from one backward per group, and
   ``delta_J(q) = ⟨u, ∇J(q)⟩``. No per-rollout gradient is ever formed.
 
-Both are per unit step size η. Advantages use the ``eps → 0`` limit, the one in which
-``∇J(q) = weight·(ḡ⁺ − ḡ⁻)`` holds exactly, so the two routes agree to rounding.
+Both are per unit step size η. Advantages are the trainer's (:func:`grpo_advantages`, its
+``eps``), and ``weight`` carries the same ``eps``, so ``∇J(q) = weight·(ḡ⁺ − ḡ⁻)`` holds exactly
+and the two routes agree to rounding.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Sequence
 
@@ -40,7 +42,27 @@ def delta_J(weights: torch.Tensor, co_influences: torch.Tensor) -> torch.Tensor:
 
 
 def advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group", std: str = "population") -> torch.Tensor:
-    return grpo_advantages(rewards.double(), num_generations, scale_rewards, std, eps=0.0)
+    return grpo_advantages(rewards.double(), num_generations, scale_rewards, std)
+
+
+TARGET_OBJECTIVES = {
+    "surrogate": "the targets' advantage-weighted GRPO surrogate (1/N') Σ_j A_j ℓ_j, the trainer's objective on the "
+                 "target queries; per target query its gradient is ∇E[r]/(σ+eps) with ℓ length-normalised as trained",
+    "reward": "the targets' expected reward E[r] (mean over target queries), gradient (1/N') Σ_j (r_j − r̄) ∇s_j with s "
+              "the summed token log-probability",
+}
+
+
+def target_weights(rewards: torch.Tensor, num_generations: int, objective: str = "surrogate", scale_rewards: str = "group",
+                   std: str = "population", normalization: str = "seq-mean") -> tuple[torch.Tensor, str]:
+    """Per-rollout weights ``w_j`` and the normalisation of ``ℓ`` in the target direction
+    ``u = (1/N') Σ_j w_j ∇ℓ_j`` of :data:`TARGET_OBJECTIVES`: the trainer's advantages and ``ℓ``
+    for ``surrogate``; centred rewards and the summed log-probability for ``reward``."""
+    if objective == "surrogate":
+        return advantages(rewards, num_generations, scale_rewards, std), normalization
+    if objective == "reward":
+        return grpo_advantages(rewards.double(), num_generations, "none"), "token-sum"
+    raise ValueError(f"unknown target objective {objective!r}; choose one of {', '.join(TARGET_OBJECTIVES)}")
 
 
 def token_logps_rows(model, prompts, completions, pad_id: int, temperature: float):
@@ -103,37 +125,82 @@ def inner(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], scales: dict |
     return float(total)
 
 
+def adamw_update(loss_grad: dict[str, torch.Tensor], params: dict[str, torch.Tensor], state: dict[str, dict] | None, *,
+                 betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0, max_grad_norm: float = 0.0) -> dict[str, torch.Tensor]:
+    """``Δθ/lr`` of one AdamW step on the loss gradient ``g`` (``= −∇J``), as the trainer takes it.
+
+    With ``c = min(1, C/(‖g‖ + 1e-6))`` the trainer's norm clipping (``C = max_grad_norm``; the
+    norm over the parameters given), the saved moments ``m, v`` and step ``t`` of each tensor:
+
+        m' = β₁m + (1−β₁)·cg,   v' = β₂v + (1−β₂)·(cg)²,   t' = t + 1
+        Δθ/lr = −[ (m'/(1−β₁^t')) / (√(v'/(1−β₂^t')) + ε) + λθ ]
+
+    ``state`` None is a fresh optimizer (``m = v = 0``, ``t = 0``; hyperparameters from the
+    keywords): the first step ``−cg/(|cg| + ε) − λθ`` is nearly ``−sign(g)``, whatever the
+    gradient's scale. ``state[name]`` holds ``exp_avg``, ``exp_avg_sq``, ``step``, ``betas``,
+    ``eps`` and ``weight_decay`` (:func:`coinfluence.influence.features.saved_adam_state`).
+    """
+    norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in loss_grad.values()))
+    clip = min(1.0, max_grad_norm / (norm + 1e-6)) if max_grad_norm else 1.0
+    out = {}
+    for name, g in loss_grad.items():
+        g = g.double() * clip
+        st = state[name] if state else {"exp_avg": 0.0, "exp_avg_sq": 0.0, "step": 0.0, "betas": betas, "eps": eps,
+                                         "weight_decay": weight_decay}
+        (b1, b2), t = st["betas"], st["step"] + 1
+        m = b1 * _on(st["exp_avg"], g) + (1 - b1) * g
+        v = b2 * _on(st["exp_avg_sq"], g) + (1 - b2) * g * g
+        step = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + st["eps"]) + st["weight_decay"] * params[name].detach().double()
+        out[name] = (-step).to(params[name].dtype)
+    return out
+
+
+def _on(x, like: torch.Tensor):
+    return x.to(like.device, like.dtype) if torch.is_tensor(x) else x
+
+
 def delta_J_aggregated(model, params: dict, train_prompts: Sequence, train_completions: Sequence, train_rewards: torch.Tensor,
                        target_prompts: Sequence, target_completions: Sequence, target_rewards: torch.Tensor, pad_id: int, *,
                        num_generations: int, target_generations: int | None = None, normalization: str = "seq-mean",
                        max_length: int | None = None, temperature: float = 1.0, scale_rewards: str = "group",
-                       std: str = "population", scales: dict | None = None, micro_batch: int = 64,
-                       progress: bool = False) -> dict[str, torch.Tensor]:
-    """``delta_J``, ``co_influence`` (= ΔJ / weight; NaN for α ∈ {0,1}) and ``weight`` per train query.
+                       std: str = "population", scales: dict | None = None, adam: dict | None = None,
+                       target_objective: str = "surrogate", micro_batch: int = 64, progress: bool = False) -> dict[str, torch.Tensor]:
+    """``delta_J``, ``co_influence`` (= ⟨u, D∇J(q)⟩ / weight, D = ``scales²``; NaN for α ∈ {0,1})
+    and ``weight`` per train query.
 
-    Groups with α ∈ {0, 1} have ∇J = 0 exactly and are skipped (no backward).
+    ``u`` is the gradient of ``target_objective`` (:data:`TARGET_OBJECTIVES`). ``delta_J`` is
+    ``⟨u, D∇J(q)⟩`` (per unit η), or with ``adam`` (the keywords of
+    :func:`adamw_update`) ``⟨u, Δθ(q)/lr⟩``: the first-order change under one AdamW step on the
+    group's loss alone. Groups with α ∈ {0, 1} have ∇J = 0 exactly and skip the backward (their
+    AdamW step is the momentum and decay drift alone).
     """
     G = num_generations
     Gt = target_generations or G
-    A_t = advantages(target_rewards, Gt, scale_rewards, std)
+    A_t, target_norm = target_weights(target_rewards, Gt, target_objective, scale_rewards, std, normalization)
     was_training = model.training
     model.eval()
     try:
-        u = target_direction(model, params, target_prompts, target_completions, A_t, pad_id, normalization=normalization,
+        u = target_direction(model, params, target_prompts, target_completions, A_t, pad_id, normalization=target_norm,
                              max_length=max_length, temperature=temperature, micro_batch=micro_batch)
         r = train_rewards.double().reshape(-1, G)
         alpha = r.mean(1)
         w = weight(alpha, G, scale_rewards, std)
         dj = torch.zeros(len(alpha), dtype=torch.float64)
+        dj_adam = torch.zeros(len(alpha), dtype=torch.float64)
+        zero = {n: torch.zeros_like(p) for n, p in params.items()}
+        drift = inner(u, adamw_update(zero, params, **adam)) if adam else 0.0
         for q in tqdm(range(len(alpha)), desc="query gradients", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
             if w[q] == 0:
+                dj_adam[q] = drift
                 continue
             sl = slice(q * G, (q + 1) * G)
             gJ = objective_gradient(model, params, train_prompts[sl], train_completions[sl], r[q], pad_id,
                                     normalization=normalization, max_length=max_length, temperature=temperature,
                                     scale_rewards=scale_rewards, std=std)
             dj[q] = inner(u, gJ, scales)
+            if adam:
+                dj_adam[q] = inner(u, adamw_update({n: -g for n, g in gJ.items()}, params, **adam))
     finally:
         model.train(was_training)
     co = torch.where(w > 0, dj / torch.where(w > 0, w, torch.ones_like(w)), torch.full_like(w, float("nan")))
-    return {"delta_J": dj, "co_influence": co, "weight": w, "alpha": alpha}
+    return {"delta_J": dj_adam if adam else dj, "co_influence": co, "weight": w, "alpha": alpha}

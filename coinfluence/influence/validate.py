@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch.func import functional_call, jvp
 from tqdm.auto import tqdm
 
-from coinfluence.influence.features import rollout_rows_on
-from coinfluence.influence.step import objective_gradient
-from coinfluence.training.objectives import normalize_logprob, token_logprobs
+from coinfluence.errors import UserError
+from coinfluence.influence.features import find_optimizer_state, rollout_rows_on
+from coinfluence.influence.step import objective_gradient, target_weights, token_logps_rows
+from coinfluence.training.objectives import grpo_advantages, normalize_logprob, token_logprobs
 
 DEFAULT_RELATIVE_STEP = 1e-4
 
@@ -120,3 +122,101 @@ def validate_first_order(model, params: dict, train_prompts: Sequence, train_com
         "dJ_observed": dj_obs, "dJ_predicted": dj_pred,
         "dlogp_observed": obs, "dlogp_predicted": pred,
     }
+
+
+# ----------------------------------------------------------------------------- the trainer's own step
+
+
+def target_objective_change(model, tg: dict, before: torch.Tensor, objective: str, knobs: dict, pad_id: int) -> float:
+    """The observed change of the target objective on the fixed target rollouts ``tg`` since
+    ``before`` (their per-rollout ``ℓ``, or summed log-probability for ``reward``, at the start):
+    ``(1/N') Σ A_j Δℓ_j`` for the surrogate; the importance-weighted ``(1/N') Σ (r_j − r̄)(π'/π − 1)_j``
+    for the expected reward."""
+    w, _ = target_weights(tg["rewards"], int(knobs["num_generations"]), objective, knobs["scale_rewards"], knobs["std"],
+                          knobs["normalization"])
+    after = rollout_objective_terms(model, tg, objective, knobs, pad_id)
+    change = after - before if objective == "surrogate" else torch.expm1(after - before)
+    return float((w * change).mean())
+
+
+def rollout_objective_terms(model, tg: dict, objective: str, knobs: dict, pad_id: int, micro_batch: int = 32) -> torch.Tensor:
+    """Per target rollout: ``ℓ`` as trained (surrogate) or the summed token log-probability (reward)."""
+    _, norm = target_weights(tg["rewards"], int(knobs["num_generations"]), objective, knobs["scale_rewards"], knobs["std"],
+                             knobs["normalization"])
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for s in range(0, len(tg["prompts"]), micro_batch):
+                logps, mask = token_logps_rows(model, tg["prompts"][s : s + micro_batch], tg["completions"][s : s + micro_batch],
+                                               pad_id, float(knobs["temperature"]))
+                out.append(normalize_logprob(logps, mask, norm, int(knobs["max_completion_length"])).double().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def grpo_resume_step(ckpt: Path) -> int:
+    """The step at which the GRPO trainer continues from ``ckpt``: a GRPO checkpoint's (it resumes
+    the saved optimizer and schedule); 0 for a model without optimizer state (a fresh optimizer,
+    as GRPO after SFT). UserError for another trainer's state, which GRPO cannot resume."""
+    from coinfluence.training.checkpoint import load_trainer_state
+
+    if find_optimizer_state(ckpt) is None:
+        return 0
+    if not (ckpt / "grpo_config.json").exists():
+        raise UserError(f"{ckpt} holds another trainer's optimizer state, which GRPO cannot continue; pass the model "
+                        "GRPO starts from (RUN/sft) or a GRPO checkpoint")
+    return int(load_trainer_state(ckpt).get("step", 0))
+
+
+def trainer_step(model, ckpt: Path, cfg, prompts: Sequence, completions: Sequence, rewards: torch.Tensor, pad_id: int) -> float:
+    """One update of the GRPO trainer on these rollouts, in place: its loss, micro-batching,
+    clipping and AdamW, with the optimizer and learning-rate schedule resumed from ``ckpt`` (fresh
+    where it saved none). Returns the learning rate of the step."""
+    from coinfluence.training.checkpoint import load_trainer_state
+    from coinfluence.training.grpo import _optimise, make_optimizer
+
+    optimizer, scheduler = make_optimizer(model, cfg)
+    if grpo_resume_step(ckpt):
+        state = load_trainer_state(ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    lr = scheduler.get_last_lr()[0]
+    adv = grpo_advantages(rewards, cfg.num_generations, cfg.scale_rewards, cfg.std)
+    _optimise(cfg, model, optimizer, list(prompts), list(completions), adv, pad_id, None)
+    model.eval()
+    return float(lr)
+
+
+def validate_trainer_step(model, ckpt: Path, cfg, tr: dict, queries: Sequence[int], tg: dict, knobs: dict, pad_id: int, *,
+                          predicted: dict[str, torch.Tensor], target_objective: str = "surrogate", fresh_accuracy=None) -> dict:
+    """Per query in ``queries``: the trainer's real step on that group alone, the observed change of
+    the target objective on the fixed target rollouts, and ``lr·delta_J`` predicted (``predicted``:
+    per-query ΔJ by kind, e.g. plain and adam). With ``fresh_accuracy`` (model -> (mean reward of
+    freshly sampled target rollouts, its standard error)), also the change of E[r] by sampling.
+    The model is restored exactly after each step."""
+    G = cfg.num_generations
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    before = rollout_objective_terms(model, tg, target_objective, knobs, pad_id)
+    acc0 = fresh_accuracy(model) if fresh_accuracy else None
+    rows = []
+    try:
+        for q in queries:
+            sl = slice(q * G, (q + 1) * G)
+            lr = trainer_step(model, ckpt, cfg, tr["prompts"][sl], tr["completions"][sl], tr["rewards"][sl], pad_id)
+            rows.append({"query": int(q), "lr": lr,
+                         "observed": target_objective_change(model, tg, before, target_objective, knobs, pad_id),
+                         **{f"predicted_{k}": lr * float(v[q]) for k, v in predicted.items()}})
+            rows[-1].update({f"observed_over_predicted_{k}": rows[-1]["observed"] / rows[-1][f"predicted_{k}"]
+                             for k in predicted if rows[-1][f"predicted_{k}"]})
+            if fresh_accuracy:
+                acc, se = fresh_accuracy(model)
+                rows[-1].update(sampled_reward_change=acc - acc0[0], sampled_reward_change_se=math.hypot(se, acc0[1]))
+            model.load_state_dict(saved)
+    finally:
+        model.load_state_dict(saved)
+    obs = [r["observed"] for r in rows]
+    return {"rows": rows, **{f"{stat.__name__}_{k}": stat([r[f"predicted_{k}"] for r in rows], obs)
+                             for k in predicted for stat in (pearson, spearman)}}

@@ -27,6 +27,13 @@ def checkpoint_name(step: int) -> str:
     return f"checkpoint-{step:06d}"
 
 
+def optimizer_param_names(model, optimizer) -> list[list[str]]:
+    """The parameter name of each tensor of each param group, in the optimizer's order: saved
+    beside its state, whose indices follow that order and not ``named_parameters``."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+
+
 def rng_states() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 

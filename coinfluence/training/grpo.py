@@ -120,6 +120,13 @@ def score(completions: Sequence[str], answers: Sequence, format_weight: float, p
     return correct, correct + format_weight * formatted
 
 
+def make_optimizer(model, cfg: GRPOConfig):
+    """AdamW over every parameter (one group) and its linear warmup to a constant rate."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    schedule = lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)) if cfg.warmup_steps else 1.0  # noqa: E731
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
 def step_checkpoints(root: Path) -> list[tuple[int, Path]]:
     if not root.is_dir():
         return []
@@ -153,9 +160,7 @@ def train_grpo(
     ref_model = copy.deepcopy(model).eval() if cfg.beta else None
     if ref_model is not None:
         ref_model.requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    schedule = lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)) if cfg.warmup_steps else 1.0
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer, scheduler = make_optimizer(model, cfg)
     step = 0
     if resume and found:
         step, latest = found[-1]
@@ -173,8 +178,9 @@ def train_grpo(
     G, P = cfg.num_generations, cfg.prompts_per_step
     evals = {name: list(rows)[: cfg.eval_size] for name, rows in (val_rows or {}).items() if rows}
 
-    def save(path: Path, with_state: bool) -> None:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "config": asdict(cfg)} if with_state else None
+    def save(path: Path) -> None:
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "config": asdict(cfg),
+                 "param_names": ckpt_io.optimizer_param_names(model, optimizer)}
         ckpt_io.save_model_dir(path, model, tokenizer, {"grpo_config.json": asdict(cfg)}, state)
 
     def validation() -> dict:
@@ -246,7 +252,7 @@ def train_grpo(
             log_metrics(out_dir, STAGE, step, sink=sink, **row)
         bar.set_postfix(reward=f"{row['reward']:.2f}", len=f"{row['completions/mean_length']:.0f}")
         if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
-            save(root / f"step-{step:06d}", with_state=True)
+            save(root / f"step-{step:06d}")
             if cfg.save_total_limit:
                 for _, old in step_checkpoints(root)[: -cfg.save_total_limit]:
                     shutil.rmtree(old, ignore_errors=True)
@@ -255,7 +261,7 @@ def train_grpo(
             return {"step": step, "stopped": True}
     bar.close()
     model.eval()
-    save(root / "final", with_state=False)
+    save(root / "final")  # with the optimizer state: the analysis of the final model needs its next step
     return {"step": step, "stopped": False, "final_dir": str(root / "final")}
 
 

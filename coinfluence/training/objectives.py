@@ -22,6 +22,9 @@ STD_CONVENTIONS = ("population", "unbiased")
 # count, a per-batch constant, so per rollout it is a token sum).
 LOSS_NORMALIZATION = {"grpo": "seq-mean", "dr_grpo": "constant", "dapo": "token-sum"}
 
+# Added to the std under the advantages, by the trainer and the influence analysis alike (TRL's value).
+ADVANTAGE_EPS = 1e-4
+
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log π(target_t | prefix) for aligned ``logits [B, T, V]`` and ``targets [B, T]``.
@@ -60,7 +63,7 @@ def _std(x: torch.Tensor, convention: str, dim=None) -> torch.Tensor:
 
 
 def grpo_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group",
-                    std: str = "population", eps: float = 1e-4) -> torch.Tensor:
+                    std: str = "population", eps: float = ADVANTAGE_EPS) -> torch.Tensor:
     """``A_i = (r_i − mean_group r) / (std + eps)``; rewards are laid out group after group.
 
     ``scale_rewards``: ``group`` divides by the group's std, ``batch`` by the whole batch's,
@@ -79,12 +82,15 @@ def grpo_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: 
     return (centred / denom).flatten()
 
 
-def group_weight(alpha, num_generations: int, scale_rewards: str = "group", std: str = "population"):
-    """The factor ``w`` in ``∇J(q) = w·(ḡ⁺ − ḡ⁻)`` for one on-policy group (eps → 0).
+def group_weight(alpha, num_generations: int, scale_rewards: str = "group", std: str = "population",
+                 eps: float = ADVANTAGE_EPS):
+    """The factor ``w`` in ``∇J(q) = w·(ḡ⁺ − ḡ⁻)`` for one on-policy group, with the advantages
+    of :func:`grpo_advantages` (same ``eps``).
 
-    ``√(α(1−α))`` with population std, times ``√((G−1)/G)`` with the unbiased std,
-    ``α(1−α)`` without scaling. Zero when α ∈ {0, 1}. (``batch`` scaling depends on the
-    whole batch and has no per-query closed form.)
+    ``α(1−α)/(σ + eps)`` with ``σ`` the group's reward std: ``√(α(1−α))`` as eps → 0 with
+    population std, times ``√((G−1)/G)`` with the unbiased std; ``α(1−α)`` without scaling.
+    Zero when α ∈ {0, 1}. (``batch`` scaling depends on the whole batch and has no per-query
+    closed form.)
     """
     a = torch.as_tensor(alpha, dtype=torch.float64)
     var = a * (1 - a)
@@ -92,10 +98,10 @@ def group_weight(alpha, num_generations: int, scale_rewards: str = "group", std:
         return var
     if scale_rewards != "group":
         raise ValueError("group_weight has a closed form for scale_rewards 'group' and 'none' only")
-    w = var.sqrt()
+    sigma = var.sqrt()
     if std == "unbiased":
-        w = w * math.sqrt((num_generations - 1) / num_generations)
-    return w
+        sigma = sigma * math.sqrt(num_generations / (num_generations - 1))
+    return torch.where(var > 0, var / (sigma + eps), torch.zeros_like(var))
 
 
 def kl_k3(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:

@@ -201,13 +201,17 @@ def lr_factor(step: int, cfg: SFTConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
 
 
+def decay_groups(params: list) -> tuple[list, list]:
+    """``params`` (tensors, or ``(name, tensor)`` pairs) split into 2-D and larger, then 1-D:
+    the optimizer's two groups, in its order."""
+    dims = [(p[1] if isinstance(p, tuple) else p).ndim for p in params]
+    return [p for p, d in zip(params, dims) if d >= 2], [p for p, d in zip(params, dims) if d < 2]
+
+
 def make_optimizer(model, cfg: SFTConfig):
     # No weight decay on norms and biases (1-D tensors), the usual transformer recipe.
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
+    decayed, plain = decay_groups([p for p in model.parameters() if p.requires_grad])
+    groups = [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     return optimizer, scheduler
@@ -301,6 +305,7 @@ def train_sft(
         trainer_state = {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": ckpt_io.rng_states(),
             "step": step, "position": position, "num_tokens": num_tokens, "config": asdict(cfg),
+            "param_names": ckpt_io.optimizer_param_names(model, optimizer),
         }
         ckpt_io.save_model_dir(ckpt_root / ckpt_io.checkpoint_name(step), model, tokenizer, {"sft_config.json": asdict(cfg)}, trainer_state)
         ckpt_io.prune_checkpoints(ckpt_root, cfg.save_total_limit)
