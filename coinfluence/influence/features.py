@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from coinfluence.device import model_device
 from coinfluence.errors import UserError
+from coinfluence.training.checkpoint import load_trainer_state
 from coinfluence.training.objectives import normalize_logprob, rollout_batch, token_logprobs
 
 # Gaussian sketch blocks hold at most this many entries (rows × d), i.e. 16 MiB in float32.
@@ -108,7 +109,7 @@ def adam_preconditioner(model, ckpt: str | Path, params: dict[str, torch.Tensor]
     """
     path = find_optimizer_state(ckpt)
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)["optimizer"]
+        saved = load_trainer_state(path.parent)["optimizer"]
     except Exception as err:  # noqa: BLE001 - any unreadable file is a bad checkpoint to the user
         raise UserError(f"cannot read the optimizer state in {path}: {type(err).__name__}") from None
     groups = saved.get("param_groups", [])
