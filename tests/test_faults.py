@@ -144,3 +144,130 @@ def test_a_trainer_state_of_the_older_format_still_loads(tmp_path):
     np.random.seed(0)
     ckpt_io.restore_rng_states(ckpt_io.load_trainer_state(tmp_path)["rng"])
     assert np.random.rand() == expected
+
+
+# ----------------------------------------------------------------------------- cases 1-4: data loss
+
+
+def cli(*args):
+    """`coinfluence ARGS` in this process (a UserError is left in ``result.exception``)."""
+    from typer.testing import CliRunner
+
+    from coinfluence_cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def refused_in_process(result, text: str) -> bool:
+    from coinfluence.errors import UserError
+
+    return isinstance(result.exception, UserError) and text in str(result.exception)
+
+
+def snapshot(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A run-shaped dir: a nano checkpoint, data, a config and a file of the user's."""
+    from coinfluence.io import write_json, write_jsonl
+    from coinfluence.models.loading import load_model
+    from coinfluence.training.checkpoint import save_model_dir
+    from toy_data import toy_rows
+
+    root = tmp_path / "victim"
+    model, tok = load_model("nano")
+    save_model_dir(root / "sft", model, tok)
+    rows = [{"prompt": r["prompt"], "answer": r["answer"]} for r in toy_rows(4, seed=1)]
+    write_jsonl(root / "data" / "rl_train.jsonl", rows)
+    write_jsonl(root / "data" / "val_id.jsonl", rows)
+    write_json(root / "config.json", {"train": {"stage": "sft"}})
+    (root / "notes.txt").write_text("mine")
+    return root
+
+
+ANALYZE = ["--queries", "2", "--targets-n", "2", "--num-generations", "2", "--max-completion-length", "2", "--quiet"]
+
+
+def test_case1_analyze_never_writes_onto_its_run_or_into_a_full_dir(victim, tmp_path):
+    before = snapshot(victim)
+    r = cli("analyze", "--ckpt", victim / "sft", "--run", victim, "--out", victim, *ANALYZE)
+    assert refused_in_process(r, "onto the input")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("keep")
+    r = cli("analyze", "--ckpt", victim / "sft", "--run", victim, "--out", other, *ANALYZE)
+    assert refused_in_process(r, "--overwrite")
+    r = cli("analyze", "--run", victim, "--all-checkpoints", "--out", victim.parent, "--overwrite", *ANALYZE)
+    assert refused_in_process(r, "onto the input")
+    assert snapshot(victim) == before and (other / "keep.txt").read_text() == "keep"
+
+
+def test_case1_overwrite_replaces_only_the_analysis_files(tmp_path):
+    from coinfluence.io import output_dir
+
+    out = tmp_path / "an"
+    out.mkdir()
+    (out / "keep.txt").write_text("keep")
+    (out / "summary.json").write_text("old")
+    (out / "figures").mkdir()
+    (out / "figures" / "old.png").write_text("old")
+    with output_dir(out) as tmp:
+        (tmp / "summary.json").write_text("new")
+        (tmp / "figures").mkdir()
+        (tmp / "figures" / "alpha_hist.png").write_text("new")
+    assert (out / "keep.txt").read_text() == "keep" and (out / "summary.json").read_text() == "new"
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["alpha_hist.png"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_case2_score_never_writes_onto_its_input(tmp_path):
+    from coinfluence.io import write_jsonl
+
+    rows = tmp_path / "rows.jsonl"
+    write_jsonl(rows, [{"prompt": "p", "completion": "<answer>3</answer>", "answer": 3}])
+    before = rows.read_bytes()
+    assert refused_in_process(cli("score", rows, "--out", rows), "onto the input")
+    assert refused_in_process(cli("score", rows, "--out", rows, "--overwrite"), "onto the input")
+    assert rows.read_bytes() == before
+    (tmp_path / "scored.jsonl").write_text("old\n")
+    assert refused_in_process(cli("score", rows, "--out", tmp_path / "scored.jsonl"), "--overwrite")
+    assert cli("score", rows, "--out", tmp_path / "scored.jsonl", "--overwrite").exit_code == 0
+    assert json.loads((tmp_path / "scored.jsonl").read_text())["reward"] == 1.0
+
+
+def test_case3_eval_merges_splits_into_eval_json_and_records(tmp_path):
+    from coinfluence.io import read_json, read_jsonl
+    from coinfluence.models import build_tokenizer
+    from coinfluence.training.evaluate import evaluate_checkpoint
+
+    rows = [{"prompt": f"q{i}", "answer": i} for i in range(4)]
+    tok = build_tokenizer([r["prompt"] for r in rows] + ["<answer>0</answer>"])
+
+    def generate(model, tokenizer, prompt_ids, *, num_samples, **_):
+        return [[tokenizer.encode("<answer>0</answer>", add_special_tokens=False)] * num_samples for _ in prompt_ids]
+
+    evaluate_checkpoint(None, tok, {"test_id": rows, "test_ood": rows}, tmp_path, "sft", generate_fn=generate)
+    evaluate_checkpoint(None, tok, {"val_id": rows}, tmp_path, "sft", limit=3, generate_fn=generate)
+    saved = read_json(tmp_path / "eval.json")["checkpoints"]["sft"]
+    assert set(saved) == {"test_id", "test_ood", "val_id"} and saved["test_id"]["num_rows"] == 4
+    records = read_jsonl(tmp_path / "eval" / "sft.jsonl")
+    assert [r["split"] for r in records].count("test_id") == 4 and [r["split"] for r in records].count("val_id") == 3
+
+
+def test_case3_a_corrupt_eval_json_is_one_line_before_work(victim):
+    (victim / "eval.json").write_text("{not json")
+    r = cli("eval", "--ckpt", victim / "sft", "--data", victim / "data", "--splits", "val_id", "--limit", "1")
+    assert refused_in_process(r, "eval.json: invalid JSON")
+
+
+def test_case4_data_never_replaces_split_files_unless_asked(tmp_path):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "sft.jsonl").write_text("mine\n")
+    small = ["--sft-size", "3", "--rl-size", "3", "--eval-size", "2"]
+    assert refused_in_process(cli("data", "--out", out, *small), "--overwrite")
+    os.chmod(out / "sft.jsonl", 0o444)
+    assert refused_in_process(cli("data", "--out", out, *small, "--overwrite"), "read-only")
+    assert (out / "sft.jsonl").read_text() == "mine\n"

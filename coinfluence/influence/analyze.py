@@ -39,7 +39,7 @@ from coinfluence.influence import features as feat
 from coinfluence.influence.kernel import K_plus_minus, co_influence_kernel, mean_over_targets
 from coinfluence.influence.step import advantages, delta_J_aggregated
 from coinfluence.influence.validate import validate_first_order
-from coinfluence.io import atomic_dir, atomic_path, data_splits, write_json
+from coinfluence.io import atomic_dir, atomic_path, check_output_dir, data_splits, output_dir, write_json
 from coinfluence.io import read_rows as io_read_rows
 from coinfluence.training.objectives import LOSS_NORMALIZATION, NORMALIZATIONS, STD_CONVENTIONS
 
@@ -76,6 +76,7 @@ class AnalyzeOptions:
     all_checkpoints: bool = False
     out: str | None = None
     seed: int = 0
+    overwrite: bool = False
 
 
 ENGINES = ("auto", "layerwise", "vmap", "loop")
@@ -228,8 +229,12 @@ def resolve_inputs(opts: AnalyzeOptions) -> dict:
         out = run / "analysis" / checkpoint_name(ckpts[0], run)
     else:
         out = ckpts[0] / "analysis"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out exists and is not a directory: {out}")
+    check_output_dir(out, overwrite=opts.overwrite, inputs=[*ckpts, train, targets, *([run] if run else [])])
+    if opts.all_checkpoints:  # each checkpoint's analysis replaces a dir of that name: only an analysis
+        for c in ckpts:
+            entry = out / checkpoint_name(c, run)
+            if entry.exists() and not (entry / "summary.json").is_file():
+                raise UserError(f"{entry} exists and is not an analysis; not replacing it")
     return {"run": run, "ckpts": ckpts, "train": train, "targets": targets, "out": out}
 
 
@@ -477,7 +482,7 @@ def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
         sources["source"] = "train queries from RUN/data/rl_train.jsonl, targets from RUN/data/val_id.jsonl"
     torch.manual_seed(opts.seed)
     if not opts.all_checkpoints:
-        with atomic_dir(paths["out"]) as tmp:
+        with output_dir(paths["out"]) as tmp:
             summary = analyze_checkpoint(paths["ckpts"][0], train_rows, target_rows, opts, knobs, tmp, sources, progress)
         return {**summary, "out": str(paths["out"])}
 
