@@ -271,3 +271,126 @@ def test_case4_data_never_replaces_split_files_unless_asked(tmp_path):
     os.chmod(out / "sft.jsonl", 0o444)
     assert refused_in_process(cli("data", "--out", out, *small, "--overwrite"), "read-only")
     assert (out / "sft.jsonl").read_text() == "mine\n"
+
+
+# ----------------------------------------------------------------------------- cases 6-9: silent wrong results
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--learning-rate", "nan"], ["train", "--beta", "nan"], ["train", "--learning-rate", "inf"],
+    ["train", "--temperature", "nan"], ["eval", "--ckpt", "x", "--data", "y", "--temperature", "nan"],
+    ["analyze", "--temperature", "nan"], ["data", "--p-explore", "nan"],
+])
+def test_case6_non_finite_float_options_are_refused_before_work(args, tmp_path):
+    out = tmp_path / "never"
+    extra = ["--out", out] if args[0] in ("train", "data") else []
+    assert refused_in_process(cli(*args, *extra), "must be a finite number")
+    assert not out.exists()
+
+
+def test_case7_weights_that_do_not_fill_the_config_are_refused(victim, tmp_path):
+    import shutil
+
+    from coinfluence.errors import UserError
+    from coinfluence.models.loading import load_model
+
+    bigger = shutil.copytree(victim / "sft", tmp_path / "bigger")
+    config = json.loads((bigger / "config.json").read_text())
+    config["num_hidden_layers"] += 1
+    (bigger / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="missing keys"):
+        load_model(bigger)
+    other = shutil.copytree(victim / "sft", tmp_path / "other")
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+                                                   "n_layer": 1, "n_embd": config["hidden_size"], "n_head": 2}))
+    with pytest.raises(UserError, match="do not match its config.json|cannot load"):
+        load_model(other)
+
+
+def test_case8_resume_refuses_data_it_cannot_trust(tmp_path):
+    from dataclasses import replace
+
+    from coinfluence.errors import UserError
+    from coinfluence.tasks.data import DataConfig, write_dataset
+    from coinfluence_cli.train import check_data
+
+    cfg = DataConfig(behaviours="both", sft_size=3, rl_size=3, eval_size=2)
+    data = tmp_path / "run" / "data"
+    write_dataset(data, cfg)
+    assert check_data(None, data, cfg) is True
+    with pytest.raises(UserError, match="behaviours='both' \\(now 'none'\\)"):
+        check_data(None, data, replace(cfg, behaviours="none"))
+    with open(data / "val_id.jsonl", "a") as f:
+        f.write("\n")
+    with pytest.raises(UserError, match="val_id.jsonl differs"):
+        check_data(None, data, cfg)
+    (data / "data_config.json").unlink()  # as a kill during generation leaves it: regenerated
+    (data / "test_ood.jsonl").unlink()
+    assert check_data(None, data, cfg) is False
+    (data / "mine.txt").write_text("x")
+    with pytest.raises(UserError, match="not generated data"):
+        check_data(None, data, cfg)
+
+
+def test_case8_resume_with_other_behaviours_is_refused_before_work(tmp_path):
+    from coinfluence.tasks.data import DataConfig, write_dataset
+
+    out = tmp_path / "run"
+    write_dataset(out / "data", DataConfig(seed=0, behaviours="both", sft_size=3, rl_size=3, eval_size=2))
+    before = snapshot(out)
+    r = cli("train", "--resume", "--vanilla", "--out", out, "--no-progress")
+    assert refused_in_process(r, "generated with other options")
+    assert snapshot(out) == before
+
+
+def test_case9_a_torn_metrics_line_is_dropped_and_resume_continues(tmp_path):
+    from coinfluence.io import read_jsonl
+    from coinfluence.plots.runs import read_metrics
+    from coinfluence.training.metrics import drop_metrics_after, log_metrics
+
+    for step in (1, 2, 3):
+        log_metrics(tmp_path, "grpo", step, reward=0.5)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"stage": "grpo", "st')  # the disk filled mid-line
+    assert list(read_metrics(tmp_path)["step"]) == [1, 2, 3]
+    drop_metrics_after(tmp_path, "grpo", 2)
+    log_metrics(tmp_path, "grpo", 3, reward=0.7)
+    assert [(r["step"], r["reward"]) for r in read_jsonl(tmp_path / "metrics.jsonl")] == [(1, 0.5), (2, 0.5), (3, 0.7)]
+
+
+def test_case9_a_second_process_on_a_run_is_refused(tmp_path):
+    from coinfluence.io import run_lock
+
+    out = tmp_path / "run"
+    with run_lock(out):
+        r = cli("train", "--out", out, "--no-progress", "--preset", "nano", "--sft-steps", "1")
+    assert refused_in_process(r, "in use by another coinfluence process")
+    with run_lock(out):  # released when the holder ends
+        pass
+
+
+def test_case9_stale_temporaries_are_removed(tmp_path):
+    from coinfluence.io import remove_stale_temporaries
+
+    (tmp_path / "sft-checkpoints" / ".checkpoint-000004.ab12.tmp").mkdir(parents=True)
+    (tmp_path / ".metrics.jsonl.cd34.tmp").write_text("x")
+    (tmp_path / "sft-checkpoints" / "checkpoint-000002").mkdir()
+    remove_stale_temporaries(tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["sft-checkpoints", "sft-checkpoints/checkpoint-000002"]
+
+
+def test_case9_killed_before_the_first_checkpoint_resume_logs_each_step_once(tmp_path):
+    from coinfluence.io import read_jsonl
+    from coinfluence.models import build_tokenizer, load_model
+    from coinfluence.training.sft import SFTConfig, train_sft
+    from toy_data import toy_rows, toy_texts
+
+    rows = toy_rows(8, seed=2)
+    tok = build_tokenizer(toy_texts(rows))
+    cfg = SFTConfig(max_steps=4, tokens_per_batch=300, logging_steps=1, eval_steps=0, eval_size=0, save_steps=0, seed=3)
+    model, _ = load_model("nano", tok, seed=1)
+    train_sft(cfg, model, tok, rows, [], tmp_path, progress=False, stop_after=2)
+    model, _ = load_model("nano", tok, seed=1)
+    train_sft(cfg, model, tok, rows, [], tmp_path, resume=True, progress=False)
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4]
