@@ -394,3 +394,26 @@ def test_case9_killed_before_the_first_checkpoint_resume_logs_each_step_once(tmp
     model, _ = load_model("nano", tok, seed=1)
     train_sft(cfg, model, tok, rows, [], tmp_path, resume=True, progress=False)
     assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+# ----------------------------------------------------------------------------- case 10: inputs that exhaust the machine
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sft-size", "99999999999999999999"], "at most"),
+    (["--answer-aug", "1000"], "at most"),
+    (["--op-id", "2-5", "--op-ood", "4-6"], "overlap"),
+])
+def test_case10_data_sizes_and_ranges_are_bounded(args, message, tmp_path):
+    assert refused_in_process(cli("data", "--out", tmp_path / "d", *args), message)
+    assert not (tmp_path / "d").exists()
+
+
+def test_case10_a_prompt_longer_than_the_model_is_refused(victim):
+    from coinfluence.errors import UserError
+    from coinfluence.models.loading import check_prompt_lengths, load_model
+
+    model, tok = load_model(victim / "sft")
+    check_prompt_lengths(model, tok, ["How many apples"], 8)
+    with pytest.raises(UserError, match="exceeds the model's"):
+        check_prompt_lengths(model, tok, ["apples " * 1_000_000], 8)

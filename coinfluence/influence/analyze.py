@@ -344,7 +344,7 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
     """Run the analysis of one checkpoint and write its files into ``out`` (an existing, temporary dir)."""
     import pandas as pd
 
-    from coinfluence.models.loading import load_model
+    from coinfluence.models.loading import check_prompt_lengths, load_model
     from coinfluence.plots.analysis import alpha_histogram, delta_J_by_alpha
     from coinfluence.training.checkpoint import quiet_hf_progress
 
@@ -352,6 +352,7 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
     started = time.perf_counter()
     with quiet_hf_progress():
         model, tok = load_model(ckpt)
+    check_prompt_lengths(model, tok, [r["prompt"] for r in (*train_rows, *target_rows)], int(knobs["max_completion_length"]))
     params = feat.select_params(model, opts.params)
     scales = feat.adam_preconditioner(model, ckpt, params) if opts.precondition == "adam" else None
     G = int(knobs["num_generations"])

@@ -108,6 +108,21 @@ def check_loading_info(path: Path, info: dict) -> None:
             raise UserError(f"the weights in {path} do not match its config.json: {kind.replace('_', ' ')} {found[0]}{more}")
 
 
+def check_prompt_lengths(model, tokenizer, prompts, new_tokens: int) -> None:
+    """UserError when a prompt plus ``new_tokens`` exceeds the positions the model has (a long
+    prompt would otherwise be batched, padded and differentiated at any cost)."""
+    from coinfluence.models.format import encode_prompt
+
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not limit:
+        return
+    for i, prompt in enumerate(prompts):
+        length = len(encode_prompt(tokenizer, prompt[: 16 * limit]))  # no text beyond this can fit
+        if length + new_tokens > limit:
+            raise UserError(f"prompt {i + 1} has {length}+ tokens; with {new_tokens} new tokens that exceeds "
+                            f"the model's {limit} positions")
+
+
 def _target(device) -> torch.device:
     if device is None:
         return default_device()

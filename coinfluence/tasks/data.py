@@ -32,6 +32,10 @@ DEFAULT_SIZES = {
     "mini2": {"sft": 4000, "rl": 10000, "eval": 500},
     "paper": {"sft": 2000, "rl": 10000, "eval": 500},
 }
+# Bounds that keep one command within a workstation's time and memory (a typo of a few zeros
+# fails at once instead of running for hours).
+MAX_SPLIT_SIZE = 1_000_000
+MAX_AUGMENTATION = 64
 
 
 @dataclass
@@ -74,13 +78,20 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"{name.replace('_', '-')} must be positive, got {value}")
+            limit = MAX_AUGMENTATION if name.endswith("aug") else MAX_SPLIT_SIZE
+            if value is not None and value > limit:
+                raise UserError(f"{name.replace('_', '-')} is at most {limit:,}, got {value:,}")
         for name in ("p_explore", "p_exploit"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= (1 if name == "p_explore" else 10):
                 raise UserError(f"{name.replace('_', '-')} out of range: {value}")
         if self.question_aug > 1 and self.answer_aug > 1:
             raise UserError("question-aug and answer-aug are separate baselines; use one at a time")
-        return self.task()
+        task = self.task()
+        if task.op_id[1] >= task.op_ood[0] and task.op_ood[1] >= task.op_id[0]:
+            raise UserError(f"op-id {task.op_id[0]}-{task.op_id[1]} and op-ood {task.op_ood[0]}-{task.op_ood[1]} overlap; "
+                            "out-of-distribution ops must differ from the in-distribution ones")
+        return task
 
 
 def _rng(*parts) -> random.Random:
