@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from .options import check_finite
+
 
 def analyze(
     ckpt: Optional[str] = typer.Option(None, "--ckpt", help="Checkpoint dir (any AutoModelForCausalLM/AutoTokenizer dir)."),
@@ -40,11 +42,13 @@ def analyze(
                                          "trainer's real step by sampling this many fresh rollouts per target query (0: skip)."),
     chunk_size: int = typer.Option(16, "--chunk-size", help="Rollouts per vmap chunk (memory: chunk × parameters)."),
     all_checkpoints: bool = typer.Option(False, "--all-checkpoints", help="With --run: RUN/sft and every RUN/grpo/step-*, plus timeseries.csv."),
-    out: Optional[str] = typer.Option(None, "--out", help="Output dir (default CKPT/analysis, or RUN/analysis/<ckpt-name>)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Output dir (default CKPT/analysis, or RUN/analysis/<ckpt-name>); refused when it is not empty, unless --overwrite."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out, replacing the analysis files of the same name (other files stay)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the query choice, the rollouts and the projection."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Rollout accuracy, co-influence and per-step influence ΔJ of each training query."""
+    check_finite(locals())
     from coinfluence.influence.analyze import AnalyzeOptions, run_analysis
     from coinfluence.plots.html_report import report_command
 
@@ -53,7 +57,7 @@ def analyze(
         num_generations=num_generations, temperature=temperature, max_completion_length=max_completion_length,
         normalization=normalization, scale_rewards=scale_rewards, std=std, params=params, project_dim=project_dim,
         kron_rank=kron_rank, engine=engine, precondition=precondition, target_objective=target_objective, kernel=kernel, save_kernel=save_kernel, validate=validate, validate_step=validate_step, validate_samples=validate_samples,
-        chunk_size=chunk_size, all_checkpoints=all_checkpoints, out=out, seed=seed,
+        chunk_size=chunk_size, all_checkpoints=all_checkpoints, out=out, seed=seed, overwrite=overwrite,
     )
     result = run_analysis(opts, progress=not quiet)
     summaries = result.get("checkpoints", [result])

@@ -10,6 +10,8 @@ import typer
 
 from coinfluence.errors import UserError
 
+from .options import check_finite
+
 
 def _range(text: Optional[str], name: str) -> Optional[tuple[int, int]]:
     if text is None:
@@ -47,9 +49,12 @@ def data(
                                                    help="one sentence template per kind, or a random one [preset]"),
     format: str = typer.Option("jsonl", help="jsonl, parquet, or hf: a Hugging Face DatasetDict (save_to_disk; needs the hf extra)"),
     stats: bool = typer.Option(False, "--stats", help="print op, length and injection statistics"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="write into a non-empty --out, replacing the split files (other files stay)"),
 ):
     """Generate the iGSM splits (sft, rl_train, val/test in and out of distribution)."""
-    from coinfluence.tasks.data import DataConfig, dataset_stats, write_dataset
+    check_finite(locals())
+    from coinfluence.io import check_output_dir
+    from coinfluence.tasks.data import DataConfig, dataset_files, dataset_stats, write_dataset
 
     cfg = DataConfig(
         preset=preset, behaviours=behaviours, seed=seed, sft_size=sft_size, rl_size=rl_size,
@@ -59,8 +64,8 @@ def data(
         answer_not_stated=answer_not_stated, solution_format=solution_format, fixed_templates=fixed_templates,
         solution_order=solution_order, possessive_tokens=possessive_tokens,
     )
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
+    cfg.validate()
+    check_output_dir(out, overwrite=overwrite, writes=dataset_files(format))
     splits = write_dataset(out, cfg, fmt=format)
     counts = ", ".join(f"{s} {len(r)}" for s, r in splits.items())
     typer.echo(f"wrote {out}/ ({counts})")
@@ -84,11 +89,14 @@ def score(
     file: Path = typer.Argument(..., help="JSONL (or Parquet) rows with prompt, completion and answer"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     out: Optional[Path] = typer.Option(None, "--out", help="write per-row results (JSONL)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
 ):
     """Score completions: answer accuracy and step-level verdicts."""
-    from coinfluence.io import write_jsonl
+    from coinfluence.io import check_output_file, write_jsonl
     from coinfluence.tasks.score import load_rows, score_rows
 
+    if out is not None:
+        check_output_file(out, overwrite=overwrite, inputs=[file])
     rows = load_rows(file)
     results, summary = score_rows(rows)
     if out is not None:

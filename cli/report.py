@@ -17,13 +17,12 @@ def report(
 ) -> None:
     """Figures, tables, options and the first-order check of a run or an analysis, in one HTML file readable offline."""
     from coinfluence.errors import UserError
-    from coinfluence.io import write_text
+    from coinfluence.io import check_output_file, write_text
     from coinfluence.plots.html_report import build_report, default_out
 
     out = out or default_out(path)  # checks the path first
-    if out.is_dir():
-        raise UserError(f"--out is a directory: {out}")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    check_output_file(out, overwrite=overwrite, inputs=[path])
+    if out.exists() and out.suffix != ".html":
+        raise UserError(f"--out {out} exists and is not an HTML page; not replacing it")
     write_text(out, build_report(path, out))
     typer.echo(f"wrote {out}")

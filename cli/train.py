@@ -11,6 +11,9 @@ from typing import Optional
 import typer
 
 from coinfluence.errors import UserError
+from coinfluence.io import RUN_LOCK
+
+from .options import check_finite
 
 SPLIT_NAMES = ("sft", "rl_train", "val_id", "val_ood", "test_id", "test_ood")
 BEHAVIOURS = ("none", "explore", "exploit", "both")
@@ -132,7 +135,9 @@ def train(
     report_to: str = typer.Option("none", "--report-to", help="also log every metric to: none or tensorboard (RUN/tensorboard/, scalars sft/loss, grpo/reward, ...; needs the tensorboard extra)"),
 ):
     """Train on generated or given data: SFT, then GRPO, then greedy test accuracy."""
+    check_finite(locals())
     from coinfluence.device import default_device, model_device
+    from coinfluence.io import remove_stale_temporaries, run_lock
     from coinfluence.models.loading import check_checkpoint_dir, is_preset, load_model, load_tokenizer
     from coinfluence.training import checkpoint as ckpt_io
     from coinfluence.training.checkpoint import quiet_hf_progress
@@ -190,11 +195,16 @@ def train(
         raise UserError(f"{out} already holds a GRPO run; pass --resume to continue it or choose another --out")
     if stage == "grpo" and from_sft is None and not sft_done:
         raise UserError(f"{out}/sft not found: run --stage sft first or pass --from-sft PATH")
+    check_train_out(out, continuing=resume or (stage == "grpo" and sft_done))
+    reuse_data = check_data(data, out / "data", data_cfg)
+    sinks = ExitStack()
+    sinks.enter_context(run_lock(out))
+    remove_stale_temporaries(out)
 
     # ---- data
     if data is None:
         data = out / "data"
-        if (data / "sft.jsonl").exists() and (data / "rl_train.jsonl").exists():
+        if reuse_data:
             typer.echo(f"reusing data in {data}/", err=True)
         else:
             from coinfluence.tasks.data import write_dataset
@@ -207,7 +217,6 @@ def train(
                                      "device": str(default_device())})
     evaluated: list[tuple[str, Path]] = []
     # Every row reaches the sink flushed as it is logged, so a run that fails before close() loses nothing.
-    sinks = ExitStack()
     sink = sinks.enter_context(metric_sink(out, report_to))
 
     # ---- SFT
@@ -265,6 +274,49 @@ def train(
     typer.echo(f"report: {report_command(out)}")
 
 
+def check_train_out(out: Path, continuing: bool) -> None:
+    """A new run starts only in an absent or empty dir (or one holding just its data/); a run is
+    continued (--resume, or --stage grpo after --stage sft) only in a run dir, so that training
+    never writes among files it did not create."""
+    from coinfluence.io import check_writable, read_json
+
+    check_writable(out)
+    if not out.is_dir():
+        return
+    entries = [e.name for e in out.iterdir() if e.name not in ("data", RUN_LOCK)]
+    if not entries:
+        return
+    if not continuing:
+        raise UserError(f"--out {out} is not empty (it holds {entries[0]}); pass --resume to continue a run there or choose another --out")
+    config = out / "config.json"
+    try:
+        is_run = config.is_file() and "model_type" not in read_json(config)
+    except ValueError:
+        is_run = False
+    if not is_run:
+        raise UserError(f"--out {out} holds files but no run (no run config.json); choose another --out")
+
+
+def check_data(data: Optional[Path], generated: Path, data_cfg) -> bool:
+    """Whether ``generated`` (OUT/data) can be reused: complete, unchanged and generated with
+    ``data_cfg`` (UserError when it differs; False when a killed run left it incomplete). Given
+    ``data`` with a manifest is checked against it."""
+    from coinfluence.tasks.data import DATA_CONFIG, is_partial_dataset, verify_dataset
+
+    if data is not None:
+        if data.is_dir() and (data / DATA_CONFIG).is_file():
+            verify_dataset(data)
+        return True
+    if not generated.is_dir() or not any(generated.iterdir()):
+        return False
+    if (generated / DATA_CONFIG).is_file():
+        verify_dataset(generated, data_cfg)
+        return True
+    if not is_partial_dataset(generated):
+        raise UserError(f"{generated} holds files that are not generated data; choose another --out")
+    return False
+
+
 def infer_run_dir(ckpt: Path) -> Path:
     """The run a checkpoint belongs to (runs/NAME/sft -> runs/NAME), else the checkpoint itself."""
     for parent in (ckpt.parent, ckpt.parent.parent):
@@ -287,6 +339,7 @@ def eval_cmd(
     seed: int = typer.Option(0, help="sampling seed"),
 ):
     """Accuracy of a checkpoint per split (greedy, or mean@n/pass@n with sampling), and how often its completions use the injected behaviours."""
+    check_finite(locals())
     from coinfluence.models.loading import check_checkpoint_dir, load_model
     from coinfluence.training.evaluate import check_sampling_options, evaluate_checkpoint
     from coinfluence.training.sft import auto_max_new_tokens
@@ -306,15 +359,19 @@ def eval_cmd(
         if value is not None and value <= 0:
             raise UserError(f"--{opt} must be > 0, got {value}")
 
+    from coinfluence.io import check_writable, read_json
     from coinfluence.training.checkpoint import quiet_hf_progress
 
+    run_dir = out or infer_run_dir(ckpt)
+    check_writable(run_dir / "eval.json")
+    if (run_dir / "eval.json").exists():  # merged into, so it must read
+        read_json(run_dir / "eval.json")
+    rows = read_splits(sources, wanted)
     with quiet_hf_progress():
         model, tokenizer = load_model(ckpt)
-    rows = read_splits(sources, wanted)
     if max_new_tokens is None:
         sft_rows = read_splits(sources, ["sft"]).get("sft")
         max_new_tokens = auto_max_new_tokens(tokenizer, sft_rows) if sft_rows else 512
-    run_dir = out or infer_run_dir(ckpt)
     if name is None:
         try:
             name = str(ckpt.resolve().relative_to(run_dir.resolve())) or ckpt.name

@@ -6,6 +6,7 @@ so a killed run never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -48,8 +49,26 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
+def parse_json(text: str, where: str) -> Any:
+    """``json.loads``, with any malformed or absurdly nested text a one-line UserError naming ``where``."""
+    from .errors import UserError
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from None
+    except RecursionError:
+        raise UserError(f"{where}: JSON nested too deeply") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    from .errors import UserError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    return parse_json(text, str(path))
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
@@ -58,17 +77,56 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False, default=_jsonable) + "\n")
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def read_jsonl(path: str | os.PathLike, *, torn_tail_ok: bool = False) -> list:
+    """The JSON value of each non-blank line; a malformed line is a UserError naming the file's
+    line. ``torn_tail_ok``: a last line without its newline that does not parse (a write cut
+    short by a kill or a full disk) is left out instead."""
+    from .errors import UserError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(parse_json(line, f"{path}:{number}"))
+        except UserError:
+            if torn_tail_ok and number == len(lines) and not line.endswith("\n"):
+                break
+            raise
+    return rows
 
 
 def append_jsonl(path: str | os.PathLike, row: dict) -> None:
-    """Append one JSON line (metric logs); a line is written with one call and flushed."""
+    """Append one JSON line (metric logs): written with one call, flushed and synced to disk, so
+    that a kill loses at most the line being written."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, default=_jsonable) + "\n")
         f.flush()
+        os.fsync(f.fileno())
+
+
+def drop_torn_tail(path: str | os.PathLike) -> None:
+    """Cut a last line without its newline that does not parse (see :func:`read_jsonl`), so that
+    appends start on a line of their own."""
+    path = Path(path)
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    start = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[start:])
+    except ValueError:
+        with open(path, "r+b") as f:
+            f.truncate(start)
+        return
+    with open(path, "ab") as f:  # a whole value without its newline: keep it, end its line
+        f.write(b"\n")
 
 
 @contextmanager
@@ -83,18 +141,170 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 directories
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        replace_entry(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+# ----------------------------------------------------------------------------- output policy
+# Every command writes only its own files: an existing non-empty output dir is refused unless
+# --overwrite, which replaces the entries the command writes and leaves every other entry alone;
+# no output may be, or hold, one of the command's inputs.
+
+
+def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str = "--out") -> None:
+    """UserError when ``out`` is one of ``inputs`` or a dir holding one (writing it would replace it)."""
+    from .errors import UserError
+
+    target = Path(out).resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if target == source or target in source.parents:
+            raise UserError(f"{option} {out} would write onto the input {given}; choose another {option}")
+
+
+def check_writable(out: str | os.PathLike, option: str = "--out") -> None:
+    """UserError unless ``out`` can be created or written: its nearest existing ancestor is a
+    writable directory."""
+    from .errors import UserError
+
+    path = Path(out).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing.is_dir():
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f"{option} {out}: {existing} is not writable")
+    elif existing != path:
+        raise UserError(f"{option} {out}: {existing} is a file, not a directory")
+
+
+def check_output_dir(out: str | os.PathLike, *, overwrite: bool, inputs: Iterable[str | os.PathLike] = (),
+                     writes: Iterable[str] = (), option: str = "--out") -> None:
+    """The output policy of a command writing into dir ``out`` (before any work): not an input,
+    writable, empty unless ``overwrite``; with ``overwrite`` each entry of ``writes`` it would
+    replace must be writable (a read-only file is not replaced)."""
+    from .errors import UserError
+
+    out = Path(out)
+    check_not_input(out, inputs, option)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{option} {out} exists and is not a directory")
+    check_writable(out, option)
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"{option} {out} exists and is not empty; pass --overwrite to replace this command's files in it")
+        # the mode bits, not os.access: a read-only file says "keep me" even to root
+        locked = [name for name in writes if (out / name).exists() and not os.stat(out / name).st_mode & 0o222]
+        if locked:
+            raise UserError(f"{out / locked[0]} is read-only; not replacing it")
+
+
+def check_output_file(out: str | os.PathLike, *, overwrite: bool, inputs: Iterable[str | os.PathLike] = (),
+                      option: str = "--out") -> None:
+    """The output policy of a command writing the one file ``out`` (before any work)."""
+    from .errors import UserError
+
+    out = Path(out)
+    check_not_input(out, inputs, option)
+    if out.is_dir():
+        raise UserError(f"{option} {out} is a directory")
+    check_writable(out, option)
+    if out.exists() and not overwrite:
+        raise UserError(f"{option} {out} exists; pass --overwrite to replace it")
+
+
+@contextmanager
+def output_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; when the block succeeds, it becomes ``path``
+    if that is absent or empty, else each of its entries replaces the entry of that name in
+    ``path`` (entries of ``path`` the block did not write stay)."""
+    path = Path(path)
+    if not path.is_dir() or not any(path.iterdir()):
+        with atomic_dir(path) as tmp:
+            yield tmp
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        for entry in sorted(tmp.iterdir(), key=lambda e: e.name == "summary.json"):  # the summary last
+            replace_entry(entry, path / entry.name)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def replace_entry(new: Path, old: Path) -> None:
+    """Move file or dir ``new`` onto ``old`` (a dir is swapped whole: renamed aside, then removed)."""
+    if old.is_dir() and not old.is_symlink():
+        aside = old.with_name(f".{old.name}.old")
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(old, aside)
+        os.replace(new, old)
+        shutil.rmtree(aside)
+    else:
+        os.replace(new, old)
+
+
+RUN_LOCK = ".lock"
+
+
+@contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold RUN/.lock exclusively for the block: a second process writing the same run is refused
+    (the lock dies with its process, so a killed run leaves none behind)."""
+    import fcntl
+
+    from .errors import UserError
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / RUN_LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{run_dir} is in use by another coinfluence process; wait for it to end") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> None:
+    """Remove the temporary files and dirs (``.NAME.XXXX.tmp``) that killed writes left in a run
+    and its checkpoint dirs; only while holding the run's lock, when no write can be under way."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir, *(p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith("."))):
+        for entry in folder.glob(".*.tmp"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def file_manifest(root: str | os.PathLike, names: Iterable[str]) -> dict[str, dict]:
+    """Size and SHA-256 of every file under the entries ``names`` of ``root`` (files or dirs),
+    by path relative to ``root``."""
+    root = Path(root)
+    files = [f for name in names for f in ([root / name] if (root / name).is_file() else sorted((root / name).rglob("*")))]
+    manifest = {}
+    for f in files:
+        if f.is_file():
+            digest = hashlib.sha256()
+            with open(f, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            manifest[str(f.relative_to(root))] = {"bytes": f.stat().st_size, "sha256": digest.hexdigest()}
+    return manifest
+
+
+def manifest_mismatch(root: str | os.PathLike, manifest: dict[str, dict]) -> str | None:
+    """The first file of ``manifest`` that is missing or differs under ``root`` (None: all match)."""
+    root = Path(root)
+    for name, expected in manifest.items():
+        path = root / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != expected["bytes"] or file_manifest(root, [name])[name] != expected:
+            return f"{path} differs from what was written"
+    return None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -187,6 +397,8 @@ def read_rows(path: str | os.PathLike, required: tuple[str, ...] = ("prompt",)) 
             rows = pd.read_parquet(path).to_dict("records")
         else:
             rows = read_jsonl(path)
+    except UserError:
+        raise
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     if not rows:

@@ -113,7 +113,7 @@ def unit_steps(variant: str, seed: int, run: Path, setting: dict, aug_k: int, ex
     threads = ["--threads", str(setting["threads"])]
     epochs = setting["sft_epochs"] / (aug_k if any(o in data_opts for o in ("--question-aug", "--answer-aug")) else 1)
     steps = [
-        ("data", ["data", "--out", str(run / "data"), "--preset", setting["task_preset"], "--behaviours", behaviours,
+        ("data", ["data", "--out", str(run / "data"), "--overwrite", "--preset", setting["task_preset"], "--behaviours", behaviours,
                   "--seed", str(seed), *data_opts, *extra.get("data", [])],
          lambda: (ROOT / run / "data" / "data_config.json").exists()),
         ("train", [*threads, "train", "--data", str(run / "data"), "--out", str(run), "--seed", str(seed), "--resume",

@@ -39,7 +39,7 @@ from coinfluence.influence import features as feat
 from coinfluence.influence.kernel import K_plus_minus, co_influence_kernel, mean_over_targets
 from coinfluence.influence.step import TARGET_OBJECTIVES, advantages, delta_J_aggregated
 from coinfluence.influence.validate import grpo_resume_step, validate_first_order, validate_trainer_step
-from coinfluence.io import atomic_dir, atomic_path, data_splits, write_json
+from coinfluence.io import atomic_dir, atomic_path, check_output_dir, data_splits, output_dir, write_json
 from coinfluence.io import read_rows as io_read_rows
 from coinfluence.training.objectives import LOSS_NORMALIZATION, NORMALIZATIONS, STD_CONVENTIONS
 
@@ -78,6 +78,7 @@ class AnalyzeOptions:
     all_checkpoints: bool = False
     out: str | None = None
     seed: int = 0
+    overwrite: bool = False
 
 
 ENGINES = ("auto", "layerwise", "vmap", "loop")
@@ -247,8 +248,12 @@ def resolve_inputs(opts: AnalyzeOptions) -> dict:
         out = run / "analysis" / checkpoint_name(ckpts[0], run)
     else:
         out = ckpts[0] / "analysis"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out exists and is not a directory: {out}")
+    check_output_dir(out, overwrite=opts.overwrite, inputs=[*ckpts, train, targets, *([run] if run else [])])
+    if opts.all_checkpoints:  # each checkpoint's analysis replaces a dir of that name: only an analysis
+        for c in ckpts:
+            entry = out / checkpoint_name(c, run)
+            if entry.exists() and not (entry / "summary.json").is_file():
+                raise UserError(f"{entry} exists and is not an analysis; not replacing it")
     return {"run": run, "ckpts": ckpts, "train": train, "targets": targets, "out": out}
 
 
@@ -358,7 +363,7 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
     """Run the analysis of one checkpoint and write its files into ``out`` (an existing, temporary dir)."""
     import pandas as pd
 
-    from coinfluence.models.loading import load_model
+    from coinfluence.models.loading import check_prompt_lengths, load_model
     from coinfluence.plots.analysis import alpha_histogram, delta_J_by_alpha
     from coinfluence.training.checkpoint import quiet_hf_progress
 
@@ -366,6 +371,7 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
     started = time.perf_counter()
     with quiet_hf_progress():
         model, tok = load_model(ckpt)
+    check_prompt_lengths(model, tok, [r["prompt"] for r in (*train_rows, *target_rows)], int(knobs["max_completion_length"]))
     params = feat.select_params(model, opts.params)
     adam = adam_update_options(model, ckpt, params, knobs) if opts.precondition == "adam" else None
     scales = feat.preconditioner_scales(adam["state"], params) if adam and adam["state"] else None
@@ -550,7 +556,7 @@ def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
         sources["source"] = "train queries from RUN/data/rl_train.jsonl, targets from RUN/data/val_id.jsonl"
     torch.manual_seed(opts.seed)
     if not opts.all_checkpoints:
-        with atomic_dir(paths["out"]) as tmp:
+        with output_dir(paths["out"]) as tmp:
             summary = analyze_checkpoint(paths["ckpts"][0], train_rows, target_rows, opts, knobs, tmp, sources, progress)
         return {**summary, "out": str(paths["out"])}
 

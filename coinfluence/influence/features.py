@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from coinfluence.device import model_device
 from coinfluence.errors import UserError
-from coinfluence.training.checkpoint import TRAINER_STATE
+from coinfluence.training.checkpoint import TRAINER_STATE, load_trainer_state
 from coinfluence.training.objectives import normalize_logprob, rollout_batch, token_logprobs
 
 # Gaussian sketch blocks hold at most this many entries (rows × d), i.e. 16 MiB in float32.
@@ -129,14 +129,14 @@ def saved_adam_state(model, ckpt: str | Path, params: dict[str, torch.Tensor]) -
     """The checkpoint's AdamW state of each selected parameter (moments, step and its group's
     betas, eps, weight_decay), or None when the checkpoint saved no optimizer state or one that
     never stepped."""
-    from coinfluence.training.checkpoint import load_trainer_state
-
     path = find_optimizer_state(ckpt)
     if path is None:
         return None
     try:
         trainer_state = load_trainer_state(path.parent)
         saved = trainer_state["optimizer"]
+    except UserError:
+        raise  # already one line (e.g. a state that would run code when loaded)
     except Exception as err:  # noqa: BLE001 - any unreadable file is a bad checkpoint to the user
         raise UserError(f"cannot read the optimizer state in {path}: {type(err).__name__}") from None
     if not saved.get("state"):

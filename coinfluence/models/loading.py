@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from coinfluence.device import default_device, resolve_device
 from coinfluence.errors import UserError
@@ -82,13 +83,44 @@ def load_model(path_or_preset: str | os.PathLike, tokenizer=None, *, seed: int =
     rows = getattr(config, "vocab_size", None) or getattr(config.get_text_config(), "vocab_size", None)
     if rows is not None and len(tokenizer) > rows:
         raise UserError(f"tokenizer has {len(tokenizer)} tokens but the model in {path} has only {rows} embedding rows")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its report of missing weights: check_loading_info says it in one line
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="eager")
+        model, info = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="eager",
+                                                           output_loading_info=True)
     except Exception as err:  # noqa: BLE001
         raise UserError(f"cannot load model weights from {path}: {str(err).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    check_loading_info(path, info)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(_target(device)).eval(), tokenizer
+
+
+def check_loading_info(path: Path, info: dict) -> None:
+    """UserError when the weights in ``path`` do not fill the architecture its config names
+    (missing, unexpected or misshapen tensors): such a model would be partly random."""
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
+        found = sorted(map(str, info.get(kind) or []))
+        if found:
+            more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+            raise UserError(f"the weights in {path} do not match its config.json: {kind.replace('_', ' ')} {found[0]}{more}")
+
+
+def check_prompt_lengths(model, tokenizer, prompts, new_tokens: int) -> None:
+    """UserError when a prompt plus ``new_tokens`` exceeds the positions the model has (a long
+    prompt would otherwise be batched, padded and differentiated at any cost)."""
+    from coinfluence.models.format import encode_prompt
+
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not limit:
+        return
+    for i, prompt in enumerate(prompts):
+        length = len(encode_prompt(tokenizer, prompt[: 16 * limit]))  # no text beyond this can fit
+        if length + new_tokens > limit:
+            raise UserError(f"prompt {i + 1} has {length}+ tokens; with {new_tokens} new tokens that exceeds "
+                            f"the model's {limit} positions")
 
 
 def _target(device) -> torch.device:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from coinfluence.io import read_jsonl
 from coinfluence.plots.style import VARIANT_NAMES, order_variants
 
 
@@ -101,8 +102,7 @@ def read_metrics(run_dir, stage: str = "grpo") -> pd.DataFrame:
     path = Path(run_dir) / "metrics.jsonl"
     rows = []
     if path.is_file():
-        with open(path, encoding="utf-8") as f:
-            rows = [r for line in f if line.strip() and (r := json.loads(line)).get("stage") == stage]
+        rows = [r for r in read_jsonl(path, torn_tail_ok=True) if isinstance(r, dict) and r.get("stage") == stage]
     df = pd.DataFrame(rows)
     return df.sort_values("step", kind="stable").reset_index(drop=True) if len(df) else df
 

@@ -16,7 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import atomic_path, hf_datasets, write_dataset_dict, write_json, write_jsonl
+import json
+
+from ..io import (
+    HF_DATASET_DICT_FILE, atomic_path, file_manifest, hf_datasets, manifest_mismatch, read_json, write_dataset_dict,
+    write_json, write_jsonl,
+)
 from .bridge import BEHAVIOURS, behaviour_preset
 from .igsm import IGSMConfig, canonical_key, generate, get_preset, question, solution
 
@@ -27,6 +32,10 @@ DEFAULT_SIZES = {
     "mini2": {"sft": 4000, "rl": 10000, "eval": 500},
     "paper": {"sft": 2000, "rl": 10000, "eval": 500},
 }
+# Bounds that keep one command within a workstation's time and memory (a typo of a few zeros
+# fails at once instead of running for hours).
+MAX_SPLIT_SIZE = 1_000_000
+MAX_AUGMENTATION = 64
 
 
 @dataclass
@@ -69,13 +78,20 @@ class DataConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"{name.replace('_', '-')} must be positive, got {value}")
+            limit = MAX_AUGMENTATION if name.endswith("aug") else MAX_SPLIT_SIZE
+            if value is not None and value > limit:
+                raise UserError(f"{name.replace('_', '-')} is at most {limit:,}, got {value:,}")
         for name in ("p_explore", "p_exploit"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= (1 if name == "p_explore" else 10):
                 raise UserError(f"{name.replace('_', '-')} out of range: {value}")
         if self.question_aug > 1 and self.answer_aug > 1:
             raise UserError("question-aug and answer-aug are separate baselines; use one at a time")
-        return self.task()
+        task = self.task()
+        if task.op_id[1] >= task.op_ood[0] and task.op_ood[1] >= task.op_id[0]:
+            raise UserError(f"op-id {task.op_id[0]}-{task.op_id[1]} and op-ood {task.op_ood[0]}-{task.op_ood[1]} overlap; "
+                            "out-of-distribution ops must differ from the in-distribution ones")
+        return task
 
 
 def _rng(*parts) -> random.Random:
@@ -149,14 +165,32 @@ def make_dataset(cfg: DataConfig) -> dict[str, list[dict]]:
     sizes = cfg.sizes()
     seen: set = set()
     splits = {split: _split_rows(cfg, task, split, sizes[split], seen) for split in SPLITS}
-    return {s: splits[s] for s in ("sft", "rl_train", "val_id", "val_ood", "test_id", "test_ood")}
+    return {s: splits[s] for s in SPLIT_FILES}
+
+
+DATA_CONFIG = "data_config.json"  # written last: a data dir without it is incomplete
+FORMATS = ("jsonl", "parquet", "hf")
+SPLIT_FILES = ("sft", "rl_train", "val_id", "val_ood", "test_id", "test_ood")
+
+
+def split_entries(fmt: str) -> list[str]:
+    """The entries of a data dir that hold the rows: one file per split, or a DatasetDict."""
+    if fmt == "hf":
+        return [*SPLIT_FILES, HF_DATASET_DICT_FILE]
+    return [f"{split}.{fmt}" for split in SPLIT_FILES]
+
+
+def dataset_files(fmt: str) -> list[str]:
+    """Every entry ``write_dataset`` writes into its dir."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose {', '.join(FORMATS)}")
+    return [*split_entries(fmt), DATA_CONFIG]
 
 
 def write_dataset(out_dir: str | Path, cfg: DataConfig, fmt: str = "jsonl") -> dict[str, list[dict]]:
     """Write ``OUT/{split}.{jsonl|parquet}`` (or, for ``hf``, a Hugging Face DatasetDict saved in
     OUT) and ``OUT/data_config.json``; returns the rows."""
-    if fmt not in ("jsonl", "parquet", "hf"):
-        raise UserError(f"unknown format {fmt!r}; choose jsonl, parquet or hf")
+    dataset_files(fmt)  # a known format, before any work
     if fmt == "hf":
         hf_datasets()  # the optional extra is there before any work
     task = cfg.validate()
@@ -173,11 +207,38 @@ def write_dataset(out_dir: str | Path, cfg: DataConfig, fmt: str = "jsonl") -> d
         for split, rows in splits.items():
             with atomic_path(out_dir / f"{split}.parquet") as tmp:
                 pd.DataFrame(rows).to_parquet(tmp, index=False)
-    write_json(out_dir / "data_config.json", {
+    write_json(out_dir / DATA_CONFIG, {
         "data": asdict(cfg), "task": asdict(task), "format": fmt,
         "counts": {s: len(r) for s, r in splits.items()},
+        "files": file_manifest(out_dir, split_entries(fmt)),
     })
     return splits
+
+
+def verify_dataset(data_dir: str | Path, cfg: DataConfig | None = None) -> None:
+    """UserError unless ``data_dir``'s files are those its DATA_CONFIG lists (sizes and hashes;
+    data written before the manifest existed is taken as is) and, with ``cfg``, were generated
+    with that config."""
+    data_dir = Path(data_dir)
+    saved = read_json(data_dir / DATA_CONFIG)
+    problem = manifest_mismatch(data_dir, saved.get("files", {}))
+    if problem:
+        raise UserError(f"data in {data_dir} is not what was generated ({problem}); regenerate it")
+    if cfg is not None:
+        wanted = json.loads(json.dumps(asdict(cfg)))  # tuples as JSON lists, as saved
+        differing = [k for k in wanted if saved.get("data", {}).get(k) != wanted[k]]
+        if differing:
+            detail = ", ".join(f"{k}={saved.get('data', {}).get(k)!r} (now {wanted[k]!r})" for k in differing)
+            raise UserError(f"data in {data_dir} was generated with other options: {detail}; choose another --out")
+
+
+def is_partial_dataset(data_dir: str | Path) -> bool:
+    """A data dir a killed ``write_dataset`` left: no DATA_CONFIG, and only entries it writes
+    (or its temporary files), so regenerating it replaces nothing else."""
+    data_dir = Path(data_dir)
+    own = {name for fmt in FORMATS for name in dataset_files(fmt)}
+    return not (data_dir / DATA_CONFIG).exists() and all(
+        e.name in own or (e.name.startswith(".") and e.name.endswith(".tmp")) for e in data_dir.iterdir())
 
 
 def dataset_stats(splits: dict[str, list[dict]]) -> dict[str, dict]:

@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from ..errors import UserError
 from ..io import read_rows
 from .answer import extract_answer, reward
 from .igsm.check import BEHAVIOURS, check_steps, count_behaviours
@@ -18,7 +19,11 @@ _NUMBER = re.compile(r"(?<![\w.])-?\d+(?!\w|\.\d)")  # an integer, also before a
 
 
 def load_rows(path: str | Path) -> list[dict]:
-    return read_rows(path, ("prompt", "completion", "answer"))
+    rows = read_rows(path, ("prompt", "completion", "answer"))
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r["prompt"], str) or not isinstance(r["completion"], str)), None)
+    if bad is not None:
+        raise UserError(f"{path}: row {bad + 1}: prompt and completion must be text")
+    return rows
 
 
 def stated_numbers(prompt: str) -> list[int]:

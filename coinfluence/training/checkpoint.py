@@ -1,13 +1,16 @@
 """Resumable checkpoints: a ``save_pretrained`` directory plus ``trainer_state.pt``.
 
 ``trainer_state.pt`` holds the optimizer, scheduler and RNG states (python, numpy, torch),
-the optimizer step and the data-order position, so that a killed run continues exactly.
+the optimizer step and the data-order position, so that a killed run continues exactly. It holds
+only tensors and plain Python values and is read with ``weights_only=True``: a checkpoint from
+elsewhere cannot run code when it is loaded.
 Each directory is built under a temporary name and swapped in (``atomic_dir``), so a kill
 during a save leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
 from contextlib import contextmanager
 import re
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from coinfluence.errors import UserError
 from coinfluence.io import atomic_dir, write_json
 
 TRAINER_STATE = "trainer_state.pt"
@@ -35,12 +39,21 @@ def optimizer_param_names(model, optimizer) -> list[list[str]]:
 
 
 def rng_states() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The RNG states as tensors and plain values (what the weights-only loader accepts)."""
+    key, words, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"key": key, "words": torch.from_numpy(words.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
 
 
 def restore_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    python = states["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    saved = states["numpy"]
+    if isinstance(saved, dict):
+        saved = (saved["key"], np.asarray(saved["words"], dtype=np.int64).astype(np.uint32), saved["pos"],
+                 saved["has_gauss"], saved["cached_gaussian"])
+    np.random.set_state(saved)
     torch.set_rng_state(states["torch"])
 
 
@@ -92,9 +105,27 @@ def prune_checkpoints(ckpt_root: str | Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _legacy_numpy_globals() -> list:
+    """What an older trainer_state.pt needs beyond tensors: numpy's RNG array (plain data, no code)."""
+    multiarray = getattr(np, "_core", np.core).multiarray
+    return [multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def load_trainer_state(ckpt: str | Path) -> dict:
-    # Our own file: it holds numpy RNG arrays, which the weights-only unpickler refuses.
-    return torch.load(Path(ckpt) / TRAINER_STATE, map_location="cpu", weights_only=False)
+    """``CKPT/trainer_state.pt`` read with the weights-only unpickler; UserError for a file that
+    needs anything else (it could run code) or that is not a trainer state."""
+    path = Path(ckpt) / TRAINER_STATE
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unreadable or unsafe: either way not loaded
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, pickle.UnpicklingError):
+            reason = "it holds objects other than tensors and plain values (refused: loading them could run code)"
+        raise UserError(f"cannot load {path}: {reason}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"cannot load {path}: not a trainer state (a {type(state).__name__})")
+    return state
 
 
 def load_weights_into(model, ckpt: str | Path) -> None:

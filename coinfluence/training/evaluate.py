@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from coinfluence.device import model_device
-from coinfluence.io import read_json, write_json, write_jsonl
+from coinfluence.io import read_json, read_jsonl, write_json, write_jsonl
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.answer import reward
 from coinfluence.tasks.igsm.check import BEHAVIOURS, check_steps, count_behaviours
@@ -268,8 +268,9 @@ def evaluate_checkpoint(
     limit: int | None = None,
     **gen_kwargs,
 ) -> dict[str, dict]:
-    """Score each split, merge the summary into RUN/eval.json under ``checkpoint`` and write the
-    per-sample records to RUN/eval/<checkpoint>.jsonl (one line per row and sample, with its split)."""
+    """Score each split, merge the summary into RUN/eval.json under ``checkpoint`` and the
+    per-sample records into RUN/eval/<checkpoint>.jsonl (one line per row and sample, with its
+    split): the splits scored now replace their earlier results, other splits keep theirs."""
     check_sampling_options(n, temperature)
     run_dir = Path(run_dir)
     results, records = {}, []
@@ -280,7 +281,9 @@ def evaluate_checkpoint(
         records += [{"split": split, **r} for r in split_records]
     eval_path = run_dir / "eval.json"
     existing = read_json(eval_path) if eval_path.exists() else {}
-    existing.setdefault("checkpoints", {})[checkpoint] = results
+    existing.setdefault("checkpoints", {}).setdefault(checkpoint, {}).update(results)
     write_json(eval_path, existing)
-    write_jsonl(run_dir / "eval" / (checkpoint.replace("/", "_") + ".jsonl"), records)
+    records_path = run_dir / "eval" / (checkpoint.replace("/", "_") + ".jsonl")
+    kept = [r for r in (read_jsonl(records_path) if records_path.exists() else []) if r.get("split") not in results]
+    write_jsonl(records_path, kept + records)
     return results

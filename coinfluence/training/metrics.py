@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from coinfluence.errors import UserError
-from coinfluence.io import append_jsonl, read_jsonl, write_jsonl
+from coinfluence.io import append_jsonl, drop_torn_tail, read_jsonl, write_jsonl
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -79,10 +79,11 @@ def metric_sink(run_dir: str | Path, report_to: str = "none") -> Iterator[Option
 
 def drop_metrics_after(run_dir: str | Path, stage: str, step: int) -> None:
     """Forget ``stage`` rows logged after ``step`` (a killed run resumed from an earlier checkpoint
-    re-logs those steps; without this the log would hold them twice)."""
+    re-logs those steps; without this the log would hold them twice), and a line a kill cut short."""
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return
+    drop_torn_tail(path)
     rows = read_jsonl(path)
     kept = [r for r in rows if not (r.get("stage") == stage and r.get("step", 0) > step)]
     if len(kept) != len(rows):

@@ -297,9 +297,10 @@ def train_sft(
         scheduler.load_state_dict(state["scheduler"])
         ckpt_io.restore_rng_states(state["rng"])
         step, position, num_tokens = state["step"], state["position"], state["num_tokens"]
-        drop_metrics_after(out_dir, STAGE, step)
     else:
         torch.manual_seed(cfg.seed)
+    if resume:  # rows a killed run logged after its last checkpoint (all of them before the first) are redone
+        drop_metrics_after(out_dir, STAGE, step)
 
     def save_resumable() -> None:
         trainer_state = {

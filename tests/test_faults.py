@@ -1,0 +1,419 @@
+"""Faults a careless or hostile user causes: untrusted checkpoints, outputs over other files,
+non-finite options, torn logs, concurrent runs and kills (issue 14)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "coinfluence_cli.main", "--threads", "1", *args],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def one_line_error(result) -> bool:
+    return result.returncode == 2 and result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+
+
+def refused(result) -> bool:
+    """Exit 2 with an ``error:`` line last (progress lines may come before it) and no traceback."""
+    lines = result.stderr.strip().splitlines()
+    return result.returncode == 2 and lines[-1].startswith("error:") and "Traceback" not in result.stderr
+
+
+NANO = ["--preset", "nano", "--sft-steps", "4", "--save-steps", "2", "--grpo-steps", "2", "--prompts-per-step", "2",
+        "--num-generations", "2", "--max-completion-length", "8", "--eval-size", "2", "--eval-steps", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults") / "data"
+    r = run("data", "--out", str(out), "--sft-size", "24", "--rl-size", "8", "--eval-size", "4")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def sft_run(data_dir, tmp_path_factory):
+    """A finished nano SFT run (with its checkpoints); tests copy it before changing it."""
+    out = tmp_path_factory.mktemp("faults") / "run"
+    r = run("train", "--stage", "sft", "--data", str(data_dir), "--out", str(out), *NANO)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def copy_run(run_dir, dest):
+    import shutil
+
+    shutil.copytree(run_dir, dest)
+    return dest
+
+
+# ----------------------------------------------------------------------------- case 5: code execution
+
+
+class RunsCode:
+    """Unpickling this calls os.system: what a crafted trainer_state.pt does to a pickle loader."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def plant_crafted_state(ckpt, marker):
+    torch.save({"optimizer": RunsCode(marker), "scheduler": {}, "rng": {}, "step": 2}, ckpt / "trainer_state.pt")
+
+
+def test_the_crafted_state_runs_code_under_a_pickle_loader(tmp_path):
+    marker = tmp_path / "pwned"
+    plant_crafted_state(tmp_path, marker)
+    torch.load(tmp_path / "trainer_state.pt", weights_only=False)
+    assert marker.exists()  # so the refusals below are real refusals
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_crafted_trainer_state(sft_run, data_dir, tmp_path):
+    import shutil
+
+    run_dir = copy_run(sft_run, tmp_path / "run")
+    shutil.rmtree(run_dir / "sft")  # as if killed before the end: resume reads the newest checkpoint
+    latest = sorted((run_dir / "sft-checkpoints").iterdir())[-1]
+    marker = tmp_path / "pwned"
+    plant_crafted_state(latest, marker)
+    r = run("train", "--stage", "sft", "--resume", "--data", str(data_dir), "--out", str(run_dir), *NANO)
+    assert refused(r) and "trainer_state.pt" in r.stderr, r.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_analyze_adam_refuses_a_crafted_trainer_state(sft_run, data_dir, tmp_path):
+    run_dir = copy_run(sft_run, tmp_path / "run")
+    marker = tmp_path / "pwned"
+    plant_crafted_state(run_dir / "sft", marker)
+    r = run("analyze", "--ckpt", str(run_dir / "sft"), "--train", str(data_dir / "rl_train.jsonl"),
+            "--targets", str(data_dir / "val_id.jsonl"), "--queries", "2", "--targets-n", "2", "--num-generations", "2",
+            "--max-completion-length", "4", "--precondition", "adam", "--out", str(tmp_path / "an"), "--quiet")
+    assert refused(r) and "trainer_state.pt" in r.stderr, r.stderr
+    assert not marker.exists() and not (tmp_path / "an").exists()
+
+
+def test_loading_a_crafted_trainer_state_is_refused(tmp_path):
+    from coinfluence.errors import UserError
+    from coinfluence.training.checkpoint import load_trainer_state
+
+    marker = tmp_path / "pwned"
+    plant_crafted_state(tmp_path, marker)
+    with pytest.raises(UserError, match="could run code"):
+        load_trainer_state(tmp_path)
+    assert not marker.exists()
+
+
+def test_trainer_state_round_trips_under_weights_only(tmp_path):
+    import random
+
+    import numpy as np
+
+    from coinfluence.training import checkpoint as ckpt_io
+
+    random.seed(3), np.random.seed(4), torch.manual_seed(5)
+    saved = ckpt_io.rng_states()
+    torch.save({"rng": saved}, tmp_path / "trainer_state.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    ckpt_io.restore_rng_states(ckpt_io.load_trainer_state(tmp_path)["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_a_trainer_state_of_the_older_format_still_loads(tmp_path):
+    import random
+
+    import numpy as np
+
+    from coinfluence.training import checkpoint as ckpt_io
+
+    np.random.seed(7)
+    torch.save({"rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}},
+               tmp_path / "trainer_state.pt")
+    expected = np.random.rand()
+    np.random.seed(0)
+    ckpt_io.restore_rng_states(ckpt_io.load_trainer_state(tmp_path)["rng"])
+    assert np.random.rand() == expected
+
+
+# ----------------------------------------------------------------------------- cases 1-4: data loss
+
+
+def cli(*args):
+    """`coinfluence ARGS` in this process (a UserError is left in ``result.exception``)."""
+    from typer.testing import CliRunner
+
+    from coinfluence_cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def refused_in_process(result, text: str) -> bool:
+    from coinfluence.errors import UserError
+
+    return isinstance(result.exception, UserError) and text in str(result.exception)
+
+
+def snapshot(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A run-shaped dir: a nano checkpoint, data, a config and a file of the user's."""
+    from coinfluence.io import write_json, write_jsonl
+    from coinfluence.models.loading import load_model
+    from coinfluence.training.checkpoint import save_model_dir
+    from toy_data import toy_rows
+
+    root = tmp_path / "victim"
+    model, tok = load_model("nano")
+    save_model_dir(root / "sft", model, tok)
+    rows = [{"prompt": r["prompt"], "answer": r["answer"]} for r in toy_rows(4, seed=1)]
+    write_jsonl(root / "data" / "rl_train.jsonl", rows)
+    write_jsonl(root / "data" / "val_id.jsonl", rows)
+    write_json(root / "config.json", {"train": {"stage": "sft"}})
+    (root / "notes.txt").write_text("mine")
+    return root
+
+
+ANALYZE = ["--queries", "2", "--targets-n", "2", "--num-generations", "2", "--max-completion-length", "2", "--quiet"]
+
+
+def test_case1_analyze_never_writes_onto_its_run_or_into_a_full_dir(victim, tmp_path):
+    before = snapshot(victim)
+    r = cli("analyze", "--ckpt", victim / "sft", "--run", victim, "--out", victim, *ANALYZE)
+    assert refused_in_process(r, "onto the input")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("keep")
+    r = cli("analyze", "--ckpt", victim / "sft", "--run", victim, "--out", other, *ANALYZE)
+    assert refused_in_process(r, "--overwrite")
+    r = cli("analyze", "--run", victim, "--all-checkpoints", "--out", victim.parent, "--overwrite", *ANALYZE)
+    assert refused_in_process(r, "onto the input")
+    assert snapshot(victim) == before and (other / "keep.txt").read_text() == "keep"
+
+
+def test_case1_overwrite_replaces_only_the_analysis_files(tmp_path):
+    from coinfluence.io import output_dir
+
+    out = tmp_path / "an"
+    out.mkdir()
+    (out / "keep.txt").write_text("keep")
+    (out / "summary.json").write_text("old")
+    (out / "figures").mkdir()
+    (out / "figures" / "old.png").write_text("old")
+    with output_dir(out) as tmp:
+        (tmp / "summary.json").write_text("new")
+        (tmp / "figures").mkdir()
+        (tmp / "figures" / "alpha_hist.png").write_text("new")
+    assert (out / "keep.txt").read_text() == "keep" and (out / "summary.json").read_text() == "new"
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["alpha_hist.png"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_case2_score_never_writes_onto_its_input(tmp_path):
+    from coinfluence.io import write_jsonl
+
+    rows = tmp_path / "rows.jsonl"
+    write_jsonl(rows, [{"prompt": "p", "completion": "<answer>3</answer>", "answer": 3}])
+    before = rows.read_bytes()
+    assert refused_in_process(cli("score", rows, "--out", rows), "onto the input")
+    assert refused_in_process(cli("score", rows, "--out", rows, "--overwrite"), "onto the input")
+    assert rows.read_bytes() == before
+    (tmp_path / "scored.jsonl").write_text("old\n")
+    assert refused_in_process(cli("score", rows, "--out", tmp_path / "scored.jsonl"), "--overwrite")
+    assert cli("score", rows, "--out", tmp_path / "scored.jsonl", "--overwrite").exit_code == 0
+    assert json.loads((tmp_path / "scored.jsonl").read_text())["reward"] == 1.0
+
+
+def test_case3_eval_merges_splits_into_eval_json_and_records(tmp_path):
+    from coinfluence.io import read_json, read_jsonl
+    from coinfluence.models import build_tokenizer
+    from coinfluence.training.evaluate import evaluate_checkpoint
+
+    rows = [{"prompt": f"q{i}", "answer": i} for i in range(4)]
+    tok = build_tokenizer([r["prompt"] for r in rows] + ["<answer>0</answer>"])
+
+    def generate(model, tokenizer, prompt_ids, *, num_samples, **_):
+        return [[tokenizer.encode("<answer>0</answer>", add_special_tokens=False)] * num_samples for _ in prompt_ids]
+
+    evaluate_checkpoint(None, tok, {"test_id": rows, "test_ood": rows}, tmp_path, "sft", generate_fn=generate)
+    evaluate_checkpoint(None, tok, {"val_id": rows}, tmp_path, "sft", limit=3, generate_fn=generate)
+    saved = read_json(tmp_path / "eval.json")["checkpoints"]["sft"]
+    assert set(saved) == {"test_id", "test_ood", "val_id"} and saved["test_id"]["num_rows"] == 4
+    records = read_jsonl(tmp_path / "eval" / "sft.jsonl")
+    assert [r["split"] for r in records].count("test_id") == 4 and [r["split"] for r in records].count("val_id") == 3
+
+
+def test_case3_a_corrupt_eval_json_is_one_line_before_work(victim):
+    (victim / "eval.json").write_text("{not json")
+    r = cli("eval", "--ckpt", victim / "sft", "--data", victim / "data", "--splits", "val_id", "--limit", "1")
+    assert refused_in_process(r, "eval.json: invalid JSON")
+
+
+def test_case4_data_never_replaces_split_files_unless_asked(tmp_path):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "sft.jsonl").write_text("mine\n")
+    small = ["--sft-size", "3", "--rl-size", "3", "--eval-size", "2"]
+    assert refused_in_process(cli("data", "--out", out, *small), "--overwrite")
+    os.chmod(out / "sft.jsonl", 0o444)
+    assert refused_in_process(cli("data", "--out", out, *small, "--overwrite"), "read-only")
+    assert (out / "sft.jsonl").read_text() == "mine\n"
+
+
+# ----------------------------------------------------------------------------- cases 6-9: silent wrong results
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--learning-rate", "nan"], ["train", "--beta", "nan"], ["train", "--learning-rate", "inf"],
+    ["train", "--temperature", "nan"], ["eval", "--ckpt", "x", "--data", "y", "--temperature", "nan"],
+    ["analyze", "--temperature", "nan"], ["data", "--p-explore", "nan"],
+])
+def test_case6_non_finite_float_options_are_refused_before_work(args, tmp_path):
+    out = tmp_path / "never"
+    extra = ["--out", out] if args[0] in ("train", "data") else []
+    assert refused_in_process(cli(*args, *extra), "must be a finite number")
+    assert not out.exists()
+
+
+def test_case7_weights_that_do_not_fill_the_config_are_refused(victim, tmp_path):
+    import shutil
+
+    from coinfluence.errors import UserError
+    from coinfluence.models.loading import load_model
+
+    bigger = shutil.copytree(victim / "sft", tmp_path / "bigger")
+    config = json.loads((bigger / "config.json").read_text())
+    config["num_hidden_layers"] += 1
+    (bigger / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="missing keys"):
+        load_model(bigger)
+    other = shutil.copytree(victim / "sft", tmp_path / "other")
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
+                                                   "n_layer": 1, "n_embd": config["hidden_size"], "n_head": 2}))
+    with pytest.raises(UserError, match="do not match its config.json|cannot load"):
+        load_model(other)
+
+
+def test_case8_resume_refuses_data_it_cannot_trust(tmp_path):
+    from dataclasses import replace
+
+    from coinfluence.errors import UserError
+    from coinfluence.tasks.data import DataConfig, write_dataset
+    from coinfluence_cli.train import check_data
+
+    cfg = DataConfig(behaviours="both", sft_size=3, rl_size=3, eval_size=2)
+    data = tmp_path / "run" / "data"
+    write_dataset(data, cfg)
+    assert check_data(None, data, cfg) is True
+    with pytest.raises(UserError, match="behaviours='both' \\(now 'none'\\)"):
+        check_data(None, data, replace(cfg, behaviours="none"))
+    with open(data / "val_id.jsonl", "a") as f:
+        f.write("\n")
+    with pytest.raises(UserError, match="val_id.jsonl differs"):
+        check_data(None, data, cfg)
+    (data / "data_config.json").unlink()  # as a kill during generation leaves it: regenerated
+    (data / "test_ood.jsonl").unlink()
+    assert check_data(None, data, cfg) is False
+    (data / "mine.txt").write_text("x")
+    with pytest.raises(UserError, match="not generated data"):
+        check_data(None, data, cfg)
+
+
+def test_case8_resume_with_other_behaviours_is_refused_before_work(tmp_path):
+    from coinfluence.tasks.data import DataConfig, write_dataset
+
+    out = tmp_path / "run"
+    write_dataset(out / "data", DataConfig(seed=0, behaviours="both", sft_size=3, rl_size=3, eval_size=2))
+    before = snapshot(out)
+    r = cli("train", "--resume", "--vanilla", "--out", out, "--no-progress")
+    assert refused_in_process(r, "generated with other options")
+    assert snapshot(out) == before
+
+
+def test_case9_a_torn_metrics_line_is_dropped_and_resume_continues(tmp_path):
+    from coinfluence.io import read_jsonl
+    from coinfluence.plots.runs import read_metrics
+    from coinfluence.training.metrics import drop_metrics_after, log_metrics
+
+    for step in (1, 2, 3):
+        log_metrics(tmp_path, "grpo", step, reward=0.5)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"stage": "grpo", "st')  # the disk filled mid-line
+    assert list(read_metrics(tmp_path)["step"]) == [1, 2, 3]
+    drop_metrics_after(tmp_path, "grpo", 2)
+    log_metrics(tmp_path, "grpo", 3, reward=0.7)
+    assert [(r["step"], r["reward"]) for r in read_jsonl(tmp_path / "metrics.jsonl")] == [(1, 0.5), (2, 0.5), (3, 0.7)]
+
+
+def test_case9_a_second_process_on_a_run_is_refused(tmp_path):
+    from coinfluence.io import run_lock
+
+    out = tmp_path / "run"
+    with run_lock(out):
+        r = cli("train", "--out", out, "--no-progress", "--preset", "nano", "--sft-steps", "1")
+    assert refused_in_process(r, "in use by another coinfluence process")
+    with run_lock(out):  # released when the holder ends
+        pass
+
+
+def test_case9_stale_temporaries_are_removed(tmp_path):
+    from coinfluence.io import remove_stale_temporaries
+
+    (tmp_path / "sft-checkpoints" / ".checkpoint-000004.ab12.tmp").mkdir(parents=True)
+    (tmp_path / ".metrics.jsonl.cd34.tmp").write_text("x")
+    (tmp_path / "sft-checkpoints" / "checkpoint-000002").mkdir()
+    remove_stale_temporaries(tmp_path)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["sft-checkpoints", "sft-checkpoints/checkpoint-000002"]
+
+
+def test_case9_killed_before_the_first_checkpoint_resume_logs_each_step_once(tmp_path):
+    from coinfluence.io import read_jsonl
+    from coinfluence.models import build_tokenizer, load_model
+    from coinfluence.training.sft import SFTConfig, train_sft
+    from toy_data import toy_rows, toy_texts
+
+    rows = toy_rows(8, seed=2)
+    tok = build_tokenizer(toy_texts(rows))
+    cfg = SFTConfig(max_steps=4, tokens_per_batch=300, logging_steps=1, eval_steps=0, eval_size=0, save_steps=0, seed=3)
+    model, _ = load_model("nano", tok, seed=1)
+    train_sft(cfg, model, tok, rows, [], tmp_path, progress=False, stop_after=2)
+    model, _ = load_model("nano", tok, seed=1)
+    train_sft(cfg, model, tok, rows, [], tmp_path, resume=True, progress=False)
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+# ----------------------------------------------------------------------------- case 10: inputs that exhaust the machine
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sft-size", "99999999999999999999"], "at most"),
+    (["--answer-aug", "1000"], "at most"),
+    (["--op-id", "2-5", "--op-ood", "4-6"], "overlap"),
+])
+def test_case10_data_sizes_and_ranges_are_bounded(args, message, tmp_path):
+    assert refused_in_process(cli("data", "--out", tmp_path / "d", *args), message)
+    assert not (tmp_path / "d").exists()
+
+
+def test_case10_a_prompt_longer_than_the_model_is_refused(victim):
+    from coinfluence.errors import UserError
+    from coinfluence.models.loading import check_prompt_lengths, load_model
+
+    model, tok = load_model(victim / "sft")
+    check_prompt_lengths(model, tok, ["How many apples"], 8)
+    with pytest.raises(UserError, match="exceeds the model's"):
+        check_prompt_lengths(model, tok, ["apples " * 1_000_000], 8)
