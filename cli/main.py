@@ -14,6 +14,7 @@ import typer
 from coinfluence.errors import UserError
 
 from . import data as _data
+from . import models as _models
 from . import analyze as _analyze
 from . import plot as _plot
 from . import report as _report
@@ -51,6 +52,7 @@ app.command("eval")(_train.eval_cmd)
 app.command("analyze")(_analyze.analyze)
 app.command("plot")(_plot.plot)
 app.command("report")(_report.report)
+app.add_typer(_models.app, name="models")
 
 
 def main() -> None:
