@@ -37,6 +37,7 @@ from coinfluence.training.objectives import (
     LOSS_TYPES, SCALE_REWARDS, STD_CONVENTIONS, batch_to, grpo_advantages, grpo_loss, rollout_batch, sequence_logprobs,
 )
 from coinfluence.training.rollout import sample
+from coinfluence.training.sft import update_run_config
 
 STAGE = "grpo"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -145,6 +146,7 @@ def train_grpo(
     found = step_checkpoints(root)
     if found and not resume:
         raise UserError(f"{root} already holds GRPO checkpoints; pass resume to continue or choose another output dir")
+    update_run_config(out_dir, STAGE, asdict(cfg))  # the reward and every knob, beside the SFT stage's
     # The reference is the model as handed in (the SFT checkpoint), before any resumed weights.
     ref_model = copy.deepcopy(model).eval() if cfg.beta else None
     if ref_model is not None:
