@@ -14,6 +14,7 @@ import typer
 from coinfluence.errors import UserError
 
 from . import data as _data
+from . import models as _models
 from . import analyze as _analyze
 from . import lds as _lds
 from . import plot as _plot
@@ -53,6 +54,7 @@ app.command("analyze")(_analyze.analyze)
 app.command("lds")(_lds.lds)
 app.command("plot")(_plot.plot)
 app.command("report")(_report.report)
+app.add_typer(_models.app, name="models")
 
 
 def main() -> None:

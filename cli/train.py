@@ -14,6 +14,7 @@ from coinfluence.errors import UserError
 from coinfluence.io import RUN_LOCK
 
 from .options import check_finite
+from coinfluence.tasks.rewards import DEFAULT_REWARD, REWARD_HELP
 
 SPLIT_NAMES = ("sft", "rl_train", "val_id", "val_ood", "test_id", "test_ood")
 BEHAVIOURS = ("none", "explore", "exploit", "both")
@@ -126,7 +127,7 @@ def train(
     scale_rewards: Optional[str] = typer.Option(None, help="group, batch or none [group]"),
     std: Optional[str] = typer.Option(None, help="advantage std: population or unbiased [population]"),
     temperature: Optional[float] = typer.Option(None, help="GRPO sampling temperature [1.0]"),
-    reward: Optional[str] = typer.Option(None, help="GRPO reward: answer (the final answer is right) or steps (the answer and every checked step) [answer]"),
+    reward: Optional[str] = typer.Option(None, help=f"GRPO reward and the accuracy of the final eval: {REWARD_HELP} [answer]"),
     max_completion_length: Optional[int] = typer.Option(None, help="GRPO new-token limit [longest SFT completion + 32]"),
     eval_steps: Optional[int] = typer.Option(None, help="validation accuracy every N steps [SFT 100, GRPO 25]"),
     eval_size: int = typer.Option(200, help="rows per split for the validation accuracy and the final eval"),
@@ -161,7 +162,7 @@ def train(
     if from_sft is not None:
         if stage != "grpo":
             raise UserError("--from-sft starts RL from a checkpoint; use it with --stage grpo")
-        check_checkpoint_dir(from_sft)
+        from_sft = check_checkpoint_dir(from_sft)
     if sft_steps is not None and sft_epochs is not None:
         raise UserError("--sft-steps and --sft-epochs both set the SFT length; pass one")
     if eval_size < 0:
@@ -259,7 +260,7 @@ def train(
         with quiet_hf_progress():
             model, tokenizer = load_model(path)
         results = evaluate_checkpoint(
-            model, tokenizer, tests, out, name, limit=eval_size,
+            model, tokenizer, tests, out, name, limit=eval_size, reward=gcfg.reward,
             max_new_tokens=auto_max_new_tokens(tokenizer, rows["sft"]) if "sft" in rows else 512,
         )
         accs = ", ".join(f"{s} {accuracy_text(r)}" for s, r in results.items())
@@ -337,16 +338,18 @@ def eval_cmd(
     name: Optional[str] = typer.Option(None, help="checkpoint name in eval.json [its path inside the run]"),
     batch_size: int = typer.Option(32, help="sequences decoded together"),
     seed: int = typer.Option(0, help="sampling seed"),
+    reward: str = typer.Option(DEFAULT_REWARD, help=f"how accuracy is scored: {REWARD_HELP}"),
 ):
     """Accuracy of a checkpoint per split (greedy, or mean@n/pass@n with sampling), and how often its completions use the injected behaviours."""
     check_finite(locals())
     from coinfluence.models.loading import check_checkpoint_dir, load_model
+    from coinfluence.tasks.rewards import reward_fn
     from coinfluence.training.evaluate import check_sampling_options, evaluate_checkpoint
     from coinfluence.training.sft import auto_max_new_tokens
 
     from coinfluence.io import data_splits, is_one_split
 
-    check_checkpoint_dir(ckpt)
+    ckpt = check_checkpoint_dir(ckpt)
     single = next(iter(data_splits(data))) if is_one_split(data) else None
     wanted = [s.strip() for s in (splits or single or "val_id,val_ood").split(",") if s.strip()]
     if not wanted:
@@ -355,6 +358,7 @@ def eval_cmd(
         raise UserError(f"--data {data} is one split, {single}; drop --splits or pass --splits {single}")
     sources = split_sources(data, wanted, one_split_as=single)
     check_sampling_options(n, temperature)
+    reward_fn(reward)
     for opt, value in (("limit", limit), ("max-new-tokens", max_new_tokens), ("batch-size", batch_size)):
         if value is not None and value <= 0:
             raise UserError(f"--{opt} must be > 0, got {value}")
@@ -382,7 +386,7 @@ def eval_cmd(
             name = f"{name}@n{n}-t{temperature:g}"
     results = evaluate_checkpoint(
         model, tokenizer, rows, run_dir, name, n=n, temperature=temperature, limit=limit,
-        max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+        max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, reward=reward,
     )
     for split, r in results.items():
         extra = "".join(f"  {k} {r[k]:.3f}" for k in r if "@" in k or k == "alpha_spread")

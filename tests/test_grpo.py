@@ -71,6 +71,7 @@ def test_grpo_writes_metrics_and_checkpoints(tok, warm, tmp_path):
     assert 0 < rows[-1]["completions/mean_length"] <= 64
     assert any(r["frac_reward_zero_std"] < 1 for r in rows), "no group had a reward spread: the test would be vacuous"
     assert not torch.equal(before, weights(model))
+    assert json.loads((tmp_path / "config.json").read_text())["grpo"]["reward"] == "answer"  # the run records its reward
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo"])

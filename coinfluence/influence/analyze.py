@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from coinfluence.influence.step import TARGET_OBJECTIVES, advantages, delta_J_ag
 from coinfluence.influence.validate import grpo_resume_step, validate_first_order, validate_trainer_step
 from coinfluence.io import atomic_dir, atomic_path, check_output_dir, data_splits, output_dir, write_json
 from coinfluence.io import read_rows as io_read_rows
+from coinfluence.tasks.rewards import RewardFn, reward_fn
 from coinfluence.training.objectives import LOSS_NORMALIZATION, NORMALIZATIONS, STD_CONVENTIONS
 
 _STEP = re.compile(r"^step-(\d+)$")
@@ -63,6 +64,7 @@ class AnalyzeOptions:
     normalization: str | None = None
     scale_rewards: str | None = None
     std: str | None = None
+    reward: str | None = None
     params: str | None = None
     project_dim: int | None = None
     kron_rank: int | None = None
@@ -163,6 +165,7 @@ def resolve_options(opts: AnalyzeOptions, ckpt: Path | None) -> dict:
 
     for name in TRAINER_KNOBS:  # the update the trainer would take next, for the Adam-aware ΔJ and --validate
         out[name] = saved.get(name, getattr(GRPOConfig(), name))
+    out["reward"] = opts.reward or saved.get("reward")  # None: chosen by the data (reward_function)
     return out
 
 
@@ -173,6 +176,8 @@ def check_options(opts: AnalyzeOptions, knobs: dict) -> None:
         raise UserError(f"--scale-rewards must be group or none (batch scaling has no per-query ΔJ), got {knobs['scale_rewards']!r}")
     if knobs["std"] not in STD_CONVENTIONS:
         raise UserError(f"--std must be one of {', '.join(STD_CONVENTIONS)}, got {knobs['std']!r}")
+    if knobs["reward"] is not None:
+        reward_fn(knobs["reward"])
     if int(knobs["num_generations"]) < 2:
         raise UserError(f"--num-generations must be >= 2, got {knobs['num_generations']}")
     if not float(knobs["temperature"]) > 0:
@@ -223,8 +228,7 @@ def resolve_inputs(opts: AnalyzeOptions) -> dict:
         if not opts.ckpt:
             raise UserError("pass --ckpt PATH (or --run RUN --all-checkpoints)")
         ckpts = [Path(opts.ckpt)]
-    for c in ckpts:
-        check_checkpoint_dir(c)
+    ckpts = [check_checkpoint_dir(c) for c in ckpts]
     if run is not None and (opts.train or opts.targets):
         raise UserError("pass either --run or --train/--targets, not both")
     if run is not None:
@@ -260,17 +264,18 @@ def resolve_inputs(opts: AnalyzeOptions) -> dict:
 # ----------------------------------------------------------------------------- rollouts
 
 
-def reward_function(rows: Sequence[dict]) -> tuple[str, Callable[[str, object], float]]:
-    """The task's reward for iGSM data (its prompts parse), exact match for any other data."""
-    from coinfluence.tasks.answer import exact_match_reward, reward
-
-    try:
+def reward_function(rows: Sequence[dict], name: str | None = None) -> tuple[str, RewardFn]:
+    """The reward ``name`` (``coinfluence.tasks.rewards``); unset, the answer marker for iGSM data
+    (its prompts parse) and exact match for any other data."""
+    if name is None:
         from coinfluence.tasks.igsm.check import ParseError, parse_question
 
-        parse_question(rows[0]["prompt"])
-        return "task", reward
-    except ParseError:
-        return "exact_match", exact_match_reward
+        try:
+            parse_question(rows[0]["prompt"])
+            name = "answer"
+        except ParseError:
+            name = "exact"
+    return name, reward_fn(name)
 
 
 def pick(rows: Sequence[dict], n: int, seed: int, salt: str) -> list[int]:
@@ -287,7 +292,7 @@ def sample_groups(model, tokenizer, rows: Sequence[dict], G: int, knobs: dict, s
     from coinfluence.training.evaluate import stop_token_ids
     from coinfluence.training.rollout import sample
 
-    kind, score = reward_function(rows)
+    kind, score = reward_function(rows, knobs.get("reward"))
     stops = stop_token_ids(model, tokenizer)
     gen = torch.Generator().manual_seed(feat.stream_seed(seed, "analyze", salt))
     prompts, completions, logps, lengths = [], [], [], []
@@ -303,7 +308,8 @@ def sample_groups(model, tokenizer, rows: Sequence[dict], G: int, knobs: dict, s
         lengths += ro.lengths.tolist()
     texts = [decode_completion(tokenizer, c) for c in completions]
     answers = [r["answer"] for r in rows for _ in range(G)]
-    rewards = torch.tensor([score(t, a) for t, a in zip(texts, answers)], dtype=torch.float64)
+    questions = [r["prompt"] for r in rows for _ in range(G)]
+    rewards = torch.tensor([score(q, t, a) for q, t, a in zip(questions, texts, answers)], dtype=torch.float64)
     return {"prompts": prompts, "completions": completions, "texts": texts, "rewards": rewards,
             "logprob": logps, "length": lengths, "reward_kind": kind}
 

@@ -14,6 +14,7 @@ from transformers.utils import logging as hf_logging
 
 from coinfluence.device import default_device, resolve_device
 from coinfluence.errors import UserError
+from coinfluence.models.gguf_import import NAMED_MODELS, resolve_named_model
 from coinfluence.models.presets import PRESETS, build_preset_model
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -25,9 +26,10 @@ def is_preset(name_or_path: str | os.PathLike) -> bool:
 
 
 def check_checkpoint_dir(path: str | os.PathLike) -> Path:
-    path = Path(path)
+    """The checkpoint dir ``path`` names (a named pretrained model resolves to its imported dir)."""
+    path = resolve_named_model(path)
     if not path.exists():
-        hint = f" (and not a model preset: {', '.join(PRESETS)})" if len(path.parts) == 1 else ""
+        hint = f" (and not a model preset: {', '.join(PRESETS)}, nor a named model: {', '.join(NAMED_MODELS)})" if len(path.parts) == 1 else ""
         raise UserError(f"checkpoint not found: {path}{hint}")
     if not path.is_dir():
         raise UserError(f"checkpoint must be a directory, got a file: {path}")
@@ -64,6 +66,7 @@ def load_model(path_or_preset: str | os.PathLike, tokenizer=None, *, seed: int =
       ``tokenizer``; without a tokenizer one is built from the task vocabulary.
     * path: any directory ``AutoModelForCausalLM``/``AutoTokenizer`` accept; ``tokenizer``
       overrides the checkpoint's own tokenizer.
+    * a named pretrained model ("smollm2-135m"): its imported dir (``models.gguf_import``).
     """
     if is_preset(path_or_preset):
         if tokenizer is None:

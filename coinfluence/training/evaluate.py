@@ -17,7 +17,7 @@ import torch
 from coinfluence.device import model_device
 from coinfluence.io import read_json, read_jsonl, write_json, write_jsonl
 from coinfluence.models.format import decode_completion, encode_prompt
-from coinfluence.tasks.answer import reward
+from coinfluence.tasks.rewards import DEFAULT_REWARD, accuracy_reward, reward_scores
 from coinfluence.tasks.igsm.check import BEHAVIOURS, check_steps, count_behaviours
 from coinfluence.tasks.score import answer_is_stated, guess_baseline
 from coinfluence.training.rollout import left_pad
@@ -156,14 +156,16 @@ def check_sampling_options(n: int, temperature: float) -> None:
         raise UserError("n > 1 samples per prompt needs a temperature > 0 (greedy decoding gives n identical samples)")
 
 
-def score_rows(model, tokenizer, rows: Sequence[dict], *, n: int = 1, temperature: float = 0.0, **gen_kwargs) -> tuple[dict, list[dict]]:
-    """Accuracy summary and one record per (row, sample): id, prompt, sample, completion, reward,
-    the step checker's verdict, and whether the answer copies a number of the question."""
+def score_rows(model, tokenizer, rows: Sequence[dict], *, n: int = 1, temperature: float = 0.0, reward: str = DEFAULT_REWARD,
+               **gen_kwargs) -> tuple[dict, list[dict]]:
+    """Accuracy summary (under ``reward``, see ``accuracy_reward``) and one record per (row, sample):
+    id, prompt, sample, completion, reward, the step checker's verdict, and whether the answer
+    copies a number of the question."""
     check_sampling_options(n, temperature)
     completions = generate_completions(model, tokenizer, [r["prompt"] for r in rows], temperature=temperature, num_samples=n, **gen_kwargs)
     records, alphas = [], []
     for row, samples in zip(rows, completions):
-        rewards = [reward(c, row["answer"]) for c in samples]
+        rewards = reward_scores(accuracy_reward(reward), [row["prompt"]] * n, samples, [row["answer"]] * n)
         alphas.append(sum(rewards) / n)
         records += [
             {"id": row.get("id"), "prompt": row["prompt"], "sample": s, "answer": row["answer"], "reward": r,
@@ -171,7 +173,8 @@ def score_rows(model, tokenizer, rows: Sequence[dict], *, n: int = 1, temperatur
              "answer_stated": answer_is_stated(row["prompt"], c), "behaviours": count_behaviours(c)}
             for s, (c, r) in enumerate(zip(samples, rewards))
         ]
-    summary = {**summarise_alphas(alphas, n, temperature), **verification_summary(records, n), **guess_baseline(list(rows))}
+    summary = {**summarise_alphas(alphas, n, temperature), "reward": reward, **verification_summary(records, n),
+               **guess_baseline(list(rows))}
     return {**summary, **behaviour_summary(records, n)}, records
 
 
@@ -244,11 +247,13 @@ def greedy_scores(model, tokenizer, rows: Sequence[dict], **gen_kwargs) -> dict[
     return {"accuracy": summary["accuracy"], "step_accuracy": summary.get("step_accuracy")}
 
 
-def sample_accuracy(model, tokenizer, rows: Sequence[dict], n: int = 8, temperature: float = 1.0, **gen_kwargs) -> list[float]:
-    """Per-query rollout accuracy α: the fraction of ``n`` samples whose answer is correct."""
+def sample_accuracy(model, tokenizer, rows: Sequence[dict], n: int = 8, temperature: float = 1.0, reward: str = DEFAULT_REWARD,
+                    **gen_kwargs) -> list[float]:
+    """Per-query rollout accuracy α: the fraction of ``n`` samples whose answer earns ``reward``."""
     check_sampling_options(n, temperature)
     completions = generate_completions(model, tokenizer, [r["prompt"] for r in rows], temperature=temperature, num_samples=n, **gen_kwargs)
-    return [sum(reward(c, row["answer"]) for c in samples) / n for row, samples in zip(rows, completions)]
+    return [sum(reward_scores(accuracy_reward(reward), [row["prompt"]] * n, samples, [row["answer"]] * n)) / n
+            for row, samples in zip(rows, completions)]
 
 
 def alpha_spread(alphas: Sequence[float]) -> float:

@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.models.format import decode_completion, encode_prompt
-from coinfluence.tasks.answer import extract_answer, reward as task_reward
+from coinfluence.tasks.answer import extract_answer
 from coinfluence.tasks.igsm.check import check_steps
+from coinfluence.tasks.rewards import DEFAULT_REWARD, REWARD_HELP, accuracy_reward, reward_fn, reward_scores
 from coinfluence.training import checkpoint as ckpt_io
 from coinfluence.training.evaluate import greedy_scores, stop_token_ids
 from coinfluence.training.metrics import drop_metrics_after, log_metrics
@@ -36,6 +37,7 @@ from coinfluence.training.objectives import (
     LOSS_TYPES, SCALE_REWARDS, STD_CONVENTIONS, batch_to, grpo_advantages, grpo_loss, rollout_batch, sequence_logprobs,
 )
 from coinfluence.training.rollout import sample
+from coinfluence.training.sft import update_run_config
 
 STAGE = "grpo"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -65,8 +67,7 @@ class GRPOConfig:
     max_completion_length: int = _opt(256, "Most new tokens per rollout.")
     max_grad_norm: float = _opt(1.0, "Clip the gradient norm (0 disables).")
     format_reward: float = _opt(0.0, "Extra reward for a well-formed answer marker (0 disables).")
-    reward: str = _opt("answer", "What earns reward 1: the marked final answer equals the answer (answer), or the answer "
-                                 "and every step the task's checker reads (steps; no reward for a right answer reached wrongly).")
+    reward: str = _opt(DEFAULT_REWARD, REWARD_HELP[0].upper() + REWARD_HELP[1:] + ".")
     weight_decay: float = _opt(0.0, "AdamW weight decay.")
     logging_steps: int = _opt(1, "Append a metrics row every this many steps.")
     eval_steps: int = _opt(25, "Greedy val_id/val_ood accuracy every this many steps (0: only at the end).")
@@ -82,9 +83,10 @@ def validate_config(cfg: GRPOConfig) -> None:
             raise UserError(f"grpo option {name} must be > 0, got {getattr(cfg, name)}")
     if cfg.num_generations < 2:
         raise UserError(f"grpo option num_generations must be >= 2 (advantages compare rollouts), got {cfg.num_generations}")
-    for name, allowed in (("loss_type", LOSS_TYPES), ("scale_rewards", SCALE_REWARDS), ("std", STD_CONVENTIONS), ("reward", REWARDS)):
+    for name, allowed in (("loss_type", LOSS_TYPES), ("scale_rewards", SCALE_REWARDS), ("std", STD_CONVENTIONS)):
         if getattr(cfg, name) not in allowed:
             raise UserError(f"grpo option {name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    reward_fn(cfg.reward)
     if cfg.temperature <= 0 or not 0 < cfg.top_p <= 1:
         raise UserError("grpo needs temperature > 0 and 0 < top_p <= 1")
     if cfg.beta < 0 or cfg.epsilon < 0 or cfg.warmup_steps < 0 or cfg.eval_steps < 0 or cfg.save_steps < 0:
@@ -103,17 +105,12 @@ def query_order(n_rows: int, seed: int, step: int, per_step: int) -> list[int]:
     return out
 
 
-REWARDS = ("answer", "steps")
-
-
 def score(completions: Sequence[str], answers: Sequence, format_weight: float, prompts: Sequence[str] | None = None,
-          kind: str = "answer") -> tuple[torch.Tensor, torch.Tensor]:
-    """(correctness in {0,1}, total reward = correctness + format bonus). ``kind`` ``steps`` counts
-    a completion correct only when the step checker passes it too (which needs ``prompts``)."""
-    if kind == "steps":
-        correct = torch.tensor([float(check_steps(p, c).ok) for p, c in zip(prompts, completions)], dtype=torch.float64)
-    else:
-        correct = torch.tensor([task_reward(c, a) for c, a in zip(completions, answers)], dtype=torch.float64)
+          kind: str = DEFAULT_REWARD) -> tuple[torch.Tensor, torch.Tensor]:
+    """(correctness: the reward ``kind`` of ``coinfluence.tasks.rewards``, total reward = correctness
+    + format bonus). ``prompts`` are needed by rewards that read the question (``steps``)."""
+    prompts = prompts if prompts is not None else [None] * len(completions)
+    correct = torch.tensor(reward_scores(kind, prompts, completions, answers), dtype=torch.float64)
     if not format_weight:
         return correct, correct
     formatted = torch.tensor([extract_answer(c) is not None for c in completions], dtype=torch.float64)
@@ -156,6 +153,7 @@ def train_grpo(
     found = step_checkpoints(root)
     if found and not resume:
         raise UserError(f"{root} already holds GRPO checkpoints; pass resume to continue or choose another output dir")
+    update_run_config(out_dir, STAGE, asdict(cfg))  # the reward and every knob, beside the SFT stage's
     # The reference is the model as handed in (the SFT checkpoint), before any resumed weights.
     ref_model = copy.deepcopy(model).eval() if cfg.beta else None
     if ref_model is not None:
@@ -186,7 +184,7 @@ def train_grpo(
     def validation() -> dict:
         out = {}
         for name, rows in evals.items():
-            scores = greedy_scores(model, tokenizer, rows, max_new_tokens=cfg.max_completion_length)
+            scores = greedy_scores(model, tokenizer, rows, max_new_tokens=cfg.max_completion_length, reward=cfg.reward)
             out[f"{name}_accuracy"], out[f"{name}_step_accuracy"] = scores["accuracy"], scores["step_accuracy"]
         return out
 
@@ -212,7 +210,7 @@ def train_grpo(
         group_prompts = [train_rows[i]["prompt"] for i in rows for _ in range(G)]
         correct, rewards = score(texts, [answers[i] for i in rows for _ in range(G)], cfg.format_reward, group_prompts, cfg.reward)
         verified = [check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
-        right_answer = [task_reward(t, a) for t, a in zip(texts, (answers[i] for i in rows for _ in range(G)))]
+        right_answer = reward_scores(accuracy_reward(cfg.reward), group_prompts, texts, [answers[i] for i in rows for _ in range(G)])
         advantages = grpo_advantages(rewards, G, cfg.scale_rewards, cfg.std)
         update_started = time.perf_counter()
         stats = _optimise(cfg, model, optimizer, batch_prompts, completions, advantages, tokenizer.pad_token_id, ref_model)
