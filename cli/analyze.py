@@ -38,6 +38,7 @@ def analyze(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Rollout accuracy, co-influence and per-step influence ΔJ of each training query."""
+    from coinfluence.distributed import is_main
     from coinfluence.influence.analyze import AnalyzeOptions, run_analysis
     from coinfluence.plots.html_report import report_command
 
@@ -49,6 +50,8 @@ def analyze(
         chunk_size=chunk_size, all_checkpoints=all_checkpoints, out=out, seed=seed,
     )
     result = run_analysis(opts, progress=not quiet)
+    if not is_main():  # under torchrun rank 0 reports
+        return
     summaries = result.get("checkpoints", [result])
     for s in summaries:
         v = s.get("validation") or {}
