@@ -29,10 +29,11 @@ from coinfluence.training.rollout import sample
 from coinfluence.training.sft import SFTConfig, train_sft
 
 ROWS = toy_rows(12, seed=3)
+RL_ROWS = ROWS[:6]  # few, so that the warm start below learns them quickly
 SFT = SFTConfig(max_steps=8, learning_rate=1e-2, tokens_per_batch=300, gradient_accumulation_steps=2, logging_steps=1,
                 eval_steps=0, eval_size=0, save_steps=4)
-# A start for GRPO and the analysis whose groups mix right and wrong answers.
-WARM = SFTConfig(max_steps=150, learning_rate=1e-2, logging_steps=10, eval_steps=0, eval_size=0, save_steps=0)
+# A start for GRPO and the analysis whose groups on RL_ROWS mix right and wrong answers.
+WARM = SFTConfig(max_steps=100, learning_rate=1e-2, logging_steps=10, eval_steps=0, eval_size=0, save_steps=0)
 # scale_rewards "batch" makes the advantages depend on every rank's rewards; 5 queries split 3 + 2.
 GRPO = GRPOConfig(max_steps=2, prompts_per_step=5, num_generations=4, max_completion_length=64, learning_rate=1e-3,
                   warmup_steps=0, eval_steps=0, eval_size=0, save_steps=1, micro_batch_size=3, scale_rewards="batch")
@@ -45,9 +46,9 @@ def run_all(out: Path, sft_from: Path) -> None:
     model, _ = load_model("nano", tok, seed=0)
     train_sft(SFT, model, tok, ROWS, [], out, progress=False)
     model, tok = load_model(sft_from)
-    train_grpo(GRPO, model, tok, ROWS, None, out, progress=False)
+    train_grpo(GRPO, model, tok, RL_ROWS, None, out, progress=False)
     # 5 train queries split 3 + 2 and 3 target queries split 2 + 1 (one micro-batch each side).
-    write_jsonl(out / "queries.jsonl", ROWS)
+    write_jsonl(out / "queries.jsonl", RL_ROWS)
     run_analysis(AnalyzeOptions(ckpt=str(sft_from), train=str(out / "queries.jsonl"), targets=str(out / "queries.jsonl"), queries=5,
                                 targets_n=3, num_generations=4, max_completion_length=64, save_kernel=True, chunk_size=2,
                                 out=str(out / "analysis")), progress=False)
@@ -81,7 +82,7 @@ def runs(tmp_path_factory):
     torch.set_num_threads(1)
     tok = build_tokenizer(toy_texts(ROWS))
     model, _ = load_model("nano", tok, seed=0)
-    train_sft(WARM, model, tok, ROWS, [], warm, progress=False)
+    train_sft(WARM, model, tok, RL_ROWS, [], warm, progress=False)
     run_all(one, warm / "sft")
     run_on_ranks(2, two, warm / "sft")
     return one, two, warm
@@ -179,7 +180,7 @@ def test_train_and_analyze_under_torchrun(tmp_path):
     assert stages.count("sft") == 1 and stages.count("grpo") == 2  # written once, by rank 0
     assert set(json.loads((out / "eval.json").read_text())["checkpoints"]) == {"sft", "grpo/final"}
     assert trained.stdout.count("metrics: ") == 1
-    analyzed = subprocess.run([*torchrun, "analyze", "--run", str(out), "--ckpt", str(out / "grpo" / "final"), "--queries", "4", "--targets-n", "2", "--quiet"],
+    analyzed = subprocess.run([*torchrun, "analyze", "--run-dir", str(out), "--ckpt", str(out / "grpo" / "final"), "--queries", "4", "--targets-n", "2", "--quiet"],
                               capture_output=True, text=True)
     assert analyzed.returncode == 0, analyzed.stderr
     assert analyzed.stdout.count("wrote ") == 1
