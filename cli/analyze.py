@@ -11,7 +11,7 @@ import typer
 
 def analyze(
     ckpt: Optional[str] = typer.Option(None, "--ckpt", help="Checkpoint dir (any AutoModelForCausalLM/AutoTokenizer dir)."),
-    run: Optional[str] = typer.Option(None, "--run", help="Run dir: train queries from its data's rl_train.jsonl, targets from val_id.jsonl (the data recorded in RUN/config.json, else RUN/data)."),
+    run: Optional[str] = typer.Option(None, "--run", "--run-dir", help="Run dir (--run-dir under torchrun, which takes --run as its own --run-path): train queries from its data's rl_train.jsonl, targets from val_id.jsonl (the data recorded in RUN/config.json, else RUN/data)."),
     train: Optional[str] = typer.Option(None, "--train", help="Training queries (prompt, answer): a .jsonl/.parquet file or a saved Hugging Face Dataset dir; with --targets."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Target queries (prompt, answer), as --train; with --train."),
     queries: int = typer.Option(64, "--queries", help="Training queries to analyse (seeded choice)."),
