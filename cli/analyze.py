@@ -14,7 +14,7 @@ from coinfluence.tasks.rewards import REWARD_HELP
 
 def analyze(
     ckpt: Optional[str] = typer.Option(None, "--ckpt", help="Checkpoint dir (any AutoModelForCausalLM/AutoTokenizer dir)."),
-    run: Optional[str] = typer.Option(None, "--run", help="Run dir: train queries from its data's rl_train.jsonl, targets from val_id.jsonl (the data recorded in RUN/config.json, else RUN/data)."),
+    run: Optional[str] = typer.Option(None, "--run", "--run-dir", help="Run dir (--run-dir under torchrun, which takes --run as its own --run-path): train queries from its data's rl_train.jsonl, targets from val_id.jsonl (the data recorded in RUN/config.json, else RUN/data)."),
     train: Optional[str] = typer.Option(None, "--train", help="Training queries (prompt, answer): a .jsonl/.parquet file or a saved Hugging Face Dataset dir; with --targets."),
     targets: Optional[str] = typer.Option(None, "--targets", help="Target queries (prompt, answer), as --train; with --train."),
     queries: int = typer.Option(64, "--queries", help="Training queries to analyse (seeded choice)."),
@@ -51,6 +51,7 @@ def analyze(
 ) -> None:
     """Rollout accuracy, co-influence and per-step influence ΔJ of each training query."""
     check_finite(locals())
+    from coinfluence.distributed import is_main
     from coinfluence.influence.analyze import AnalyzeOptions, run_analysis
     from coinfluence.plots.html_report import report_command
 
@@ -62,6 +63,8 @@ def analyze(
         chunk_size=chunk_size, all_checkpoints=all_checkpoints, out=out, seed=seed, overwrite=overwrite,
     )
     result = run_analysis(opts, progress=not quiet)
+    if not is_main():  # under torchrun rank 0 reports
+        return
     summaries = result.get("checkpoints", [result])
     for s in summaries:
         v = s.get("validation") or {}

@@ -36,8 +36,9 @@ def root(threads: Optional[int] = typer.Option(
          device: str = typer.Option(
         "auto", "--device", help="where models run: auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N")) -> None:
     from coinfluence.device import set_default_device
+    from coinfluence.distributed import init_from_env
 
-    set_default_device(device)
+    set_default_device(init_from_env(device))  # under torchrun: join its process group, one GPU per local rank
     if threads is not None:
         if threads < 1:
             raise UserError(f"--threads must be >= 1, got {threads}")

@@ -139,6 +139,7 @@ def train(
     check_finite(locals())
     from coinfluence.device import default_device, model_device
     from coinfluence.io import remove_stale_temporaries, run_lock
+    from coinfluence.distributed import barrier, is_main
     from coinfluence.models.loading import check_checkpoint_dir, is_preset, load_model, load_tokenizer
     from coinfluence.training import checkpoint as ckpt_io
     from coinfluence.training.checkpoint import quiet_hf_progress
@@ -199,26 +200,29 @@ def train(
     check_train_out(out, continuing=resume or (stage == "grpo" and sft_done))
     reuse_data = check_data(data, out / "data", data_cfg)
     sinks = ExitStack()
-    sinks.enter_context(run_lock(out))
-    remove_stale_temporaries(out)
+    if is_main():  # under torchrun rank 0 owns the run dir
+        sinks.enter_context(run_lock(out))
+        remove_stale_temporaries(out)
 
     # ---- data
     if data is None:
         data = out / "data"
         if reuse_data:
             typer.echo(f"reusing data in {data}/", err=True)
-        else:
+        elif is_main():  # under torchrun rank 0 writes, the others wait for it
             from coinfluence.tasks.data import write_dataset
 
             typer.echo(f"generating data into {data}/ ...", err=True)
             write_dataset(data, data_cfg)
+        barrier()
         sources = split_sources(data, ("sft", "rl_train"))
     rows = read_splits(sources, SPLIT_NAMES)
-    update_run_config(out, "train", {**train_record(out, stage, data, data_cfg, preset, from_sft, seed, eval_size),
-                                     "device": str(default_device())})
+    if is_main():
+        update_run_config(out, "train", {**train_record(out, stage, data, data_cfg, preset, from_sft, seed, eval_size),
+                                         "device": str(default_device())})
     evaluated: list[tuple[str, Path]] = []
     # Every row reaches the sink flushed as it is logged, so a run that fails before close() loses nothing.
-    sink = sinks.enter_context(metric_sink(out, report_to))
+    sink = sinks.enter_context(metric_sink(out, report_to if is_main() else "none"))
 
     # ---- SFT
     if stage in ("sft", "all") and not (resume and sft_done):
@@ -249,6 +253,8 @@ def train(
         with quiet_hf_progress():
             train_grpo(gcfg, model, tokenizer, rows["rl_train"], vals, out, resume=resume, progress=progress, sink=sink)
         evaluated.append(("grpo/final", out / "grpo" / "final"))
+    if not is_main():  # under torchrun rank 0 evaluates and reports
+        return
 
     # ---- greedy test accuracy of every checkpoint this run produced
     tests = {s: rows[s] for s in ("test_id", "test_ood") if s in rows}

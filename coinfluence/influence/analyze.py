@@ -25,6 +25,7 @@ import random
 import re
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from coinfluence import distributed as dist_
 from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.influence import features as feat
@@ -345,28 +347,39 @@ def features(engine: str, model, prompts, completions, pad_id: int, **kw) -> tor
 
 
 def kernel_streaming(model, params, tr: dict, tg: dict, pad_id: int, *, scales, project_dim, knobs, seed, chunk_size, progress,
-                     engine: str = "vmap", kron_rank: int | None = None):
-    """``K`` [target rollouts, train rollouts]: target features held, train features in chunks."""
+                     engine: str = "vmap", kron_rank: int | None = None, num_generations: int = 1):
+    """``K`` [target rollouts, train rollouts]: target features held, train features in chunks.
+
+    Under torchrun each rank makes the features of its share of the target groups, all-gathered
+    (N'·D numbers; exchanging tiles of K instead would move the train features, Q·G·D, which
+    is more whenever there are more train than target rollouts), and the columns of K of its
+    share of the train groups, all-gathered into the whole K.
+    """
     kw = dict(normalization=knobs["normalization"], max_length=int(knobs["max_completion_length"]),
               temperature=float(knobs["temperature"]), params=params, chunk_size=chunk_size,
               project_dim=project_dim or None, seed=seed, scales=scales)
     if kron_rank:
         kw["kron_rank"] = kron_rank
-    F_t = features(engine, model, tg["prompts"], tg["completions"], pad_id, **kw)
+    mine, counts = dist_.group_shard(len(tg["prompts"]), num_generations)
+    F_t = dist_.gather_rows(features(engine, model, tg["prompts"][mine], tg["completions"][mine], pad_id, **kw), counts)
+    mine, counts = dist_.group_shard(len(tr["prompts"]), num_generations)
+    prompts, completions = tr["prompts"][mine], tr["completions"][mine]
     if project_dim or kron_rank:  # sketches are small: one call, so the Gaussian blocks are generated fewest times
-        return co_influence_kernel(F_t, features(engine, model, tr["prompts"], tr["completions"], pad_id, **kw)), F_t.shape[1]
-    n = len(tr["prompts"])
-    K = torch.empty(F_t.shape[0], n, dtype=torch.float64)
-    step = 4 * chunk_size
-    for s in tqdm(range(0, n, step), desc="train features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
-        F = features(engine, model, tr["prompts"][s : s + step], tr["completions"][s : s + step], pad_id, **kw)
-        K[:, s : s + step] = co_influence_kernel(F_t, F)
-    return K, F_t.shape[1]
+        K = co_influence_kernel(F_t, features(engine, model, prompts, completions, pad_id, **kw))
+    else:
+        n = len(prompts)
+        K = torch.empty(F_t.shape[0], n, dtype=torch.float64)
+        step = 4 * chunk_size
+        for s in tqdm(range(0, n, step), desc="train features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
+            F = features(engine, model, prompts[s : s + step], completions[s : s + step], pad_id, **kw)
+            K[:, s : s + step] = co_influence_kernel(F_t, F)
+    return dist_.gather_rows(K.T.contiguous(), counts).T, F_t.shape[1]
 
 
 def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions, knobs: dict, out: Path,
                        sources: dict, progress: bool = True) -> dict:
-    """Run the analysis of one checkpoint and write its files into ``out`` (an existing, temporary dir)."""
+    """Run the analysis of one checkpoint and write its files into ``out`` (an existing, temporary dir;
+    None on the ranks that only compute)."""
     import pandas as pd
 
     from coinfluence.models.loading import check_prompt_lengths, load_model
@@ -405,16 +418,16 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
         engine = feature_engine(model, params, opts.engine)
         K, feature_dim = kernel_streaming(model, params, tr, tg, pad, scales=scales, project_dim=opts.project_dim, knobs=knobs,
                                           seed=opts.seed, chunk_size=opts.chunk_size, progress=progress, engine=engine,
-                                          kron_rank=opts.kron_rank)
+                                          kron_rank=opts.kron_rank, num_generations=G)
         Kp, Km = K_plus_minus(K, tr["rewards"], G)
         K_plus_col, K_minus_col = mean_over_targets(Kp).numpy(), mean_over_targets(Km).numpy()
-        if opts.save_kernel:
+        if opts.save_kernel and out is not None:
             with atomic_path(out / "kernel.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, K.numpy())
         timings["kernel_s"] = time.perf_counter() - t
 
     validation = None
-    if opts.validate:
+    if opts.validate and dist_.is_main():
         t = time.perf_counter()
         informative = [q for q in range(Q) if 0 < float(agg["alpha"][q]) < 1]
         chosen = sorted(random.Random(f"{opts.seed}:validate").sample(informative, min(opts.validate, len(informative))))
@@ -426,6 +439,8 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
                       "trainer_step": validate_against_trainer(model, tok, ckpt, tr, tg, target_rows, chosen, knobs, opts)}
         timings["validate_s"] = time.perf_counter() - t
 
+    if out is None:  # a rank other than 0 under torchrun: rank 0 writes
+        return {}
     # ---- tables
     A_tr = advantages(tr["rewards"], G, knobs["scale_rewards"], knobs["std"])
     A_tg = advantages(tg["rewards"], G, knobs["scale_rewards"], knobs["std"])
@@ -549,6 +564,7 @@ def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
     """Check everything, then analyse one checkpoint (or a run's trajectory); returns the summary
     (for ``all_checkpoints``: ``{"checkpoints": [...summaries], "out": ...}``)."""
     paths = resolve_inputs(opts)
+    progress = progress and dist_.is_main()
     knobs = resolve_options(opts, paths["ckpts"][-1])
     check_options(opts, knobs)
     if opts.validate:
@@ -560,10 +576,14 @@ def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
     sources = {"train_file": str(paths["train"]), "targets_file": str(paths["targets"])}
     if paths["run"] is not None:
         sources["source"] = "train queries from RUN/data/rl_train.jsonl, targets from RUN/data/val_id.jsonl"
+    dist_.require_at_least_one_each(min(len(train_rows), len(target_rows)), "the number of train or target queries")
     torch.manual_seed(opts.seed)
+    # Under torchrun every rank computes its share; rank 0 alone writes.
+    main_only = lambda writer: writer if dist_.is_main() else nullcontext(None)  # noqa: E731
     if not opts.all_checkpoints:
-        with output_dir(paths["out"]) as tmp:
+        with main_only(output_dir(paths["out"])) as tmp:
             summary = analyze_checkpoint(paths["ckpts"][0], train_rows, target_rows, opts, knobs, tmp, sources, progress)
+        dist_.barrier()
         return {**summary, "out": str(paths["out"])}
 
     import pandas as pd
@@ -571,8 +591,11 @@ def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
     summaries = []
     for c in paths["ckpts"]:
         name = checkpoint_name(c, paths["run"])
-        with atomic_dir(paths["out"] / name) as tmp:
+        with main_only(atomic_dir(paths["out"] / name)) as tmp:
             summaries.append(analyze_checkpoint(c, train_rows, target_rows, opts, knobs, tmp, sources, progress))
+    dist_.barrier()
+    if not dist_.is_main():
+        return {"checkpoints": [], "out": str(paths["out"])}
     series = pd.DataFrame([{
         "checkpoint": checkpoint_name(Path(s["checkpoint"]), paths["run"]), "step": s["step"],
         "mean_co_influence": s["mean_co_influence"], "mean_delta_J": s["mean_delta_J"],

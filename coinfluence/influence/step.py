@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from coinfluence import distributed as dist_
 from coinfluence.influence.features import rollout_rows_on
 from coinfluence.training.objectives import LOSS_NORMALIZATION, group_weight, grpo_advantages, grpo_loss, normalize_logprob, token_logprobs
 
@@ -81,15 +82,17 @@ def _grad(scalar: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, to
 
 def target_direction(model, params: dict, prompts: Sequence, completions: Sequence, target_advantages: torch.Tensor,
                      pad_id: int, *, normalization: str = "seq-mean", max_length: int | None = None,
-                     temperature: float = 1.0, micro_batch: int = 64) -> dict[str, torch.Tensor]:
-    """``u = (1/N') Σ_j A_j ∇ℓ_j`` over the target rollouts (micro-batched; the sum is one backward's)."""
+                     temperature: float = 1.0, micro_batch: int = 64, total: int | None = None) -> dict[str, torch.Tensor]:
+    """``u = (1/N') Σ_j A_j ∇ℓ_j`` over the target rollouts (micro-batched; the sum is one backward's).
+    ``total``: ``N'`` when these rollouts are one rank's share of the targets."""
     n = len(prompts)
+    N = total or n
     u = {name: torch.zeros_like(p) for name, p in params.items()}
     for s in range(0, n, micro_batch):
         sl = slice(s, min(n, s + micro_batch))
         logps, mask = token_logps_rows(model, prompts[sl], completions[sl], pad_id, temperature)
         ell = normalize_logprob(logps, mask, normalization, max_length)
-        part = _grad((target_advantages[sl].to(ell.device, ell.dtype) * ell).sum() / n, params)
+        part = _grad((target_advantages[sl].to(ell.device, ell.dtype) * ell).sum() / N, params)
         for name in u:
             u[name] += part[name]
     return u
@@ -173,6 +176,9 @@ def delta_J_aggregated(model, params: dict, train_prompts: Sequence, train_compl
     :func:`adamw_update`) ``⟨u, Δθ(q)/lr⟩``: the first-order change under one AdamW step on the
     group's loss alone. Groups with α ∈ {0, 1} have ∇J = 0 exactly and skip the backward (their
     AdamW step is the momentum and decay drift alone).
+    Groups with α ∈ {0, 1} have ∇J = 0 exactly and are skipped (no backward). Under torchrun each
+    rank takes a share of the target groups (their ``u`` parts are summed: one all-reduce) and of
+    the train queries (their ΔJ are summed into every rank's table).
     """
     G = num_generations
     Gt = target_generations or G
@@ -180,19 +186,18 @@ def delta_J_aggregated(model, params: dict, train_prompts: Sequence, train_compl
     was_training = model.training
     model.eval()
     try:
-        u = target_direction(model, params, target_prompts, target_completions, A_t, pad_id, normalization=target_norm,
-                             max_length=max_length, temperature=temperature, micro_batch=micro_batch)
+        mine, _ = dist_.group_shard(len(target_prompts), Gt)
+        u = target_direction(model, params, target_prompts[mine], target_completions[mine], A_t[mine], pad_id, normalization=target_norm,
+                             max_length=max_length, temperature=temperature, micro_batch=micro_batch, total=len(target_prompts))
+        dist_.all_reduce_tensors(list(u.values()))
         r = train_rewards.double().reshape(-1, G)
         alpha = r.mean(1)
         w = weight(alpha, G, scale_rewards, std)
         dj = torch.zeros(len(alpha), dtype=torch.float64)
         dj_adam = torch.zeros(len(alpha), dtype=torch.float64)
-        zero = {n: torch.zeros_like(p) for n, p in params.items()}
-        drift = inner(u, adamw_update(zero, params, **adam)) if adam else 0.0
-        for q in tqdm(range(len(alpha)), desc="query gradients", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
-            if w[q] == 0:
-                dj_adam[q] = drift
-                continue
+        # Groups with α ∈ {0, 1} need no backward, so only the others are dealt across ranks.
+        informative = dist_.shard([q for q in range(len(alpha)) if w[q] != 0])
+        for q in tqdm(informative, desc="query gradients", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
             sl = slice(q * G, (q + 1) * G)
             gJ = objective_gradient(model, params, train_prompts[sl], train_completions[sl], r[q], pad_id,
                                     normalization=normalization, max_length=max_length, temperature=temperature,
@@ -200,6 +205,10 @@ def delta_J_aggregated(model, params: dict, train_prompts: Sequence, train_compl
             dj[q] = inner(u, gJ, scales)
             if adam:
                 dj_adam[q] = inner(u, adamw_update({n: -g for n, g in gJ.items()}, params, **adam))
+        dist_.all_reduce_tensors([dj, dj_adam])  # every other rank holds 0 for this rank's queries
+        if adam:  # no gradient: the AdamW step of such a group is the momentum and decay drift alone
+            zero = {n: torch.zeros_like(p) for n, p in params.items()}
+            dj_adam[w == 0] = inner(u, adamw_update(zero, params, **adam))
     finally:
         model.train(was_training)
     co = torch.where(w > 0, dj / torch.where(w > 0, w, torch.ones_like(w)), torch.full_like(w, float("nan")))

@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from coinfluence import distributed as dist_
 from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.models.format import decode_completion, encode_prompt
@@ -91,6 +92,7 @@ def validate_config(cfg: GRPOConfig) -> None:
         raise UserError("grpo needs temperature > 0 and 0 < top_p <= 1")
     if cfg.beta < 0 or cfg.epsilon < 0 or cfg.warmup_steps < 0 or cfg.eval_steps < 0 or cfg.save_steps < 0:
         raise UserError("grpo options beta, epsilon, warmup_steps, eval_steps and save_steps must be >= 0")
+    dist_.require_at_least_one_each(cfg.prompts_per_step, "grpo option prompts_per_step (queries per step, split across ranks)")
 
 
 def query_order(n_rows: int, seed: int, step: int, per_step: int) -> list[int]:
@@ -168,15 +170,19 @@ def train_grpo(
         scheduler.load_state_dict(state["scheduler"])
     # Rows a killed run logged after its last checkpoint are redone now; keep them once
     # (a run that never reached a checkpoint redoes its step-0 evaluation too).
-    drop_metrics_after(out_dir, STAGE, step if step else -1)
+    if dist_.is_main():
+        drop_metrics_after(out_dir, STAGE, step if step else -1)
 
     prompts = [encode_prompt(tokenizer, r["prompt"]) for r in train_rows]
     answers = [r["answer"] for r in train_rows]
     stops = stop_token_ids(model, tokenizer)
     G, P = cfg.num_generations, cfg.prompts_per_step
-    evals = {name: list(rows)[: cfg.eval_size] for name, rows in (val_rows or {}).items() if rows}
+    evals = {name: list(rows)[: cfg.eval_size] for name, rows in (val_rows or {}).items() if rows and dist_.is_main()}
+    first, stop = dist_.shard_bounds(P)  # this rank's queries of each step
 
     def save(path: Path) -> None:
+        if not dist_.is_main():
+            return
         state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "config": asdict(cfg),
                  "param_names": ckpt_io.optimizer_param_names(model, optimizer)}
         ckpt_io.save_model_dir(path, model, tokenizer, {"grpo_config.json": asdict(cfg)}, state)
@@ -190,10 +196,10 @@ def train_grpo(
 
     if step == 0 and evals and cfg.eval_steps:  # the start of the accuracy curves: the model RL begins from
         log_metrics(out_dir, STAGE, 0, sink=sink, **validation())
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", file=sys.stderr, disable=not progress or not dist_.is_main(), dynamic_ncols=True)
     while step < cfg.max_steps:
         started = time.perf_counter()
-        rows = query_order(len(train_rows), cfg.seed, step, P)
+        rows = query_order(len(train_rows), cfg.seed, step, P)[first:stop]
         batch_prompts = [prompts[i] for i in rows for _ in range(G)]
         model.eval()
         # Rollouts depend only on (seed, step), so a resumed run samples what it would have
@@ -202,7 +208,7 @@ def train_grpo(
         ro = sample(
             model, batch_prompts, max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
             top_p=cfg.top_p, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-            stop_token_ids=stops, generator=gen,
+            stop_token_ids=stops, generator=gen, rows_of=(first * G, P * G),
         )
         generated = time.perf_counter()
         completions = ro.completions()
@@ -211,11 +217,17 @@ def train_grpo(
         correct, rewards = score(texts, [answers[i] for i in rows for _ in range(G)], cfg.format_reward, group_prompts, cfg.reward)
         verified = [check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
         right_answer = reward_scores(accuracy_reward(cfg.reward), group_prompts, texts, [answers[i] for i in rows for _ in range(G)])
+        # Every rank sees every rollout's numbers: advantages and metrics are the whole batch's.
+        columns = (correct, rewards, torch.tensor(verified), torch.tensor(right_answer), ro.lengths, ro.finished, ro.entropies.sum(1))
+        table = torch.stack([c.double().cpu() for c in columns], dim=1)
+        correct, rewards, verified, right_answer, lengths, finished, entropy = dist_.gather_rows(
+            table, [n * G for n in dist_.split_sizes(P)]).unbind(1)
         advantages = grpo_advantages(rewards, G, cfg.scale_rewards, cfg.std)
         update_started = time.perf_counter()
-        stats = _optimise(cfg, model, optimizer, batch_prompts, completions, advantages, tokenizer.pad_token_id, ref_model)
+        stats = _optimise(cfg, model, optimizer, batch_prompts, completions, advantages[first * G : stop * G],
+                          tokenizer.pad_token_id, ref_model, batch_rollouts=P * G, batch_tokens=float(lengths.sum()))
         # The policy's entropy at each sampled token (temperature applied), as the sampler saw it.
-        stats["entropy"] = float(ro.entropies.sum() / ro.lengths.sum().clamp(min=1))
+        stats["entropy"] = float(entropy.sum() / lengths.sum().clamp(min=1))
         updated = time.perf_counter()
         grad_norm = stats.pop("grad_norm")
         lr = scheduler.get_last_lr()[0]
@@ -224,16 +236,15 @@ def train_grpo(
         bar.update(1)
 
         per_query = correct.view(P, G)
-        lengths = ro.lengths.double()
         row = {
             "reward": float(rewards.mean()),
             "reward_std": float(rewards.view(P, G).std(dim=1, unbiased=False).mean()),
             "frac_reward_zero_std": float((rewards.view(P, G).std(dim=1) == 0).double().mean()),
-            "accuracy": sum(right_answer) / len(right_answer),
-            "step_accuracy": sum(verified) / len(verified),
+            "accuracy": float(right_answer.mean()),
+            "step_accuracy": float(verified.mean()),
             "alpha_hist": [int(v) for v in torch.bincount(per_query.sum(1).long(), minlength=G + 1)],
             "completions/mean_length": float(lengths.mean()),
-            "completions/clipped_ratio": float((~ro.finished).double().mean()),
+            "completions/clipped_ratio": float(1 - finished.mean()),
             "learning_rate": lr,
             "grad_norm": grad_norm,
             **stats,
@@ -246,33 +257,38 @@ def train_grpo(
         if evaluate_now:
             row.update(validation())
         row["step_time"] = time.perf_counter() - started
-        if step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps:
+        if dist_.is_main() and (step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps):
             log_metrics(out_dir, STAGE, step, sink=sink, **row)
         bar.set_postfix(reward=f"{row['reward']:.2f}", len=f"{row['completions/mean_length']:.0f}")
         if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
             save(root / f"step-{step:06d}")
-            if cfg.save_total_limit:
+            if cfg.save_total_limit and dist_.is_main():
                 for _, old in step_checkpoints(root)[: -cfg.save_total_limit]:
                     shutil.rmtree(old, ignore_errors=True)
         if stop_after is not None and step >= stop_after and step < cfg.max_steps:
             bar.close()
+            dist_.barrier()  # rank 0's files are complete before any rank goes on
             return {"step": step, "stopped": True}
     bar.close()
     model.eval()
     save(root / "final")  # with the optimizer state: the analysis of the final model needs its next step
+    dist_.barrier()
     return {"step": step, "stopped": False, "final_dir": str(root / "final")}
 
 
-def _optimise(cfg: GRPOConfig, model, optimizer, prompts, completions, advantages, pad_id: int, ref_model) -> dict:
+def _optimise(cfg: GRPOConfig, model, optimizer, prompts, completions, advantages, pad_id: int, ref_model,
+              batch_rollouts: int | None = None, batch_tokens: float | None = None) -> dict:
     """``num_iterations`` passes of the clipped surrogate over the rollouts, in micro-batches
     whose losses are weighted so that their sum is the loss of the whole batch. Rollouts are
     sorted by length before they are split, so each micro-batch is padded only to its own
     longest row (a few runaway rollouts would otherwise pad the whole batch). Without a KL term a
     rollout whose advantage is 0 adds exactly nothing to the loss or its gradient, so it is not
-    run at all (in most steps that is the larger part of the batch)."""
-    B = len(prompts)
-    total_tokens = float(sum(len(c) for c in completions)) or 1.0
-    active = [i for i in range(B) if ref_model is not None or float(advantages[i]) != 0.0]
+    run at all (in most steps that is the larger part of the batch). Under torchrun these are this
+    rank's rollouts of a batch of ``batch_rollouts`` with ``batch_tokens`` completion tokens, and
+    the gradients are summed over ranks before clipping."""
+    B = batch_rollouts or len(prompts)
+    total_tokens = (batch_tokens if batch_rollouts else float(sum(len(c) for c in completions))) or 1.0
+    active = [i for i in range(len(prompts)) if ref_model is not None or float(advantages[i]) != 0.0]
     order = sorted(active, key=lambda i: len(prompts[i]) + len(completions[i]))
     chunks = [order[s : s + cfg.micro_batch_size] for s in range(0, len(order), cfg.micro_batch_size)]
     device = model_device(model)
@@ -301,12 +317,11 @@ def _optimise(cfg: GRPOConfig, model, optimizer, prompts, completions, advantage
             sums["kl"] += st.get("kl", 0.0) * tokens
         # A zero gradient, not a missing one: AdamW still decays its moments and moves on them.
         params = [p for p in model.parameters() if p.requires_grad]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
+        dist_.all_reduce_grads(params)
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm else float("inf"))
         optimizer.step()
     n = cfg.num_iterations
+    sums["loss"], sums["clip_ratio"], sums["kl"] = dist_.sum_across_ranks([sums["loss"], sums["clip_ratio"], sums["kl"]])
     out = {
         "loss": sums["loss"] / n,
         "clip_ratio": sums["clip_ratio"] / (n * total_tokens),

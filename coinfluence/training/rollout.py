@@ -92,6 +92,7 @@ def sample(
     batch_size: int | None = None,
     backend: Backend = "auto",
     compile: bool = False,
+    rows_of: tuple[int, int] | None = None,
 ) -> Rollouts:
     """Sample one completion per prompt (token id lists, no padding).
 
@@ -102,11 +103,16 @@ def sample(
     ``compile`` wraps the lean decode step in ``torch.compile``. Off by default: on a 2-core
     CPU it cost ~110 s on the first call and ~10 s of recompilation on each later one against
     ~1.5 s for a whole uncompiled batch-64 run, so it never paid off in our measurements.
+    ``rows_of=(first, total)``: these prompts are rows ``[first, first + len(prompts))`` of a batch
+    of ``total`` that other processes sample with the same seed (data parallelism); each row gets
+    the draws it would get in the whole batch, so sharding does not change the rollouts.
     """
     check_options(prompts, max_new_tokens, temperature, top_p)
+    if rows_of is not None and batch_size is not None:
+        raise ValueError("rows_of and batch_size cannot be combined")
     stops = stop_set(eos_token_id, stop_token_ids)
     engine = choose_engine(model, backend)
-    chooser = TokenChooser(temperature, top_p, generator)
+    chooser = TokenChooser(temperature, top_p, generator, rows_of)
     size = batch_size or len(prompts)
     chunks = [prompts[i : i + size] for i in range(0, len(prompts), size)]
     with eval_mode(model), torch.inference_mode():
@@ -182,11 +188,13 @@ def merge_rollouts(prompts: list[list[int]], parts: list[tuple], pad_id: int) ->
 class TokenChooser:
     """Picks the next token from last-position logits and returns its log-probability."""
 
-    def __init__(self, temperature: float, top_p: float, generator: torch.Generator | None):
+    def __init__(self, temperature: float, top_p: float, generator: torch.Generator | None,
+                 rows_of: tuple[int, int] | None = None):
         self.greedy = temperature == 0
         self.temperature = 1.0 if self.greedy else float(temperature)
         self.top_p = top_p
         self.generator = generator
+        self.rows_of = rows_of
 
     def __call__(self, logits: torch.Tensor, rows: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(token, its log-probability, entropy of the distribution)`` from ``logits`` [live rows, V]
@@ -211,7 +219,9 @@ class TokenChooser:
         # Drawn where the generator lives (the CPU unless the caller made another), then moved:
         # one seed gives the same draws whichever device the model is on.
         where = self.generator.device if self.generator is not None else torch.device("cpu")
-        return torch.rand(batch, generator=self.generator, device=where).to(device, non_blocking=True)
+        first, total = self.rows_of or (0, batch)
+        drawn = torch.rand(total, generator=self.generator, device=where)[first : first + batch]
+        return drawn.to(device, non_blocking=True)
 
     @staticmethod
     def inverse_cdf(weights: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:

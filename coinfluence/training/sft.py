@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from coinfluence import distributed as dist_
 from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.io import read_json, write_json
@@ -92,6 +93,7 @@ def validate_config(cfg: SFTConfig) -> None:
         raise UserError(f"sft option warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.lr_scheduler_type not in ("cosine", "linear", "constant"):
         raise UserError(f"sft option lr_scheduler_type must be cosine, linear or constant, got {cfg.lr_scheduler_type!r}")
+    dist_.require_at_least_one_each(cfg.gradient_accumulation_steps, "sft option gradient_accumulation_steps (micro-batches per step, dealt across ranks)")
 
 
 # ---------------------------------------------------------------- examples and batches
@@ -286,8 +288,9 @@ def train_sft(
     elif not resume and ckpt_io.list_checkpoints(ckpt_root):
         raise UserError(f"{out_dir} already holds SFT checkpoints; pass resume to continue or choose another output dir")
     max_new_tokens = cfg.max_new_tokens or auto_max_new_tokens(tokenizer, train_rows)
-    eval_rows = list(val_rows)[: cfg.eval_size]
-    update_run_config(out_dir, "sft", asdict(cfg))
+    eval_rows = list(val_rows)[: cfg.eval_size] if dist_.is_main() else []
+    if dist_.is_main():
+        update_run_config(out_dir, "sft", asdict(cfg))
 
     optimizer, scheduler = make_optimizer(model, cfg)
     step, position, num_tokens = 0, 0, 0
@@ -299,10 +302,12 @@ def train_sft(
         step, position, num_tokens = state["step"], state["position"], state["num_tokens"]
     else:
         torch.manual_seed(cfg.seed)
-    if resume:  # rows a killed run logged after its last checkpoint (all of them before the first) are redone
+    if resume and dist_.is_main():  # rows a killed run logged after its last checkpoint (all before the first) are redone
         drop_metrics_after(out_dir, STAGE, step)
 
     def save_resumable() -> None:
+        if not dist_.is_main():
+            return
         trainer_state = {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": ckpt_io.rng_states(),
             "step": step, "position": position, "num_tokens": num_tokens, "config": asdict(cfg),
@@ -313,21 +318,27 @@ def train_sft(
 
     stream = micro_batches_from(lengths, cfg, position)
     device = model_device(model)
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="sft", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="sft", file=sys.stderr, disable=not progress or not dist_.is_main(), dynamic_ncols=True)
     window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
     last_val = None
     model.train()
     while step < cfg.max_steps:
         started = time.perf_counter()
         micro = [next(stream) for _ in range(cfg.gradient_accumulation_steps)]
-        batches = [batch_to(collate([examples[i] for i in batch], tokenizer.pad_token_id, cfg.completion_only_loss), device) for _, batch in micro]
+        # Under torchrun each rank takes its share of the step's micro-batches (the global batch is unchanged).
+        batches = [batch_to(collate([examples[i] for i in batch], tokenizer.pad_token_id, cfg.completion_only_loss), device)
+                   for _, batch in dist_.shard(micro)]
         # Mean over every target token of the optimizer step, not a mean of per-batch means.
-        targets = max(1, sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches))
+        targets, real_tokens = dist_.sum_across_ranks([sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches),
+                                                        sum(int(b["attention_mask"].sum()) for b in batches)])
+        targets, real_tokens = max(1, int(targets)), int(real_tokens)
         step_loss = 0.0
         for batch in batches:
             loss_sum, _ = summed_token_loss(model, batch)
             (loss_sum / targets).backward()
             step_loss += float(loss_sum.detach()) / targets
+        dist_.all_reduce_grads(model.parameters())
+        step_loss = dist_.sum_across_ranks([step_loss])[0]
         grad_norm = clip_and_measure(model, cfg.max_grad_norm)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
@@ -335,7 +346,6 @@ def train_sft(
         optimizer.zero_grad(set_to_none=True)
         step += 1
         position += len(micro)
-        real_tokens = sum(int(b["attention_mask"].sum()) for b in batches)
         num_tokens += real_tokens
         window["loss"] += step_loss
         window["steps"] += 1
@@ -347,7 +357,7 @@ def train_sft(
         if evaluate_now:
             last_val = greedy_scores(model, tokenizer, eval_rows, max_new_tokens=max_new_tokens)
             model.train()
-        if step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps:
+        if dist_.is_main() and (step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps):
             row = {
                 "epoch": round(micro[-1][0], 4),
                 "loss": window["loss"] / window["steps"],
@@ -366,11 +376,15 @@ def train_sft(
             save_resumable()
         if stop_after is not None and step >= stop_after and step < cfg.max_steps:
             bar.close()
+            dist_.barrier()  # rank 0's files are complete before any rank goes on
             return {"step": step, "stopped": True, "num_tokens": num_tokens}
     bar.close()
     model.eval()
 
-    final_dir = ckpt_io.save_model_dir(out_dir / "sft", model, tokenizer, {"sft_config.json": asdict(cfg)})
+    final_dir = out_dir / "sft"
+    if dist_.is_main():
+        ckpt_io.save_model_dir(final_dir, model, tokenizer, {"sft_config.json": asdict(cfg)})
+    dist_.barrier()
     return {"step": step, "stopped": False, "final_dir": str(final_dir), "num_tokens": num_tokens,
             "val_accuracy": last_val["accuracy"] if last_val else None}
 
