@@ -155,7 +155,8 @@ def train_grpo(
     found = step_checkpoints(root)
     if found and not resume:
         raise UserError(f"{root} already holds GRPO checkpoints; pass resume to continue or choose another output dir")
-    update_run_config(out_dir, STAGE, asdict(cfg))  # the reward and every knob, beside the SFT stage's
+    if dist_.is_main():
+        update_run_config(out_dir, STAGE, asdict(cfg))  # the reward and every knob, beside the SFT stage's
     # The reference is the model as handed in (the SFT checkpoint), before any resumed weights.
     ref_model = copy.deepcopy(model).eval() if cfg.beta else None
     if ref_model is not None:
