@@ -1,4 +1,4 @@
-"""The influence engine against DESIGN §2, on a nano model with real sampled rollouts.
+"""The influence engine against docs/maths.md, on a nano model with real sampled rollouts.
 
 The model is SFT'd for a few seconds on data where every prompt is seen with two answers
 (the right one and the right one + 1), so sampled groups really mix correct and incorrect

@@ -1,4 +1,4 @@
-"""GRPO advantages and loss against DESIGN §2, checked on a tiny real model.
+"""GRPO advantages and loss against docs/maths.md, "The GRPO identity", checked on a tiny real model.
 
 The identity: on-policy, beta = 0, the gradient of the GRPO objective of one group equals
 √(α(1−α))·(ḡ⁺ − ḡ⁻) with population std, that times √((G−1)/G) with the unbiased std, and

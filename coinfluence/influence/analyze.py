@@ -1,5 +1,5 @@
 """``coinfluence analyze``: sample rollouts from a checkpoint, compute α, co-influence and ΔJ
-per training query, optionally check the first order, and write the results (DESIGN §5).
+per training query, optionally check the first order, and write the results (docs/run-layout.md, "analysis/").
 
 What is computed how:
 

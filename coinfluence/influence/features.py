@@ -1,4 +1,4 @@
-"""Per-rollout gradient features ``g(q,o) = ∇_θ ℓ(q,o)`` (DESIGN §2).
+"""Per-rollout gradient features ``g(q,o) = ∇_θ ℓ(q,o)`` (docs/maths.md, "Per-rollout features").
 
 ``ℓ`` is the normalised completion log-probability of
 :func:`coinfluence.training.objectives.normalize_logprob`, at the sampling temperature, so
@@ -311,8 +311,3 @@ def features_loop(model, prompts, completions, pad_id: int, *, normalization: st
     finally:
         model.train(was_training)
     return torch.cat(rows)
-
-
-def flat(grads: dict[str, torch.Tensor] | Sequence[torch.Tensor]) -> torch.Tensor:
-    values = grads.values() if isinstance(grads, dict) else grads
-    return torch.cat([g.reshape(-1) for g in values])

@@ -1,4 +1,4 @@
-"""The co-influence kernel and its per-query summaries (DESIGN §2).
+"""The co-influence kernel and its per-query summaries (docs/maths.md, "The co-influence kernel K and K⁺/K⁻").
 
 Rollouts are laid out group after group (``G`` rollouts per query, like the trainer), so a
 train-side axis of length ``Q·G`` reshapes to ``[Q, G]``.

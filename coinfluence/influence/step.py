@@ -1,4 +1,4 @@
-"""Per-step influence ``ΔJ(q)`` of each training query on the target objective (DESIGN §2).
+"""Per-step influence ``ΔJ(q)`` of each training query on the target objective (docs/maths.md, "Per-step influence ΔJ").
 
 Two routes to the same number:
 

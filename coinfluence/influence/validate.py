@@ -1,4 +1,4 @@
-"""Check the first-order prediction against a real step (DESIGN §2, "Checking the first order").
+"""Check the first-order prediction against a real step (docs/maths.md, "Checking the first order").
 
 For a training query ``q``: take one SGD ascent step ``θ' = θ + η·D∇J(q)`` on the selected
 parameters (``D`` the preconditioner, identity by default), re-score fixed target rollouts,

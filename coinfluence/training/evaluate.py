@@ -20,7 +20,7 @@ from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.rewards import DEFAULT_REWARD, accuracy_reward, reward_scores
 from coinfluence.tasks.igsm.check import BEHAVIOURS, check_steps, count_behaviours
 from coinfluence.tasks.score import answer_is_stated, guess_baseline
-from coinfluence.training.rollout import left_pad
+from coinfluence.training.rollout import chunks_by_length, eval_mode, left_pad, length_order, sample
 
 # (model, tokenizer, prompt_ids, *, max_new_tokens, temperature, num_samples, seed) ->
 # for each prompt, ``num_samples`` lists of generated ids (stop token excluded).
@@ -62,16 +62,12 @@ def hf_generate(
     stops = stop_token_ids(model, tokenizer)
     sampling = temperature > 0
     per_batch = max(1, batch_size // num_samples)
-    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     results: list[list[list[int]]] = [[] for _ in prompt_ids]
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         device = model_device(model)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            for start in range(0, len(order), per_batch):
-                chunk = order[start : start + per_batch]
+            for chunk in chunks_by_length([len(p) for p in prompt_ids], per_batch):
                 ids, mask = left_pad([prompt_ids[i] for i in chunk], tokenizer.pad_token_id, device)
                 sample_args = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if sampling else dict(do_sample=False)
                 out = model.generate(
@@ -87,8 +83,6 @@ def hf_generate(
                 new = out[:, ids.shape[1] :].tolist()
                 for j, i in enumerate(chunk):
                     results[i] = [cut_at_stop(new[j * num_samples + s], stops) for s in range(num_samples)]
-    finally:
-        model.train(was_training)
     return results
 
 
@@ -106,11 +100,9 @@ def sampler_generate(
 ) -> list[list[list[int]]]:
     """The shared rollout sampler (``training.rollout.sample``) behind the ``GenerateFn``
     interface: the same engine as GRPO and the analysis, stop token excluded."""
-    from coinfluence.training.rollout import sample
-
     stops = stop_token_ids(model, tokenizer)
     # Sort by length so a chunk carries little left padding; the samples of one prompt stay together.
-    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    order = length_order([len(p) for p in prompt_ids])
     flat = [list(prompt_ids[i]) for i in order for _ in range(num_samples)]
     ro = sample(
         model, flat, max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=tokenizer.eos_token_id,

@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -331,7 +331,3 @@ def _optimise(cfg: GRPOConfig, model, optimizer, prompts, completions, advantage
     if cfg.beta:
         out["kl"] = sums["kl"] / (n * total_tokens)
     return out
-
-
-def config_help() -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in fields(GRPOConfig)}

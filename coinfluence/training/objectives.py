@@ -1,6 +1,6 @@
 """GRPO's pieces as small pure functions, shared by the trainer and the influence analysis.
 
-Notation (DESIGN §2): a query has ``G`` rollouts with 0/1 rewards; ``α = n_correct / G``.
+Notation (docs/maths.md): a query has ``G`` rollouts with 0/1 rewards; ``α = n_correct / G``.
 ``ℓ_i`` is the *normalised* log-probability of rollout ``i`` (``seq-mean``, ``token-sum`` or
 ``constant``). On-policy, with ``beta = 0`` and population std, the gradient of the GRPO
 objective of one group is exactly ``√(α(1−α))·(ḡ⁺ − ḡ⁻)``: :func:`group_weight` gives that

@@ -121,10 +121,6 @@ def sample(
     return merge_rollouts([list(map(int, p)) for p in prompts], parts, pad_token_id)
 
 
-def completion_token_lists(rollouts: Rollouts) -> list[list[int]]:
-    return rollouts.completions()
-
-
 def check_options(prompts, max_new_tokens: int, temperature: float, top_p: float) -> None:
     if len(prompts) == 0:
         raise ValueError("sample() needs at least one prompt")
@@ -156,7 +152,8 @@ def choose_engine(model, backend: Backend) -> Callable:
 
 @contextlib.contextmanager
 def eval_mode(model):
-    """Sampling is inference: no dropout, whatever mode the trainer left the model in."""
+    """The model in eval mode (no dropout) for the block, then back in the caller's mode: sampling
+    and the gradients the analysis takes are properties of θ, not of a dropout draw."""
     was_training = model.training
     model.eval()
     try:
@@ -288,6 +285,18 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[tor
         ids[row, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
         mask[row, width - len(p) :] = 1
     return ids.to(device), mask.to(device)
+
+
+def length_order(lengths: Sequence[int]) -> list[int]:
+    """Row indices, shortest first (ties in input order): rows batched in this order pad little.
+    Callers put each result back at its row's index."""
+    return sorted(range(len(lengths)), key=lengths.__getitem__)
+
+
+def chunks_by_length(lengths: Sequence[int], size: int) -> list[list[int]]:
+    """:func:`length_order` cut into chunks of at most ``size`` row indices."""
+    order = length_order(lengths)
+    return [order[s : s + size] for s in range(0, len(order), size)]
 
 
 # ----------------------------------------------------------------------------- generic engine

@@ -12,7 +12,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -387,8 +387,3 @@ def train_sft(
     dist_.barrier()
     return {"step": step, "stopped": False, "final_dir": str(final_dir), "num_tokens": num_tokens,
             "val_accuracy": last_val["accuracy"] if last_val else None}
-
-
-def config_help() -> dict[str, str]:
-    """Field name -> help text (for CLIs and docs)."""
-    return {f.name: f.metadata.get("help", "") for f in fields(SFTConfig)}

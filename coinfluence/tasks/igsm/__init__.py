@@ -1,4 +1,4 @@
-"""iGSM-style math word problems over a DAG of quantities (DESIGN §3).
+"""iGSM-style math word problems over a DAG of quantities (README, "The task").
 
 Two named scales of one generator: ``mini`` (the embedded default, learnable by a ~1M
 parameter model on a CPU in minutes) and ``paper`` (the BRIDGE paper's op 15-25 world).
