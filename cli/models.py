@@ -6,23 +6,23 @@ from typing import Optional
 import typer
 
 from coinfluence.errors import UserError
-from coinfluence.models.gguf_import import NAMED_MODELS, PROMPT_FORMATS
 
 app = typer.Typer(no_args_is_help=True, help="Pretrained models: import a GGUF file into a checkpoint dir.")
 
 
 @app.command("import")
 def import_cmd(
-    name: str = typer.Argument("smollm2-135m", help=f"named model: {', '.join(NAMED_MODELS)} (its GGUF file comes from the "
+    name: str = typer.Argument("smollm2-135m", help="named model, e.g. smollm2-135m (its GGUF file comes from the "
                                                     "`pretrained` extra); ignored with --gguf"),
     gguf: Optional[Path] = typer.Option(None, "--gguf", help="import this GGUF file instead (needs --out)"),
     out: Optional[Path] = typer.Option(None, "--out", help="checkpoint dir to write [the named model's cache dir, "
                                                            "$COINFLUENCE_CACHE/models/NAME, default ~/.cache/coinfluence]"),
-    prompt_format: str = typer.Option("chat", "--prompt-format", help=f"{' or '.join(PROMPT_FORMATS)}: prompts as the user turn of "
+    prompt_format: str = typer.Option("chat", "--prompt-format", help="chat or plain: prompts as the user turn of "
                                                                        "the tokenizer's chat template, or plain `<bos> PROMPT \\n`"),
 ) -> None:
     """Write a safetensors Hugging Face checkpoint dir (weights dequantised to float32, config, tokenizer), once."""
-    from coinfluence.models.gguf_import import import_gguf, import_named, is_imported, named_model_dir
+    # Imported here, not at the top: the CLI starts without torch and transformers.
+    from coinfluence.models.gguf_import import NAMED_MODELS, PROMPT_FORMATS, import_gguf, import_named, is_imported, named_model_dir
     from coinfluence.training.checkpoint import quiet_hf_progress
 
     if gguf is not None and out is None:

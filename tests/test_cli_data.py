@@ -77,3 +77,14 @@ def test_bad_input_is_one_line_and_nonzero_and_writes_nothing(tmp_path):
         assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error:"), r.stderr
         assert "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_the_cli_starts_without_torch():
+    """Every command imports its heavy libraries when it runs, so bad input and --help answer at once
+    (each CLI test spawns a process: a 15 s import in each made the suite crawl)."""
+    import subprocess
+    import sys
+
+    code = "import sys, coinfluence_cli.main; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
