@@ -103,7 +103,7 @@ def _solve_lines(completion):
 
 
 def _bridge_rows(n=80):
-    return make_dataset(DataConfig(behaviours="both", seed=5, sft_size=n, rl_size=5, eval_size=5))["sft"]
+    return make_dataset(DataConfig(preset="mini", behaviours="both", seed=5, sft_size=n, rl_size=5, eval_size=5))["sft"]
 
 
 def test_checker_rejects_a_wrong_value():
@@ -189,7 +189,7 @@ def test_paired_rendering_changes_only_completions():
 
 
 def test_splits_are_disjoint_by_dag():
-    splits = make_dataset(DataConfig(seed=4, sft_size=300, rl_size=300, eval_size=100))
+    splits = make_dataset(DataConfig(preset="mini", seed=4, sft_size=300, rl_size=300, eval_size=100))
     keys = {s: [r["meta"]["dag"] for r in rows] for s, rows in splits.items()}
     for s, ks in keys.items():
         assert len(ks) == len(set(ks)), f"duplicate problem inside {s}"
