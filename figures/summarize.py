@@ -45,7 +45,12 @@ def unit_row(unit: Path) -> dict:
         row.update(informative=s["frac_informative"], mean_alpha=s["mean_alpha"], alpha0=float((alpha == 0).mean()),
                    co_influence=s["mean_co_influence"])
     m = read_metrics(unit)
-    if len(m):
+    for stage, answer, steps in (("sft", "val_accuracy", "val_step_accuracy"), ("grpo", "val_id_accuracy", "val_id_step_accuracy")):
+        ms = read_metrics(unit, stage)
+        rows = ms[ms[answer].notna()] if answer in ms else ms
+        if len(rows):  # greedy validation at the end of the stage
+            row[f"{stage}_val"], row[f"{stage}_val_step"] = float(rows[answer].iloc[-1]), float(rows[steps].iloc[-1])
+    if "reward" in m:
         for col, name in (("reward", "reward"), ("completions/mean_length", "length")):
             row[f"{name}_first"], row[f"{name}_last"] = curve_ends(m, col)
     times = json.loads((unit / "unit.json").read_text()).get("seconds", {}) if (unit / "unit.json").exists() else {}
