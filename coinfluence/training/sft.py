@@ -250,6 +250,31 @@ def _check_resumable(state: dict, cfg: SFTConfig, ckpt: Path) -> None:
         raise UserError(f"cannot resume from {ckpt}: options differ from the saved run: {detail}")
 
 
+def optimizer_step(model, optimizer, scheduler, tokenizer, examples, micro: list, cfg: SFTConfig, device) -> tuple[float, float, float, int]:
+    """One SFT optimizer step over the micro-batches ``micro``; returns (loss, pre-clip gradient
+    norm, learning rate used, real tokens). Under torchrun each rank takes its share of the
+    micro-batches (the global batch is unchanged)."""
+    batches = [batch_to(collate([examples[i] for i in batch], tokenizer.pad_token_id, cfg.completion_only_loss), device)
+               for _, batch in dist_.shard(micro)]
+    # Mean over every target token of the optimizer step, not a mean of per-batch means.
+    targets, real_tokens = dist_.sum_across_ranks([sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches),
+                                                    sum(int(b["attention_mask"].sum()) for b in batches)])
+    targets, real_tokens = max(1, int(targets)), int(real_tokens)
+    step_loss = 0.0
+    for batch in batches:
+        loss_sum, _ = summed_token_loss(model, batch)
+        (loss_sum / targets).backward()
+        step_loss += float(loss_sum.detach()) / targets
+    dist_.all_reduce_grads(model.parameters())
+    step_loss = dist_.sum_across_ranks([step_loss])[0]
+    grad_norm = clip_and_measure(model, cfg.max_grad_norm)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step_loss, grad_norm, lr, real_tokens
+
+
 def train_sft(
     cfg: SFTConfig,
     model,
@@ -325,25 +350,7 @@ def train_sft(
     while step < cfg.max_steps:
         started = time.perf_counter()
         micro = [next(stream) for _ in range(cfg.gradient_accumulation_steps)]
-        # Under torchrun each rank takes its share of the step's micro-batches (the global batch is unchanged).
-        batches = [batch_to(collate([examples[i] for i in batch], tokenizer.pad_token_id, cfg.completion_only_loss), device)
-                   for _, batch in dist_.shard(micro)]
-        # Mean over every target token of the optimizer step, not a mean of per-batch means.
-        targets, real_tokens = dist_.sum_across_ranks([sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches),
-                                                        sum(int(b["attention_mask"].sum()) for b in batches)])
-        targets, real_tokens = max(1, int(targets)), int(real_tokens)
-        step_loss = 0.0
-        for batch in batches:
-            loss_sum, _ = summed_token_loss(model, batch)
-            (loss_sum / targets).backward()
-            step_loss += float(loss_sum.detach()) / targets
-        dist_.all_reduce_grads(model.parameters())
-        step_loss = dist_.sum_across_ranks([step_loss])[0]
-        grad_norm = clip_and_measure(model, cfg.max_grad_norm)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_loss, grad_norm, lr, real_tokens = optimizer_step(model, optimizer, scheduler, tokenizer, examples, micro, cfg, device)
         step += 1
         position += len(micro)
         num_tokens += real_tokens
