@@ -195,6 +195,34 @@ def test_projection_preserves_inner_products_within_the_JL_bound():
     torch.testing.assert_close(feat.project(mixed, d, seed=5)[0], 2.0 * P[0] - 3.0 * P[1], rtol=1e-4, atol=1e-4)
 
 
+def test_projection_cache_draws_each_block_once_and_changes_nothing(monkeypatch):
+    gen = torch.Generator().manual_seed(1)
+    grads = {"a.weight": torch.randn(3, 5000, generator=gen), "b.weight": torch.randn(3, 700, generator=gen)}
+    monkeypatch.setattr(feat, "PROJECTION_BLOCK_ELEMENTS", 64 * 1000)  # blocks of 1,000 rows at d = 64
+    draws = []
+    real = feat._block_generator
+    monkeypatch.setattr(feat, "_block_generator", lambda *a: draws.append(a[1:3]) or real(*a))
+    plain = feat.project(grads, 64, seed=2)
+    assert len(draws) == 5 + 1  # 5 blocks of a, 1 of b
+    draws.clear()
+    with feat.projection_cache():
+        cached = [feat.project(grads, 64, seed=2) for _ in range(3)]
+        with feat.projection_cache():  # a nested cache shares the outer one
+            cached.append(feat.project(grads, 64, seed=2))
+    assert len(draws) == 6  # each block drawn once in four projections
+    for P in cached:
+        assert torch.equal(P, plain)
+    draws.clear()
+    feat.project(grads, 64, seed=2)
+    assert len(draws) == 6  # the cache is gone after its block
+    # Over the budget: the blocks that fit are kept, the others drawn on every use.
+    draws.clear()
+    with feat.projection_cache(budget_mb=2.5 * 1000 * 64 * 4 / 2**20):
+        for _ in range(3):
+            assert torch.equal(feat.project(grads, 64, seed=2), plain)
+    assert len(draws) == 6 + 2 * 4
+
+
 def test_first_order_prediction_matches_a_real_step(model64, tok, groups):
     tr, tg = groups
     alpha = tr["rewards"].view(-1, G).mean(1)

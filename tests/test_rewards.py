@@ -121,3 +121,28 @@ def test_analyze_scores_rollouts_with_the_chosen_reward(tok, user_module, tmp_pa
     assert resolve_options(AnalyzeOptions(), tmp_path)["reward"] == "boxed"
     assert resolve_options(AnalyzeOptions(reward="exact"), tmp_path)["reward"] == "exact"
     assert isinstance(got["rewards"], torch.Tensor)
+
+
+def test_progress_credits_the_steps_right_before_the_first_wrong_one():
+    import re
+
+    from coinfluence.tasks.data import DataConfig, make_dataset
+    from coinfluence.tasks.igsm import parse_question
+
+    rows = make_dataset(DataConfig(preset="mini2", behaviours="none", seed=3, sft_size=40, rl_size=5, eval_size=5))["sft"]
+    checked = 0
+    for row in rows:
+        lines = row["completion"].splitlines()
+        solves = [i for i, line in enumerate(lines) if " = " in line]
+        needed = len(parse_question(row["prompt"]).necessary())
+        assert reward_scores("progress", [row["prompt"]], [row["completion"]], [row["answer"]]) == [1.0]
+        for k, i in enumerate(solves):  # break step k+1: k steps before it check out
+            broken = list(lines)
+            broken[i] = re.sub(r"(\d+)\.$", lambda m: f"{int(m.group(1)) + 1}.", broken[i])
+            got = reward_scores("progress", [row["prompt"]], ["\n".join(broken)], [row["answer"]])[0]
+            assert got == pytest.approx(0.5 * k / needed), (k, broken[i])
+            checked += 1
+        wrong = row["completion"].replace(f"<answer>{row['answer']}</answer>", f"<answer>{row['answer'] + 1}</answer>")
+        assert reward_scores("progress", [row["prompt"]], [wrong], [row["answer"]]) == [0.5]  # all steps, wrong answer
+    assert checked > len(rows)
+    assert reward_scores("progress", ["not a question"], ["x = 1"], [1]) == [0.0]

@@ -360,19 +360,20 @@ def kernel_streaming(model, params, tr: dict, tg: dict, pad_id: int, *, scales, 
               project_dim=project_dim or None, seed=seed, scales=scales)
     if kron_rank:
         kw["kron_rank"] = kron_rank
-    mine, counts = dist_.group_shard(len(tg["prompts"]), num_generations)
-    F_t = dist_.gather_rows(features(engine, model, tg["prompts"][mine], tg["completions"][mine], pad_id, **kw), counts)
-    mine, counts = dist_.group_shard(len(tr["prompts"]), num_generations)
-    prompts, completions = tr["prompts"][mine], tr["completions"][mine]
-    if project_dim or kron_rank:  # sketches are small: one call, so the Gaussian blocks are generated fewest times
-        K = co_influence_kernel(F_t, features(engine, model, prompts, completions, pad_id, **kw))
-    else:
-        n = len(prompts)
-        K = torch.empty(F_t.shape[0], n, dtype=torch.float64)
-        step = 4 * chunk_size
-        for s in tqdm(range(0, n, step), desc="train features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
-            F = features(engine, model, prompts[s : s + step], completions[s : s + step], pad_id, **kw)
-            K[:, s : s + step] = co_influence_kernel(F_t, F)
+    with feat.projection_cache():  # target and train rows share one draw of the sketch blocks
+        mine, counts = dist_.group_shard(len(tg["prompts"]), num_generations)
+        F_t = dist_.gather_rows(features(engine, model, tg["prompts"][mine], tg["completions"][mine], pad_id, **kw), counts)
+        mine, counts = dist_.group_shard(len(tr["prompts"]), num_generations)
+        prompts, completions = tr["prompts"][mine], tr["completions"][mine]
+        if project_dim or kron_rank:  # sketches are small: one call
+            K = co_influence_kernel(F_t, features(engine, model, prompts, completions, pad_id, **kw))
+        else:
+            n = len(prompts)
+            K = torch.empty(F_t.shape[0], n, dtype=torch.float64)
+            step = 4 * chunk_size
+            for s in tqdm(range(0, n, step), desc="train features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
+                F = features(engine, model, prompts[s : s + step], completions[s : s + step], pad_id, **kw)
+                K[:, s : s + step] = co_influence_kernel(F_t, F)
     return dist_.gather_rows(K.T.contiguous(), counts).T, F_t.shape[1]
 
 

@@ -19,6 +19,7 @@ it by an Adam preconditioner (:func:`adam_preconditioner`) first.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import sys
@@ -36,6 +37,9 @@ from coinfluence.training.objectives import normalize_logprob, rollout_batch, to
 
 # Gaussian sketch blocks hold at most this many entries (rows × d), i.e. 16 MiB in float32.
 PROJECTION_BLOCK_ELEMENTS = 1 << 22
+# Memory that projection_cache may spend on keeping sketch blocks (P·d·4 bytes hold all of them:
+# 1.1 GiB for the tiny model at d = 256).
+PROJECTION_CACHE_MB = 2048
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -193,23 +197,53 @@ def _block_generator(seed: int, name: str, block: int, device="cpu") -> torch.Ge
     return torch.Generator(device=device).manual_seed(stream_seed(seed, name, block))
 
 
+_block_cache: dict | None = None  # set inside ``projection_cache``: {"blocks": {key: R}, "free": bytes}
+
+
+@contextlib.contextmanager
+def projection_cache(budget_mb: float = PROJECTION_CACHE_MB):
+    """Inside the block, each sketch block is drawn once and kept while the kept blocks fit in
+    ``budget_mb``; the rest are drawn again on every use. A kept block equals a redrawn one, so
+    results do not change, but a CPU draws Gaussians about five times slower than it multiplies
+    them, so the blocks, not the products, dominated a sketch that redrew them every time.
+    Nested blocks share the outermost cache, which is freed when it exits."""
+    global _block_cache
+    if _block_cache is not None:
+        yield
+        return
+    _block_cache = {"blocks": {}, "free": int(budget_mb * 2**20)}
+    try:
+        yield
+    finally:
+        _block_cache = None
+
+
 def projection_blocks(name: str, numel: int, dim: int, seed: int, device="cpu"):
     """Yield ``(start, stop, R)`` with ``R [stop-start, dim]`` of i.i.d. N(0, 1/d) entries: the
     rows of the sketch for flat positions ``start:stop`` of parameter ``name``. Drawn on
     ``device`` (a sketch of a large model is too many draws for the CPU), so one seed gives one
-    sketch per device type: CPU and GPU sketches are different draws of the same distribution."""
+    sketch per device type: CPU and GPU sketches are different draws of the same distribution.
+    ``R`` may be a kept block (see :func:`projection_cache`): read it, never write to it."""
     rows = max(1, PROJECTION_BLOCK_ELEMENTS // dim)
     for block, start in enumerate(range(0, numel, rows)):
         stop = min(numel, start + rows)
-        r = torch.randn(stop - start, dim, generator=_block_generator(seed, name, block, device), device=device)
-        yield start, stop, r.mul_(dim**-0.5)
+        key = (seed, name, block, dim, str(device))
+        r = _block_cache["blocks"].get(key) if _block_cache is not None else None
+        if r is None:
+            r = torch.randn(stop - start, dim, generator=_block_generator(seed, name, block, device), device=device)
+            r.mul_(dim**-0.5)
+            if _block_cache is not None and r.numel() * r.element_size() <= _block_cache["free"]:
+                _block_cache["blocks"][key] = r  # first come, kept: with a cyclic order of use,
+                _block_cache["free"] -= r.numel() * r.element_size()  # evicting would never hit
+        yield start, stop, r
 
 
 def project(grads: dict[str, torch.Tensor], dim: int, seed: int) -> torch.Tensor:
     """``P g`` for a chunk of flattened per-rollout gradients ``{name: [c, numel]}`` -> ``[c, dim]``.
 
-    ``E⟨Pg, Pg'⟩ = ⟨g, g'⟩``. The P×d matrix is never held: each block is regenerated from
-    its seed, so memory is O(c·d + block·d).
+    ``E⟨Pg, Pg'⟩ = ⟨g, g'⟩``. The P×d matrix is held only as far as a surrounding
+    :func:`projection_cache` keeps it; otherwise each block is regenerated from its seed, so
+    memory is O(c·d + block·d).
     """
     first = next(iter(grads.values()))
     out = torch.zeros(first.shape[0], dim, dtype=torch.float32, device=first.device)

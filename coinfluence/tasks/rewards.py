@@ -23,6 +23,7 @@ RewardFn = Callable[[str, str, object], float]
 REWARDS = {
     "answer": "the last <answer> marker holds the answer",
     "steps": "the answer and every step the iGSM checker reads are right",
+    "progress": "steps, with partial credit: 0.5 x the share of the needed steps right before the first wrong one",
     "first-number": "the first number of the completion equals the answer",
     "last-number": "the last number of the completion equals the answer",
     "boxed": "the last \\boxed{} holds the answer",
@@ -79,9 +80,27 @@ def _steps(prompt, completion, answer) -> float:
     return float(check_steps(prompt, completion).ok)  # "correct" needs the right final answer too
 
 
+def _progress(prompt, completion, answer) -> float:
+    """1 for a step-verified solution; otherwise half the share of the question's needed steps
+    that check out before the first wrong one, so a group whose rollouts all fail still ranks
+    them (an all-wrong group gives no gradient under a 0/1 reward)."""
+    from coinfluence.tasks.igsm.check import ParseError, check_steps, parse_question
+
+    report = check_steps(prompt, completion)
+    if report.ok:
+        return 1.0
+    try:
+        needed = len(parse_question(prompt).necessary())
+    except ParseError:
+        return 0.0
+    verified = report.n_steps if report.first_error_step is None else report.first_error_step - 1
+    return 0.5 * min(verified, needed) / needed
+
+
 BUILTIN: dict[str, RewardFn] = {
     "answer": lambda prompt, completion, answer: answer_reward(completion, answer),
     "steps": _steps,
+    "progress": _progress,
     "first-number": lambda prompt, completion, answer: same_value(next(iter(numbers(completion)), None), answer),
     "last-number": lambda prompt, completion, answer: same_value((numbers(completion) or [None])[-1], answer),
     "boxed": lambda prompt, completion, answer: same_value(last_boxed(completion), answer),
@@ -90,9 +109,9 @@ BUILTIN: dict[str, RewardFn] = {
 
 
 def accuracy_reward(name: str) -> str:
-    """The reward behind an "accuracy": the answer's own, so ``steps`` (which also grades the
-    reasoning, reported as step accuracy) counts the answer marker."""
-    return "answer" if name == "steps" else name
+    """The reward behind an "accuracy": the answer's own, so ``steps`` and ``progress`` (which
+    also grade the reasoning, reported as step accuracy) count the answer marker."""
+    return "answer" if name in ("steps", "progress") else name
 
 
 def reward_fn(name: str) -> RewardFn:
