@@ -417,3 +417,45 @@ def test_case10_a_prompt_longer_than_the_model_is_refused(victim):
     check_prompt_lengths(model, tok, ["How many apples"], 8)
     with pytest.raises(UserError, match="exceeds the model's"):
         check_prompt_lengths(model, tok, ["apples " * 1_000_000], 8)
+
+
+# ----------------------------------------------------------------------------- tracebacks instead of one line
+
+
+@pytest.fixture
+def gpt2_run(tmp_path):
+    """A tiny GPT-2 (Conv1D layers, which the layerwise engine cannot take) and rows for it."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from coinfluence.io import write_jsonl
+    from coinfluence.models import build_tokenizer
+    from coinfluence.training.checkpoint import save_model_dir
+    from toy_data import toy_rows, toy_texts
+
+    rows = toy_rows(4, seed=1)
+    tok = build_tokenizer(toy_texts(rows))
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=16, n_layer=1, n_head=2, bos_token_id=tok.bos_token_id,
+                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    save_model_dir(tmp_path / "gpt2", GPT2LMHeadModel(config), tok)
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    return tmp_path
+
+
+def test_vmap_features_of_a_gpt2_model_match_the_loop(gpt2_run):
+    from coinfluence.influence import features as feat
+    from coinfluence.models.loading import load_model
+
+    model, tok = load_model(gpt2_run / "gpt2")
+    prompts, completions = [[5, 6, 7, 8], [9, 10, 11]], [[12, 13], [14, 15, 16, 17]]
+    knobs = dict(normalization="seq-mean", max_length=None, temperature=1.0)
+    by_vmap = feat.features_vmap(model, prompts, completions, tok.pad_token_id, chunk_size=2, **knobs)
+    by_loop = feat.features_loop(model, prompts, completions, tok.pad_token_id, **knobs)
+    assert by_vmap.abs().sum() > 0 and torch.allclose(by_vmap, by_loop, atol=1e-5)
+
+
+def test_analyze_runs_a_gpt2_model_on_the_default_engine(gpt2_run):
+    rows = gpt2_run / "rows.jsonl"
+    r = cli("analyze", "--ckpt", gpt2_run / "gpt2", "--train", rows, "--targets", rows, "--out", gpt2_run / "an", *ANALYZE)
+    assert r.exit_code == 0, r.output
+    assert json.loads((gpt2_run / "an" / "summary.json").read_text())["checkpoint"].endswith("gpt2")
