@@ -135,7 +135,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     An existing ``path`` is replaced only after the new directory is complete.
     """
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # "." or "x/.." has no name to put a temporary beside
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -215,15 +215,16 @@ def check_output_file(out: str | os.PathLike, *, overwrite: bool, inputs: Iterab
 
 @contextmanager
 def output_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; when the block succeeds, it becomes ``path``
-    if that is absent or empty, else each of its entries replaces the entry of that name in
-    ``path`` (entries of ``path`` the block did not write stay)."""
+    """Yield a temporary directory; when the block succeeds, it becomes ``path`` if that is
+    absent, else each of its entries replaces the entry of that name in ``path`` (entries of
+    ``path`` the block did not write stay). An existing ``path`` is written in place, never
+    swapped: it may be the working directory (``--out .``) or sit in a read-only parent."""
     path = Path(path)
-    if not path.is_dir() or not any(path.iterdir()):
+    if not path.is_dir():
         with atomic_dir(path) as tmp:
             yield tmp
         return
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=".coinfluence-", suffix=".tmp", dir=path))
     try:
         yield tmp
         for entry in sorted(tmp.iterdir(), key=lambda e: e.name == "summary.json"):  # the summary last

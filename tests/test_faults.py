@@ -459,3 +459,34 @@ def test_analyze_runs_a_gpt2_model_on_the_default_engine(gpt2_run):
     r = cli("analyze", "--ckpt", gpt2_run / "gpt2", "--train", rows, "--targets", rows, "--out", gpt2_run / "an", *ANALYZE)
     assert r.exit_code == 0, r.output
     assert json.loads((gpt2_run / "an" / "summary.json").read_text())["checkpoint"].endswith("gpt2")
+
+
+def test_an_output_dir_of_dot_is_written_in_place(tmp_path, monkeypatch):
+    from coinfluence.io import output_dir
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    inode = os.stat(".").st_ino
+    with output_dir(".") as tmp:
+        (tmp / "summary.json").write_text("{}")
+    assert os.stat(".").st_ino == inode  # the working directory itself, not a new one swapped in
+    assert sorted(p.name for p in here.iterdir()) == ["summary.json"] and [p.name for p in tmp_path.iterdir()] == ["here"]
+
+
+def test_the_report_hint_for_out_dot_names_a_file_beside_it(tmp_path, monkeypatch):
+    from coinfluence.plots.html_report import default_out
+
+    (tmp_path / "an").mkdir()
+    (tmp_path / "an" / "summary.json").write_text("{}")
+    monkeypatch.chdir(tmp_path / "an")
+    assert default_out(".") == tmp_path / "an-report.html"
+
+
+def test_analyze_out_dot_writes_into_the_working_directory(victim, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    r = cli("analyze", "--ckpt", victim / "sft", "--run", victim, "--out", ".", *ANALYZE)
+    assert r.exit_code == 0, r.output
+    assert (here / "summary.json").is_file() and f"--out {tmp_path / 'here-report.html'}" in r.output
