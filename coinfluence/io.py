@@ -224,7 +224,7 @@ def output_dir(path: str | os.PathLike) -> Iterator[Path]:
         with atomic_dir(path) as tmp:
             yield tmp
         return
-    tmp = Path(tempfile.mkdtemp(prefix=".coinfluence-", suffix=".tmp", dir=path))
+    tmp = Path(tempfile.mkdtemp(prefix=".coinfluence.", suffix=".tmp", dir=path))
     try:
         yield tmp
         for entry in sorted(tmp.iterdir(), key=lambda e: e.name == "summary.json"):  # the summary last
@@ -276,7 +276,14 @@ def remove_stale_temporaries(run_dir: str | os.PathLike) -> None:
     and its checkpoint dirs; only while holding the run's lock, when no write can be under way."""
     run_dir = Path(run_dir)
     for folder in (run_dir, *(p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith("."))):
-        for entry in folder.glob(".*.tmp"):
+        remove_temporaries(folder)
+
+
+def remove_temporaries(folder: str | os.PathLike, names: Iterable[str] = ("*",)) -> None:
+    """Remove the temporaries that killed writes of the entries ``names`` (glob patterns) left
+    in ``folder``: ``.NAME.XXXX.tmp``, the names :func:`atomic_path` and :func:`atomic_dir` use."""
+    for name in names:
+        for entry in Path(folder).glob(f".{name}.*.tmp"):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
