@@ -6,6 +6,7 @@ so a killed run never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -25,13 +26,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
+        with disk_full_as_user_error(path):
+            yield tmp
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextmanager
+def disk_full_as_user_error(path: Path) -> Iterator[None]:
+    """A write to ``path`` that fails because its filesystem is full becomes a one-line UserError:
+    ENOSPC or EDQUOT, or any error (torch.save and safetensors report a short write in their own
+    words) raised while the filesystem has no free block. Checked before the caller removes its
+    temporary, which frees the space again."""
+    from .errors import UserError
+
+    try:
+        yield
+    except Exception as err:
+        full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+        try:
+            full = full or os.statvfs(path.parent).f_bavail == 0
+        except OSError:
+            pass
+        if full:
+            raise UserError(f"no space left on the device to write {path}; free some space and run the command again "
+                            "(train: with --resume)") from None
+        raise
 
 
 def _umask() -> int:
@@ -105,7 +129,7 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
     """Append one JSON line (metric logs): written with one call, flushed and synced to disk, so
     that a kill loses at most the line being written."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
+    with disk_full_as_user_error(Path(path)), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, default=_jsonable) + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -139,7 +163,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
+        with disk_full_as_user_error(path):
+            yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 directories
         replace_entry(tmp, path)
     finally:
@@ -226,7 +251,8 @@ def output_dir(path: str | os.PathLike) -> Iterator[Path]:
         return
     tmp = Path(tempfile.mkdtemp(prefix=".coinfluence.", suffix=".tmp", dir=path))
     try:
-        yield tmp
+        with disk_full_as_user_error(path / "summary.json"):
+            yield tmp
         for entry in sorted(tmp.iterdir(), key=lambda e: e.name == "summary.json"):  # the summary last
             replace_entry(entry, path / entry.name)
     finally:

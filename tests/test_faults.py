@@ -490,3 +490,71 @@ def test_analyze_out_dot_writes_into_the_working_directory(victim, tmp_path, mon
     r = cli("analyze", "--ckpt", victim / "sft", "--run", victim, "--out", ".", *ANALYZE)
     assert r.exit_code == 0, r.output
     assert (here / "summary.json").is_file() and f"--out {tmp_path / 'here-report.html'}" in r.output
+
+
+# ----------------------------------------------------------------------------- disk full
+
+
+def small_data(out):
+    r = cli("data", "--out", out, "--sft-size", "24", "--rl-size", "8", "--eval-size", "4")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def assert_checkpoint_intact(ckpt):
+    from coinfluence.models.loading import load_model
+    from coinfluence.training.checkpoint import load_trainer_state
+
+    assert load_trainer_state(ckpt)["step"] == 2
+    load_model(ckpt)
+
+
+def test_a_disk_full_during_a_checkpoint_save_is_one_line_and_resume_continues(tmp_path, monkeypatch):
+    import errno
+
+    from coinfluence.io import read_jsonl
+
+    data, out = small_data(tmp_path / "data"), tmp_path / "run"
+    save, calls = torch.save, []
+
+    def save_until_the_disk_fills(obj, path):
+        calls.append(path)
+        if len(calls) < 2:
+            return save(obj, path)
+        save(obj, path)
+        os.truncate(path, os.path.getsize(path) // 2)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_fills)
+    args = ["--threads", "1", "train", "--stage", "sft", "--data", data, "--out", out, *NANO]
+    assert refused_in_process(cli(*args), "no space left on the device to write")
+    assert_checkpoint_intact(out / "sft-checkpoints" / "checkpoint-000002")
+    assert not list(out.rglob(".*.tmp")) and not (out / "sft").exists()
+    monkeypatch.undo()  # space is back
+    assert cli(*args[:5], "--resume", *args[5:]).exit_code == 0
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [4] and (out / "sft" / "model.safetensors").exists()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 3 MiB tmpfs (room for a nano run's first checkpoint, not its second); skipped where mount is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount rights)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_resume_continues_when_space_returns(small_tmpfs, data_dir, sft_run):
+    out = small_tmpfs / "run"
+    args = ["train", "--stage", "sft", "--data", str(data_dir), "--out", str(out), *NANO]
+    r = run(*args)
+    assert refused(r) and "no space left on the device" in r.stderr, r.stderr
+    assert_checkpoint_intact(out / "sft-checkpoints" / "checkpoint-000002")
+    assert not list(out.rglob(".*.tmp"))
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
+    r = run(*args[:3], "--resume", *args[3:])
+    assert r.returncode == 0, r.stderr
+    assert (out / "sft" / "model.safetensors").read_bytes() == (sft_run / "sft" / "model.safetensors").read_bytes()
