@@ -558,3 +558,78 @@ def test_a_full_disk_is_one_line_and_resume_continues_when_space_returns(small_t
     r = run(*args[:3], "--resume", *args[3:])
     assert r.returncode == 0, r.stderr
     assert (out / "sft" / "model.safetensors").read_bytes() == (sft_run / "sft" / "model.safetensors").read_bytes()
+
+
+# ----------------------------------------------------------------------------- outputs that cannot be written
+
+
+def writing_commands(victim, out):
+    """Every command that writes, with ``out`` where it writes, on the victim run's files."""
+    gguf = victim / "model.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(64))
+    small = ["--num-generations", "2", "--max-completion-length", "2", "--quiet"]
+    return {
+        "data": ["data", "--out", out, "--sft-size", "3", "--rl-size", "3", "--eval-size", "2"],
+        "score": ["score", victim / "data" / "val_id.jsonl", "--out", out],
+        "train": ["train", "--stage", "grpo", "--from-sft", victim / "sft", "--data", victim / "data", "--out", out, "--no-progress"],
+        "eval": ["eval", "--ckpt", victim / "sft", "--data", victim / "data", "--splits", "val_id", "--limit", "1", "--out", out],
+        "analyze": ["analyze", "--ckpt", victim / "sft", "--run", victim, "--out", out, *ANALYZE],
+        "lds": ["lds", "--ckpt", victim / "sft", "--run", victim, "--out", out, "--pool", "4", "--subsets", "3", *small],
+        "plot": ["plot", victim, "--out", out],
+        "report": ["report", victim, "--out", out / "report.html"],
+        "models import": ["models", "import", "--gguf", gguf, "--out", out],
+    }
+
+
+COMMANDS = ["data", "score", "train", "eval", "analyze", "lds", "plot", "report", "models import"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_out_under_a_file_is_one_line_before_any_work(command, victim, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    args = writing_commands(victim, a_file / "out")[command]
+    before = snapshot(victim)
+    r = cli(*args)
+    assert refused_in_process(r, f"{a_file} is a file, not a directory"), r.output
+    assert a_file.read_text() == "mine" and snapshot(victim) == before
+
+
+@pytest.fixture
+def read_only_dir(tmp_path, monkeypatch):
+    """A dir no write reaches: a read-only tmpfs for root (who ignores mode bits), else mode 555;
+    where root cannot mount, mode 555 with os.access answering as for another user."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() == 0 and not subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                                                capture_output=True).returncode:
+        yield folder
+        subprocess.run(["umount", str(folder)], check=True)
+        return
+    os.chmod(folder, 0o555)
+    if os.geteuid() == 0:
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.path.samefile(p, folder) else access(p, mode, **kw))
+    yield folder
+    os.chmod(folder, 0o755)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_out_in_a_read_only_dir_is_one_line_before_any_work(command, victim, read_only_dir):
+    args = writing_commands(victim, read_only_dir / "out")[command]
+    before = snapshot(victim)
+    r = cli(*args)
+    assert refused_in_process(r, f"{read_only_dir} is not writable"), r.output
+    assert not any(read_only_dir.iterdir()) and snapshot(victim) == before
+
+
+def test_models_import_of_a_file_that_is_not_gguf_is_one_line(tmp_path):
+    pytest.importorskip("gguf")
+    not_gguf = tmp_path / "rows.jsonl"
+    not_gguf.write_text('{"prompt": "p"}\n')
+    r = cli("models", "import", "--gguf", not_gguf, "--out", tmp_path / "a")
+    assert refused_in_process(r, "is not a GGUF file")
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(b"GGUF" + bytes(4))
+    assert refused_in_process(cli("models", "import", "--gguf", truncated, "--out", tmp_path / "b"), "cannot read the GGUF file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.gguf", "rows.jsonl"]
