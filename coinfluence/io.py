@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .errors import UserError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -36,25 +38,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+class DiskFull(UserError):
+    """A write that failed for lack of space (one line, like any UserError)."""
+
+
 @contextmanager
 def disk_full_as_user_error(path: Path) -> Iterator[None]:
-    """A write to ``path`` that fails because its filesystem is full becomes a one-line UserError:
+    """A write to ``path`` that fails because its filesystem is full becomes a one-line DiskFull:
     ENOSPC or EDQUOT, or any error (torch.save and safetensors report a short write in their own
     words) raised while the filesystem has no free block. Checked before the caller removes its
-    temporary, which frees the space again."""
-    from .errors import UserError
-
+    temporary, which frees the space again. Nested writes name the outermost ``path``, the one
+    the user asked for (an inner one is a temporary)."""
     try:
         yield
     except Exception as err:
-        full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+        full = isinstance(err, DiskFull) or isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
         try:
             full = full or os.statvfs(path.parent).f_bavail == 0
         except OSError:
             pass
         if full:
-            raise UserError(f"no space left on the device to write {path}; free some space and run the command again "
-                            "(train: with --resume)") from None
+            raise DiskFull(f"no space left on the device to write {path}; free some space and run the command again "
+                           "(train: with --resume)") from None
         raise
 
 

@@ -535,6 +535,21 @@ def test_a_disk_full_during_a_checkpoint_save_is_one_line_and_resume_continues(t
     assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [4] and (out / "sft" / "model.safetensors").exists()
 
 
+def test_a_full_disk_inside_nested_writes_names_the_output_not_a_temporary(tmp_path):
+    import errno
+
+    from coinfluence.errors import UserError
+    from coinfluence.io import atomic_path, output_dir
+
+    def fill(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    with pytest.raises(UserError, match=f"no space left on the device to write {tmp_path / 'an'};"):
+        with output_dir(tmp_path / "an") as tmp, atomic_path(tmp / "figures" / "alpha_hist.png") as figure:
+            fill(figure)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 3 MiB tmpfs (room for a nano run's first checkpoint, not its second); skipped where mount is not allowed."""
