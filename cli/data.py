@@ -53,7 +53,7 @@ def data(
 ):
     """Generate the iGSM splits (sft, rl_train, val/test in and out of distribution)."""
     check_finite(locals())
-    from coinfluence.io import check_output_dir
+    from coinfluence.io import check_output_dir, remove_temporaries
     from coinfluence.tasks.data import DataConfig, dataset_files, dataset_stats, write_dataset
 
     cfg = DataConfig(
@@ -66,6 +66,8 @@ def data(
     )
     cfg.validate()
     check_output_dir(out, overwrite=overwrite, writes=dataset_files(format))
+    if out.is_dir():  # what a killed run of this command left half-written
+        remove_temporaries(out, dataset_files(format))
     splits = write_dataset(out, cfg, fmt=format)
     counts = ", ".join(f"{s} {len(r)}" for s, r in splits.items())
     typer.echo(f"wrote {out}/ ({counts})")

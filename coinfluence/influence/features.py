@@ -84,7 +84,9 @@ def rollout_rows_on(model, prompts, completions, pad_id: int):
 def ell_batch(model, params: dict, ids: torch.Tensor, mask: torch.Tensor, *, normalization: str,
               max_length: int | None, temperature: float) -> torch.Tensor:
     """``ℓ`` of each row of right-padded ``ids [B, L]`` under ``model`` with ``params`` swapped in."""
-    logits = functional_call(model, params, (ids,)).logits[:, :-1]
+    # An explicit all-ones mask (same causal attention): without one, GPT-2 style models check
+    # the ids for padding, data-dependent control flow that vmap cannot trace.
+    logits = functional_call(model, params, (ids,), {"attention_mask": torch.ones_like(ids)}).logits[:, :-1]
     logps = token_logprobs(logits, ids[:, 1:], temperature)
     return normalize_logprob(logps, mask.to(logps.dtype), normalization, max_length)
 

@@ -30,7 +30,7 @@ from coinfluence.influence.analyze import (
 )
 from coinfluence.influence.step import TARGET_OBJECTIVES, delta_J_aggregated
 from coinfluence.influence.validate import grpo_resume_step, rollout_objective_terms, spearman, target_objective_change
-from coinfluence.io import atomic_dir, atomic_path, write_json
+from coinfluence.io import atomic_path, output_dir, write_json
 
 
 @dataclass
@@ -123,7 +123,7 @@ def run_lds(opts: LDSOptions, progress: bool = True) -> dict:
 
     with quiet_hf_progress():
         model, tok = load_model(ckpt)
-    with atomic_dir(paths["out"]) as tmp:
+    with output_dir(paths["out"]) as tmp:
         G = int(knobs["num_generations"])
         tr = sample_groups(model, tok, pool_rows, G, knobs, opts.seed, "train", progress)
         tg = sample_groups(model, tok, target_rows, G, knobs, opts.seed, "targets", progress)
