@@ -380,10 +380,7 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
                        sources: dict, progress: bool = True) -> dict:
     """Run the analysis of one checkpoint and write its files into ``out`` (an existing, temporary dir;
     None on the ranks that only compute)."""
-    import pandas as pd
-
     from coinfluence.models.loading import check_prompt_lengths, load_model
-    from coinfluence.plots.analysis import alpha_histogram, delta_J_by_alpha
     from coinfluence.training.checkpoint import quiet_hf_progress
 
     timings = {}
@@ -395,9 +392,6 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
     adam = adam_update_options(model, ckpt, params, knobs) if opts.precondition == "adam" else None
     scales = feat.preconditioner_scales(adam["state"], params) if adam and adam["state"] else None
     G = int(knobs["num_generations"])
-    pad = tok.pad_token_id
-    common = dict(normalization=knobs["normalization"], max_length=int(knobs["max_completion_length"]),
-                  temperature=float(knobs["temperature"]))
 
     t = time.perf_counter()
     tr = sample_groups(model, tok, train_rows, G, knobs, opts.seed, "train", progress)
@@ -406,108 +400,143 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
 
     t = time.perf_counter()
     agg = delta_J_aggregated(model, params, tr["prompts"], tr["completions"], tr["rewards"], tg["prompts"], tg["completions"],
-                             tg["rewards"], pad, num_generations=G, scale_rewards=knobs["scale_rewards"], std=knobs["std"],
-                             scales=scales, adam=adam, target_objective=opts.target_objective, micro_batch=4 * opts.chunk_size, progress=progress, **common)
+                             tg["rewards"], tok.pad_token_id, num_generations=G, scale_rewards=knobs["scale_rewards"],
+                             std=knobs["std"], scales=scales, adam=adam, target_objective=opts.target_objective,
+                             micro_batch=4 * opts.chunk_size, progress=progress, **_ell_knobs(knobs))
     timings["delta_J_s"] = time.perf_counter() - t
 
-    Q = len(train_rows)
-    K_plus_col = K_minus_col = np.full(Q, np.nan)
-    feature_dim = engine = None
+    kernel = {"K_plus": np.full(len(train_rows), np.nan), "K_minus": np.full(len(train_rows), np.nan),
+              "feature_dim": None, "engine": None}
     if opts.kernel:
         t = time.perf_counter()
-        engine = feature_engine(model, params, opts.engine)
-        K, feature_dim = kernel_streaming(model, params, tr, tg, pad, scales=scales, project_dim=opts.project_dim, knobs=knobs,
-                                          seed=opts.seed, chunk_size=opts.chunk_size, progress=progress, engine=engine,
-                                          kron_rank=opts.kron_rank, num_generations=G)
-        Kp, Km = K_plus_minus(K, tr["rewards"], G)
-        K_plus_col, K_minus_col = mean_over_targets(Kp).numpy(), mean_over_targets(Km).numpy()
-        if opts.save_kernel and out is not None:
-            with atomic_path(out / "kernel.npy") as tmp, open(tmp, "wb") as f:
-                np.save(f, K.numpy())
+        kernel = kernel_columns(model, params, tr, tg, tok.pad_token_id, scales, opts, knobs, out, progress)
         timings["kernel_s"] = time.perf_counter() - t
 
     validation = None
     if opts.validate and dist_.is_main():
         t = time.perf_counter()
-        informative = [q for q in range(Q) if 0 < float(agg["alpha"][q]) < 1]
-        chosen = sorted(random.Random(f"{opts.seed}:validate").sample(informative, min(opts.validate, len(informative))))
-        res = validate_first_order(model, params, tr["prompts"], tr["completions"], tr["rewards"], chosen, tg["prompts"],
-                                   tg["completions"], tg["rewards"], pad, num_generations=G, scale_rewards=knobs["scale_rewards"],
-                                   std=knobs["std"], scales=scales, relative_step=opts.validate_step, progress=progress, **common)
-        # The small SGD step's numbers at the top level (the report reads them), the trainer's step beside them.
-        validation = {**{k: v for k, v in res.items() if k not in ("dlogp_observed", "dlogp_predicted")},
-                      "trainer_step": validate_against_trainer(model, tok, ckpt, tr, tg, target_rows, chosen, knobs, opts)}
+        validation = validation_of(model, tok, ckpt, params, tr, tg, target_rows, agg["alpha"], scales, opts, knobs, progress)
         timings["validate_s"] = time.perf_counter() - t
 
     if out is None:  # a rank other than 0 under torchrun: rank 0 writes
         return {}
-    # ---- tables
-    A_tr = advantages(tr["rewards"], G, knobs["scale_rewards"], knobs["std"])
-    A_tg = advantages(tg["rewards"], G, knobs["scale_rewards"], knobs["std"])
-    alpha_t = tg["rewards"].reshape(-1, G).mean(1)
-    from coinfluence.influence.step import weight
+    write_tables(out, tr, tg, train_rows, target_rows, agg, kernel, knobs)
+    timings["total_s"] = time.perf_counter() - started
+    summary = {
+        "checkpoint": str(ckpt), "step": checkpoint_step(ckpt), **sources, "reward": tr["reward_kind"],
+        "options": {**asdict(opts), **knobs}, "num_parameters_selected": feat.num_features(params),
+        "feature_dim": kernel["feature_dim"], "feature_engine": kernel["engine"], "device": str(model_device(model)),
+        **summary_numbers(tr, tg, agg, G, opts.target_objective, adam),
+        "validation": validation, "timings": timings, "notes": SUMMARY_NOTES,
+    }
+    write_json(out / "summary.json", summary)
+    return summary
 
+
+SUMMARY_NOTES = ("delta_J and co_influence: exact aggregated path (not projected); K_plus/K_minus: means over target "
+                 "rollouts of the kernel (sketched if project_dim or kron_rank); co_influence NaN where alpha in {0,1}, delta_J 0 there.")
+
+
+def _ell_knobs(knobs: dict) -> dict:
+    """The keywords that fix ``ℓ`` (normalisation, length, temperature) from the resolved knobs."""
+    return dict(normalization=knobs["normalization"], max_length=int(knobs["max_completion_length"]),
+                temperature=float(knobs["temperature"]))
+
+
+def kernel_columns(model, params, tr: dict, tg: dict, pad_id: int, scales, opts: AnalyzeOptions, knobs: dict, out: Path | None,
+                   progress: bool) -> dict:
+    """``K_plus`` and ``K_minus`` per train query (means over the target rollouts), the feature
+    dimension and engine; with ``save_kernel`` the whole kernel goes to OUT/kernel.npy."""
+    G = int(knobs["num_generations"])
+    engine = feature_engine(model, params, opts.engine)
+    K, feature_dim = kernel_streaming(model, params, tr, tg, pad_id, scales=scales, project_dim=opts.project_dim, knobs=knobs,
+                                      seed=opts.seed, chunk_size=opts.chunk_size, progress=progress, engine=engine,
+                                      kron_rank=opts.kron_rank, num_generations=G)
+    Kp, Km = K_plus_minus(K, tr["rewards"], G)
+    if opts.save_kernel and out is not None:
+        with atomic_path(out / "kernel.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, K.numpy())
+    return {"K_plus": mean_over_targets(Kp).numpy(), "K_minus": mean_over_targets(Km).numpy(),
+            "feature_dim": feature_dim, "engine": engine}
+
+
+def validation_of(model, tok, ckpt: Path, params, tr: dict, tg: dict, target_rows, alpha: torch.Tensor, scales,
+                  opts: AnalyzeOptions, knobs: dict, progress: bool) -> dict:
+    """The first-order check on ``opts.validate`` informative train queries (a seeded choice): a
+    small SGD step, and the trainer's own step beside it."""
+    G = int(knobs["num_generations"])
+    informative = [q for q in range(len(alpha)) if 0 < float(alpha[q]) < 1]
+    chosen = sorted(random.Random(f"{opts.seed}:validate").sample(informative, min(opts.validate, len(informative))))
+    res = validate_first_order(model, params, tr["prompts"], tr["completions"], tr["rewards"], chosen, tg["prompts"],
+                               tg["completions"], tg["rewards"], tok.pad_token_id, num_generations=G,
+                               scale_rewards=knobs["scale_rewards"], std=knobs["std"], scales=scales,
+                               relative_step=opts.validate_step, progress=progress, **_ell_knobs(knobs))
+    # The small SGD step's numbers at the top level (the report reads them), the trainer's step beside them.
+    return {**{k: v for k, v in res.items() if k not in ("dlogp_observed", "dlogp_predicted")},
+            "trainer_step": validate_against_trainer(model, tok, ckpt, tr, tg, target_rows, chosen, knobs, opts)}
+
+
+def write_tables(out: Path, tr: dict, tg: dict, train_rows, target_rows, agg: dict, kernel: dict, knobs: dict) -> None:
+    """OUT/queries.parquet (one row per train and target query), OUT/rollouts.parquet (one per
+    rollout) and the two figures drawn from them."""
+    import pandas as pd
+
+    from coinfluence.influence.step import weight
+    from coinfluence.plots.analysis import alpha_histogram, delta_J_by_alpha
+
+    G, scale, std = int(knobs["num_generations"]), knobs["scale_rewards"], knobs["std"]
+    Q, T = len(train_rows), len(target_rows)
+    alpha_t = tg["rewards"].reshape(-1, G).mean(1)
     qid = lambda role, rows, i: str(rows[i].get("id", f"{role}-{i}"))  # noqa: E731
+    no_target = np.full(T, np.nan)
     queries = pd.DataFrame({
-        "query_id": [qid("train", train_rows, i) for i in range(Q)] + [qid("target", target_rows, i) for i in range(len(target_rows))],
-        "role": ["train"] * Q + ["target"] * len(target_rows),
+        "query_id": [qid("train", train_rows, i) for i in range(Q)] + [qid("target", target_rows, i) for i in range(T)],
+        "role": ["train"] * Q + ["target"] * T,
         "alpha": np.concatenate([agg["alpha"].numpy(), alpha_t.numpy()]),
         "n_correct": np.concatenate([tr["rewards"].reshape(-1, G).sum(1).numpy(), tg["rewards"].reshape(-1, G).sum(1).numpy()]).astype(int),
         "num_generations": G,
-        "weight": np.concatenate([agg["weight"].numpy(), weight(alpha_t, G, knobs["scale_rewards"], knobs["std"]).numpy()]),
-        "K_plus": np.concatenate([K_plus_col, np.full(len(target_rows), np.nan)]),
-        "K_minus": np.concatenate([K_minus_col, np.full(len(target_rows), np.nan)]),
-        "co_influence": np.concatenate([agg["co_influence"].numpy(), np.full(len(target_rows), np.nan)]),
-        "delta_J": np.concatenate([agg["delta_J"].numpy(), np.full(len(target_rows), np.nan)]),
+        "weight": np.concatenate([agg["weight"].numpy(), weight(alpha_t, G, scale, std).numpy()]),
+        "K_plus": np.concatenate([kernel["K_plus"], no_target]),
+        "K_minus": np.concatenate([kernel["K_minus"], no_target]),
+        "co_influence": np.concatenate([agg["co_influence"].numpy(), no_target]),
+        "delta_J": np.concatenate([agg["delta_J"].numpy(), no_target]),
     })
     parts = []
-    for role, d, rows, A in (("train", tr, train_rows, A_tr), ("target", tg, target_rows, A_tg)):
+    for role, d, rows in (("train", tr, train_rows), ("target", tg, target_rows)):
         parts.append(pd.DataFrame({
             "query_id": [qid(role, rows, i // G) for i in range(len(d["prompts"]))],
             "rollout_id": [i % G for i in range(len(d["prompts"]))],
             "role": role,
             "prompt_ids": d["prompts"], "completion_ids": d["completions"], "completion": d["texts"],
-            "reward": d["rewards"].numpy(), "advantage": A.numpy(), "logprob": d["logprob"], "length": d["length"],
+            "reward": d["rewards"].numpy(), "advantage": advantages(d["rewards"], G, scale, std).numpy(),
+            "logprob": d["logprob"], "length": d["length"],
         }))
-    rollouts = pd.concat(parts, ignore_index=True)
-    for name, df in (("queries.parquet", queries), ("rollouts.parquet", rollouts)):
+    for name, df in (("queries.parquet", queries), ("rollouts.parquet", pd.concat(parts, ignore_index=True))):
         with atomic_path(out / name) as tmp:
             df.to_parquet(tmp, index=False)
     (out / "figures").mkdir(exist_ok=True)
     alpha_histogram(out, out / "figures" / "alpha_hist.png")
     delta_J_by_alpha(out, out / "figures" / "delta_J_by_alpha.png")
 
+
+def summary_numbers(tr: dict, tg: dict, agg: dict, G: int, target_objective: str, adam: dict | None) -> dict:
+    """The headline numbers of summary.json: α histogram and means, target accuracy, mean
+    co-influence and ΔJ, and what the target objective and the update were."""
     a = agg["alpha"]
     informative = (a > 0) & (a < 1)
-    timings["total_s"] = time.perf_counter() - started
-    summary = {
-        "checkpoint": str(ckpt),
-        "step": checkpoint_step(ckpt),
-        **sources,
-        "reward": tr["reward_kind"],
-        "options": {**asdict(opts), **knobs},
-        "num_parameters_selected": feat.num_features(params),
-        "feature_dim": feature_dim,
-        "feature_engine": engine,
-        "device": str(model_device(model)),
-        "n_train_queries": Q, "n_target_queries": len(target_rows),
+    return {
+        "n_train_queries": len(a), "n_target_queries": len(tg["rewards"]) // G,
         "alpha_hist": {"n_correct": list(range(G + 1)), "count": torch.bincount(tr["rewards"].reshape(-1, G).sum(1).long(), minlength=G + 1).tolist()},
         "frac_informative": float(informative.double().mean()),
         "mean_alpha": float(a.mean()),
         "target_accuracy": float(tg["rewards"].mean()),
         "mean_co_influence": float(agg["co_influence"][informative].mean()) if informative.any() else None,
         "mean_delta_J": float(agg["delta_J"].mean()),
-        "target_objective": {"name": opts.target_objective, "definition": TARGET_OBJECTIVES[opts.target_objective],
-                             "other": {k: v for k, v in TARGET_OBJECTIVES.items() if k != opts.target_objective}},
+        "target_objective": {"name": target_objective, "definition": TARGET_OBJECTIVES[target_objective],
+                             "other": {k: v for k, v in TARGET_OBJECTIVES.items() if k != target_objective}},
         "delta_J_update": ("one AdamW step per unit lr (" + ("saved optimizer state" if adam["state"] else "fresh optimizer")
                            + "): <u, Δθ/lr>") if adam else "plain gradient step per unit η: <u, ∇J(q)>",
-        "validation": validation,
-        "timings": timings,
-        "notes": "delta_J and co_influence: exact aggregated path (not projected); K_plus/K_minus: means over target "
-                 "rollouts of the kernel (sketched if project_dim or kron_rank); co_influence NaN where alpha in {0,1}, delta_J 0 there.",
     }
-    write_json(out / "summary.json", summary)
-    return summary
 
 
 def trainer_config(ckpt: Path, knobs: dict, **changes):
