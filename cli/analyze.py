@@ -53,7 +53,6 @@ def analyze(
     check_finite(locals())
     from coinfluence.distributed import is_main
     from coinfluence.influence.analyze import AnalyzeOptions, run_analysis
-    from coinfluence.plots.html_report import report_command
 
     opts = AnalyzeOptions(
         ckpt=ckpt, run=run, train=train, targets=targets, queries=queries, targets_n=targets_n,
@@ -63,10 +62,15 @@ def analyze(
         chunk_size=chunk_size, all_checkpoints=all_checkpoints, out=out, seed=seed, overwrite=overwrite,
     )
     result = run_analysis(opts, progress=not quiet)
-    if not is_main():  # under torchrun rank 0 reports
-        return
-    summaries = result.get("checkpoints", [result])
-    for s in summaries:
+    if is_main():  # under torchrun rank 0 reports
+        print_summaries(result)
+
+
+def print_summaries(result: dict) -> None:
+    """One line per analysed checkpoint, then where the files are."""
+    from coinfluence.plots.html_report import report_command
+
+    for s in result.get("checkpoints", [result]):
         v = s.get("validation") or {}
         line = (f"{s['checkpoint']}: frac_informative={s['frac_informative']:.2f} mean_alpha={s['mean_alpha']:.2f} "
                 f"mean_delta_J={s['mean_delta_J']:.3g}")

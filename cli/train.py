@@ -348,30 +348,20 @@ def eval_cmd(
 ):
     """Accuracy of a checkpoint per split (greedy, or mean@n/pass@n with sampling), and how often its completions use the injected behaviours."""
     check_finite(locals())
+    from coinfluence.io import check_writable, read_json
     from coinfluence.models.loading import check_checkpoint_dir, load_model
     from coinfluence.tasks.rewards import reward_fn
+    from coinfluence.training.checkpoint import quiet_hf_progress
     from coinfluence.training.evaluate import check_sampling_options, evaluate_checkpoint
     from coinfluence.training.sft import auto_max_new_tokens
 
-    from coinfluence.io import data_splits, is_one_split
-
     ckpt = check_checkpoint_dir(ckpt)
-    single = next(iter(data_splits(data))) if is_one_split(data) else None
-    wanted = [s.strip() for s in (splits or single or "val_id,val_ood").split(",") if s.strip()]
-    if not wanted:
-        raise UserError("--splits is empty")
-    if single is not None and wanted != [single]:
-        raise UserError(f"--data {data} is one split, {single}; drop --splits or pass --splits {single}")
-    sources = split_sources(data, wanted, one_split_as=single)
+    sources, wanted = eval_sources(data, splits)
     check_sampling_options(n, temperature)
     reward_fn(reward)
     for opt, value in (("limit", limit), ("max-new-tokens", max_new_tokens), ("batch-size", batch_size)):
         if value is not None and value <= 0:
             raise UserError(f"--{opt} must be > 0, got {value}")
-
-    from coinfluence.io import check_writable, read_json
-    from coinfluence.training.checkpoint import quiet_hf_progress
-
     run_dir = out or infer_run_dir(ckpt)
     check_writable(run_dir / "eval.json")
     if (run_dir / "eval.json").exists():  # merged into, so it must read
@@ -382,29 +372,51 @@ def eval_cmd(
     if max_new_tokens is None:
         sft_rows = read_splits(sources, ["sft"]).get("sft")
         max_new_tokens = auto_max_new_tokens(tokenizer, sft_rows) if sft_rows else 512
-    if name is None:
-        try:
-            name = str(ckpt.resolve().relative_to(run_dir.resolve())) or ckpt.name
-        except ValueError:
-            name = ckpt.name
-        name = name if name != "." else ckpt.resolve().name
-        if n > 1 or temperature > 0:  # keep greedy and sampled results of one checkpoint apart
-            name = f"{name}@n{n}-t{temperature:g}"
     results = evaluate_checkpoint(
-        model, tokenizer, rows, run_dir, name, n=n, temperature=temperature, limit=limit,
-        max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, reward=reward,
+        model, tokenizer, rows, run_dir, name if name is not None else eval_name(ckpt, run_dir, n, temperature), n=n, temperature=temperature,
+        limit=limit, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, reward=reward,
     )
     for split, r in results.items():
-        extra = "".join(f"  {k} {r[k]:.3f}" for k in r if "@" in k or k == "alpha_spread")
-        typer.echo(f"{split:9} {accuracy_text(r)}{extra}  ({r['num_rows']} rows)")
-        if r.get("guess/stated") is not None:
-            typer.echo(" " * 10 + f"guess baseline: answer stated in the question {r['guess/stated']:.3f}, "
-                                  f"most frequent stated number {r['guess/mode_stated']:.3f}, "
-                                  f"most common answer {r['guess/majority']:.3f}; "
-                                  f"model answers copying a stated number {r['answer_stated']:.3f}")
-        if r.get("behaviours/frac"):
-            typer.echo(" " * 10 + behaviour_line(r))
+        print_split_result(split, r)
     typer.echo(f"eval: {run_dir / 'eval.json'}")
+
+
+def eval_sources(data: Path, splits: Optional[str]) -> tuple[dict[str, Path], list[str]]:
+    """The files of the splits ``eval`` scores (``--splits``, else val_id and val_ood, else the
+    one split of a file) and their names; UserError when one is missing."""
+    from coinfluence.io import data_splits, is_one_split
+
+    single = next(iter(data_splits(data))) if is_one_split(data) else None
+    wanted = [s.strip() for s in (splits or single or "val_id,val_ood").split(",") if s.strip()]
+    if not wanted:
+        raise UserError("--splits is empty")
+    if single is not None and wanted != [single]:
+        raise UserError(f"--data {data} is one split, {single}; drop --splits or pass --splits {single}")
+    return split_sources(data, wanted, one_split_as=single), wanted
+
+
+def eval_name(ckpt: Path, run_dir: Path, n: int, temperature: float) -> str:
+    """The checkpoint's key in eval.json: its path inside the run, with the sampling settings
+    when it is not greedy (so greedy and sampled results of one checkpoint stay apart)."""
+    try:
+        name = str(ckpt.resolve().relative_to(run_dir.resolve())) or ckpt.name
+    except ValueError:
+        name = ckpt.name
+    name = name if name != "." else ckpt.resolve().name
+    return f"{name}@n{n}-t{temperature:g}" if n > 1 or temperature > 0 else name
+
+
+def print_split_result(split: str, r: dict) -> None:
+    """The accuracy of one split, with the guess baselines and the behaviours when there are any."""
+    extra = "".join(f"  {k} {r[k]:.3f}" for k in r if "@" in k or k == "alpha_spread")
+    typer.echo(f"{split:9} {accuracy_text(r)}{extra}  ({r['num_rows']} rows)")
+    if r.get("guess/stated") is not None:
+        typer.echo(" " * 10 + f"guess baseline: answer stated in the question {r['guess/stated']:.3f}, "
+                              f"most frequent stated number {r['guess/mode_stated']:.3f}, "
+                              f"most common answer {r['guess/majority']:.3f}; "
+                              f"model answers copying a stated number {r['answer_stated']:.3f}")
+    if r.get("behaviours/frac"):
+        typer.echo(" " * 10 + behaviour_line(r))
 
 
 def accuracy_text(r: dict) -> str:
