@@ -43,11 +43,9 @@ from coinfluence.influence.step import TARGET_OBJECTIVES, advantages, delta_J_ag
 from coinfluence.influence.validate import grpo_resume_step, validate_first_order, validate_trainer_step
 from coinfluence.io import atomic_dir, atomic_path, check_output_dir, data_splits, output_dir, write_json
 from coinfluence.io import read_rows as io_read_rows
+from coinfluence.run import Run, checkpoint_step, run_of_checkpoint
 from coinfluence.tasks.rewards import RewardFn, reward_fn
 from coinfluence.training.objectives import LOSS_NORMALIZATION, NORMALIZATIONS, STD_CONVENTIONS
-
-_STEP = re.compile(r"^step-(\d+)$")
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass
@@ -88,8 +86,7 @@ class AnalyzeOptions:
 ENGINES = ("auto", "layerwise", "vmap", "loop")
 TRAINER_KNOBS = ("learning_rate", "weight_decay", "max_grad_norm", "warmup_steps", "micro_batch_size", "loss_type",
                  "epsilon", "epsilon_high")
-DEFAULTS = {"num_generations": 8, "temperature": 1.0, "max_completion_length": 256, "normalization": "seq-mean",
-            "scale_rewards": "group", "std": "population"}
+SAMPLING_KNOBS = ("num_generations", "temperature", "max_completion_length", "normalization", "scale_rewards", "std")
 
 
 # ----------------------------------------------------------------------------- resolving inputs
@@ -99,25 +96,16 @@ def read_rows(path: Path) -> list[dict]:
     return io_read_rows(path, ("prompt", "answer"))
 
 
-def checkpoint_name(ckpt: Path, run: Path | None) -> str:
-    if run is not None:
-        try:
-            return "-".join(ckpt.resolve().relative_to(run.resolve()).parts) or ckpt.name
-        except ValueError:
-            pass
-    return ckpt.name
-
-
-def checkpoint_step(ckpt: Path) -> int:
-    m = _STEP.match(ckpt.name) or _CKPT.match(ckpt.name)
-    return int(m.group(1)) if m else 0
+def analysis_name(ckpt: Path, run: Path | None) -> str:
+    """The directory name of a checkpoint's analysis: its path inside ``run``, else its name."""
+    return Run(run).analysis_name(ckpt) if run is not None else ckpt.name
 
 
 def run_checkpoints(run: Path) -> list[Path]:
     """RUN/sft then every RUN/grpo/step-* in step order (the training trajectory)."""
-    found = [run / "sft"] if (run / "sft" / "config.json").exists() else []
-    steps = sorted((int(m.group(1)), p) for p in (run / "grpo").glob("step-*") if (m := _STEP.match(p.name)))
-    found += [p for _, p in steps]
+    layout = Run(run)
+    found = [layout.sft] if (layout.sft / "config.json").exists() else []
+    found += [p for _, p in layout.grpo_steps()]
     if not found:
         raise UserError(f"{run} has no checkpoints (expected sft/ or grpo/step-*)")
     return found
@@ -125,16 +113,17 @@ def run_checkpoints(run: Path) -> list[Path]:
 
 def run_data_dir(run: Path) -> Path:
     """The data a run trained on: RUN/config.json's ``train.rl_data`` or ``train.data``, else RUN/data."""
+    layout = Run(run)
     try:
-        recorded = json.loads((run / "config.json").read_text()).get("train") or {}
+        recorded = layout.config().get("train") or {}
     except (OSError, ValueError):
         recorded = {}
     for key in ("rl_data", "data"):
         if recorded.get(key):
             path = Path(recorded[key])
             # Recorded relative to where `train` ran; fall back to the run's own copy.
-            return path if path.is_dir() else run / "data"
-    return run / "data"
+            return path if path.is_dir() else layout.data
+    return layout.data
 
 
 def grpo_config_of(ckpt: Path) -> dict:
@@ -145,6 +134,27 @@ def grpo_config_of(ckpt: Path) -> dict:
         return {}
 
 
+def grpo_settings(ckpt: Path | None, run: Path | None = None) -> dict:
+    """The GRPO settings that go with a checkpoint: its own grpo_config.json (a GRPO checkpoint),
+    else what its run (``run``, or the run the checkpoint sits in) recorded in RUN/config.json
+    (RUN/sft: the GRPO stage that starts from it), else ``{}`` (a run older than that record, or
+    a model from elsewhere: GRPOConfig's defaults apply)."""
+    saved = grpo_config_of(ckpt) if ckpt is not None else {}
+    if saved:
+        return saved
+    owner = Run(run) if run is not None else run_of_checkpoint(ckpt) if ckpt is not None else None
+    return owner.grpo_settings() if owner is not None else {}
+
+
+def grpo_default(name: str):
+    """GRPOConfig's default of a knob (``normalization``: the ℓ of its default loss type)."""
+    from coinfluence.training.grpo import GRPOConfig
+
+    if name == "normalization":
+        return LOSS_NORMALIZATION[GRPOConfig().loss_type]
+    return getattr(GRPOConfig(), name)
+
+
 def adam_update_options(model, ckpt: Path, params: dict, knobs: dict) -> dict:
     """The keywords of :func:`coinfluence.influence.step.adamw_update` for the GRPO step that would
     follow ``ckpt``: its saved optimizer state, else a fresh AdamW (torch's betas and eps)."""
@@ -152,26 +162,25 @@ def adam_update_options(model, ckpt: Path, params: dict, knobs: dict) -> dict:
             "weight_decay": float(knobs["weight_decay"]), "max_grad_norm": float(knobs["max_grad_norm"])}
 
 
-def resolve_options(opts: AnalyzeOptions, ckpt: Path | None) -> dict:
-    """Fill unset GRPO knobs from ``CKPT/grpo_config.json`` (what the run trained with), then defaults."""
-    saved = grpo_config_of(ckpt) if ckpt is not None else {}
+def resolve_options(opts: AnalyzeOptions, ckpt: Path | None, run: Path | None = None) -> dict:
+    """Fill unset GRPO knobs from :func:`grpo_settings` (what the run trained, or will train,
+    with), then GRPOConfig's defaults."""
+    saved = grpo_settings(ckpt, run)
     out = {}
-    for name, default in DEFAULTS.items():
+    for name in SAMPLING_KNOBS:
         value = getattr(opts, name)
         if value is None and name == "normalization" and saved.get("loss_type") in LOSS_NORMALIZATION:
             value = LOSS_NORMALIZATION[saved["loss_type"]]
         if value is None and name != "normalization":
             value = saved.get(name)
-        out[name] = default if value is None else value
-    from coinfluence.training.grpo import GRPOConfig
-
+        out[name] = grpo_default(name) if value is None else value
     for name in TRAINER_KNOBS:  # the update the trainer would take next, for the Adam-aware ΔJ and --validate
-        out[name] = saved.get(name, getattr(GRPOConfig(), name))
+        out[name] = saved.get(name, grpo_default(name))
     out["reward"] = opts.reward or saved.get("reward")  # None: chosen by the data (reward_function)
     return out
 
 
-def check_options(opts: AnalyzeOptions, knobs: dict) -> None:
+def check_analysis_options(opts: AnalyzeOptions, knobs: dict) -> None:
     if knobs["normalization"] not in NORMALIZATIONS:
         raise UserError(f"--normalization must be one of {', '.join(NORMALIZATIONS)}, got {knobs['normalization']!r}")
     if knobs["scale_rewards"] not in ("group", "none"):
@@ -249,15 +258,15 @@ def resolve_inputs(opts: AnalyzeOptions) -> dict:
     if opts.out:
         out = Path(opts.out)
     elif opts.all_checkpoints:
-        out = run / "analysis"
+        out = Run(run).analysis
     elif run is not None:
-        out = run / "analysis" / checkpoint_name(ckpts[0], run)
+        out = Run(run).analysis / analysis_name(ckpts[0], run)
     else:
         out = ckpts[0] / "analysis"
     check_output_dir(out, overwrite=opts.overwrite, inputs=[*ckpts, train, targets, *([run] if run else [])])
     if opts.all_checkpoints:  # each checkpoint's analysis replaces a dir of that name: only an analysis
         for c in ckpts:
-            entry = out / checkpoint_name(c, run)
+            entry = out / analysis_name(c, run)
             if entry.exists() and not (entry / "summary.json").is_file():
                 raise UserError(f"{entry} exists and is not an analysis; not replacing it")
     return {"run": run, "ckpts": ckpts, "train": train, "targets": targets, "out": out}
@@ -334,7 +343,8 @@ def feature_engine(model, params, requested: str) -> str:
         return "vmap"
 
 
-def features(engine: str, model, prompts, completions, pad_id: int, **kw) -> torch.Tensor:
+def engine_features(engine: str, model, prompts, completions, pad_id: int, **kw) -> torch.Tensor:
+    """Per-rollout features from the engine :func:`feature_engine` chose (rows: rollouts)."""
     from coinfluence.influence.layerwise import features_layerwise
 
     kron_rank = kw.pop("kron_rank", None)
@@ -361,17 +371,17 @@ def kernel_streaming(model, params, tr: dict, tg: dict, pad_id: int, *, scales, 
     if kron_rank:
         kw["kron_rank"] = kron_rank
     mine, counts = dist_.group_shard(len(tg["prompts"]), num_generations)
-    F_t = dist_.gather_rows(features(engine, model, tg["prompts"][mine], tg["completions"][mine], pad_id, **kw), counts)
+    F_t = dist_.gather_rows(engine_features(engine, model, tg["prompts"][mine], tg["completions"][mine], pad_id, **kw), counts)
     mine, counts = dist_.group_shard(len(tr["prompts"]), num_generations)
     prompts, completions = tr["prompts"][mine], tr["completions"][mine]
     if project_dim or kron_rank:  # sketches are small: one call, so the Gaussian blocks are generated fewest times
-        K = co_influence_kernel(F_t, features(engine, model, prompts, completions, pad_id, **kw))
+        K = co_influence_kernel(F_t, engine_features(engine, model, prompts, completions, pad_id, **kw))
     else:
         n = len(prompts)
         K = torch.empty(F_t.shape[0], n, dtype=torch.float64)
         step = 4 * chunk_size
         for s in tqdm(range(0, n, step), desc="train features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
-            F = features(engine, model, prompts[s : s + step], completions[s : s + step], pad_id, **kw)
+            F = engine_features(engine, model, prompts[s : s + step], completions[s : s + step], pad_id, **kw)
             K[:, s : s + step] = co_influence_kernel(F_t, F)
     return dist_.gather_rows(K.T.contiguous(), counts).T, F_t.shape[1]
 
@@ -539,15 +549,15 @@ def summary_numbers(tr: dict, tg: dict, agg: dict, G: int, target_objective: str
     }
 
 
-def trainer_config(ckpt: Path, knobs: dict, **changes):
-    """The GRPO trainer's config for a step from ``ckpt``: its saved grpo_config.json (else the
+def trainer_config(ckpt: Path, knobs: dict, run: Path | None = None, **changes):
+    """The GRPO trainer's config for a step from ``ckpt``: its :func:`grpo_settings` (else the
     defaults), with the analysis' sampling knobs and ``changes``."""
     from dataclasses import fields, replace
 
     from coinfluence.training.grpo import GRPOConfig
 
     known = {f.name for f in fields(GRPOConfig)}
-    saved = {k: v for k, v in grpo_config_of(ckpt).items() if k in known}
+    saved = {k: v for k, v in grpo_settings(ckpt, run).items() if k in known}
     return replace(GRPOConfig(**saved), num_generations=int(knobs["num_generations"]), temperature=float(knobs["temperature"]),
                    max_completion_length=int(knobs["max_completion_length"]), scale_rewards=knobs["scale_rewards"],
                    std=knobs["std"], **changes)
@@ -581,7 +591,7 @@ def validate_against_trainer(model, tok, ckpt: Path, tr: dict, tg: dict, target_
         return float(r.mean()), float(r.std() / len(r) ** 0.5)
 
     predicted = predicted_per_kind(model, ckpt, tr, tg, chosen, knobs, tok.pad_token_id, opts.target_objective)
-    return validate_trainer_step(model, ckpt, trainer_config(ckpt, knobs), tr, chosen, tg, knobs, tok.pad_token_id,
+    return validate_trainer_step(model, ckpt, trainer_config(ckpt, knobs, Path(opts.run) if opts.run else None), tr, chosen, tg, knobs, tok.pad_token_id,
                                  predicted=predicted, target_objective=opts.target_objective,
                                  fresh_accuracy=fresh_accuracy if opts.validate_samples else None)
 
@@ -594,8 +604,8 @@ def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
     (for ``all_checkpoints``: ``{"checkpoints": [...summaries], "out": ...}``)."""
     paths = resolve_inputs(opts)
     progress = progress and dist_.is_main()
-    knobs = resolve_options(opts, paths["ckpts"][-1])
-    check_options(opts, knobs)
+    knobs = resolve_options(opts, paths["ckpts"][-1], paths["run"])
+    check_analysis_options(opts, knobs)
     if opts.validate:
         for c in paths["ckpts"]:
             grpo_resume_step(c)  # a state GRPO cannot resume is refused before any work
@@ -619,14 +629,14 @@ def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
 
     summaries = []
     for c in paths["ckpts"]:
-        name = checkpoint_name(c, paths["run"])
+        name = analysis_name(c, paths["run"])
         with main_only(atomic_dir(paths["out"] / name)) as tmp:
             summaries.append(analyze_checkpoint(c, train_rows, target_rows, opts, knobs, tmp, sources, progress))
     dist_.barrier()
     if not dist_.is_main():
         return {"checkpoints": [], "out": str(paths["out"])}
     series = pd.DataFrame([{
-        "checkpoint": checkpoint_name(Path(s["checkpoint"]), paths["run"]), "step": s["step"],
+        "checkpoint": analysis_name(Path(s["checkpoint"]), paths["run"]), "step": s["step"],
         "mean_co_influence": s["mean_co_influence"], "mean_delta_J": s["mean_delta_J"],
         "frac_informative": s["frac_informative"], "mean_alpha": s["mean_alpha"],
     } for s in summaries])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 import shutil
 import sys
 import time
@@ -28,6 +27,7 @@ from coinfluence import distributed as dist_
 from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.models.format import decode_completion, encode_prompt
+from coinfluence.run import STEP_DIR, Run
 from coinfluence.tasks.answer import extract_answer
 from coinfluence.tasks.igsm.check import check_steps
 from coinfluence.tasks.rewards import DEFAULT_REWARD, REWARD_HELP, accuracy_reward, reward_fn, reward_scores
@@ -38,10 +38,8 @@ from coinfluence.training.objectives import (
     LOSS_TYPES, SCALE_REWARDS, STD_CONVENTIONS, batch_to, grpo_advantages, grpo_loss, rollout_batch, sequence_logprobs,
 )
 from coinfluence.training.rollout import chunks_by_length, sample
-from coinfluence.training.sft import update_run_config
 
 STAGE = "grpo"
-_STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def _opt(default, help: str):
@@ -127,9 +125,10 @@ def make_optimizer(model, cfg: GRPOConfig):
 
 
 def step_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """``(step, dir)`` of the resumable checkpoints in RUN/grpo (those with a trainer state), in step order."""
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / ckpt_io.TRAINER_STATE).exists()]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and (p / ckpt_io.TRAINER_STATE).exists()]
     return sorted(found)
 
 
@@ -168,7 +167,8 @@ def train_grpo(
     if not train_rows:
         raise UserError("no RL training rows")
     out_dir = Path(out_dir)
-    root = out_dir / "grpo"
+    run = Run(out_dir)
+    root = run.grpo
     loop, step = _start(cfg, model, tokenizer, train_rows, out_dir, root, resume)
     evals = {name: list(rows)[: cfg.eval_size] for name, rows in (val_rows or {}).items() if rows and dist_.is_main()}
     if step == 0 and evals and cfg.eval_steps:  # the start of the accuracy curves: the model RL begins from
@@ -188,7 +188,7 @@ def train_grpo(
             log_metrics(out_dir, STAGE, step, sink=sink, **row)
         bar.set_postfix(reward=f"{row['reward']:.2f}", len=f"{row['completions/mean_length']:.0f}")
         if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
-            _save(loop, step, root / f"step-{step:06d}")
+            _save(loop, step, run.grpo_step(step))
             _prune_step_checkpoints(root, cfg.save_total_limit)
         if stop_after is not None and step >= stop_after and step < cfg.max_steps:
             bar.close()
@@ -196,9 +196,9 @@ def train_grpo(
             return {"step": step, "stopped": True}
     bar.close()
     model.eval()
-    _save(loop, step, root / "final")  # with the optimizer state: the analysis of the final model needs its next step
+    _save(loop, step, run.grpo_final)  # with the optimizer state: the analysis of the final model needs its next step
     dist_.barrier()
-    return {"step": step, "stopped": False, "final_dir": str(root / "final")}
+    return {"step": step, "stopped": False, "final_dir": str(run.grpo_final)}
 
 
 def _start(cfg: GRPOConfig, model, tokenizer, train_rows, out_dir: Path, root: Path, resume: bool) -> tuple[_Loop, int]:
@@ -208,7 +208,7 @@ def _start(cfg: GRPOConfig, model, tokenizer, train_rows, out_dir: Path, root: P
     if found and not resume:
         raise UserError(f"{root} already holds GRPO checkpoints; pass resume to continue or choose another output dir")
     if dist_.is_main():
-        update_run_config(out_dir, STAGE, asdict(cfg))  # the reward and every knob, beside the SFT stage's
+        Run(out_dir).record(STAGE, asdict(cfg))  # the reward and every knob, beside the SFT stage's
     # The reference is the model as handed in (the SFT checkpoint), before any resumed weights.
     ref_model = copy.deepcopy(model).eval() if cfg.beta else None
     if ref_model is not None:

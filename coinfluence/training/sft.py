@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from coinfluence import distributed as dist_
 from coinfluence.device import model_device
 from coinfluence.errors import UserError
-from coinfluence.io import read_json, write_json
 from coinfluence.models.format import encode_example
+from coinfluence.run import Run, sft_checkpoint_name
 from coinfluence.training import checkpoint as ckpt_io
 from coinfluence.training.evaluate import greedy_scores
 from coinfluence.training.metrics import drop_metrics_after, log_metrics
@@ -32,7 +32,6 @@ from coinfluence.training.objectives import batch_to
 
 IGNORE_INDEX = -100
 STAGE = "sft"
-CHECKPOINT_DIR = "sft-checkpoints"  # resumable checkpoints; OUT/sft/ is the clean final model
 
 
 def _opt(default, help: str):
@@ -234,14 +233,6 @@ def auto_max_new_tokens(tokenizer, rows: Sequence[dict]) -> int:
     return longest + 32
 
 
-def update_run_config(out_dir: Path, key: str, value) -> None:
-    """Merge ``{key: value}`` into OUT/config.json (other stages keep their own keys)."""
-    path = out_dir / "config.json"
-    config = read_json(path) if path.exists() else {}
-    config[key] = value
-    write_json(path, config)
-
-
 def _check_resumable(state: dict, cfg: SFTConfig, ckpt: Path) -> None:
     saved = state.get("config", {})
     differing = [name for name in TRAJECTORY_FIELDS if name in saved and saved[name] != getattr(cfg, name)]
@@ -355,7 +346,7 @@ def train_sft(
 def _start(cfg: SFTConfig, model, tokenizer, lengths: list[int], out_dir: Path, resume: bool) -> _SFTRun:
     """Fix the run's length in steps, refuse to mix with another run's checkpoints, record the
     config, build the optimizer, and resume the latest checkpoint (or seed a fresh run)."""
-    ckpt_root = out_dir / CHECKPOINT_DIR
+    ckpt_root = Run(out_dir).sft_checkpoints
     if cfg.max_steps:
         cfg = replace(cfg, num_train_epochs=0.0)  # a step count given outright: record no epochs beside it
     else:
@@ -367,7 +358,7 @@ def _start(cfg: SFTConfig, model, tokenizer, lengths: list[int], out_dir: Path, 
     elif not resume and ckpt_io.list_checkpoints(ckpt_root):
         raise UserError(f"{out_dir} already holds SFT checkpoints; pass resume to continue or choose another output dir")
     if dist_.is_main():
-        update_run_config(out_dir, "sft", asdict(cfg))
+        Run(out_dir).record(STAGE, asdict(cfg))
     run = _SFTRun(cfg, model, tokenizer, *make_optimizer(model, cfg), out_dir)
     if state:
         ckpt_io.load_weights_into(model, latest)
@@ -414,8 +405,8 @@ def _save_resumable(run: _SFTRun) -> None:
         "step": run.step, "position": run.position, "num_tokens": run.num_tokens, "config": asdict(run.cfg),
         "param_names": ckpt_io.optimizer_param_names(run.model, run.optimizer),
     }
-    ckpt_root = run.out_dir / CHECKPOINT_DIR
-    ckpt_io.save_model_dir(ckpt_root / ckpt_io.checkpoint_name(run.step), run.model, run.tokenizer,
+    ckpt_root = Run(run.out_dir).sft_checkpoints
+    ckpt_io.save_model_dir(ckpt_root / sft_checkpoint_name(run.step), run.model, run.tokenizer,
                            {"sft_config.json": asdict(run.cfg)}, trainer_state)
     ckpt_io.prune_checkpoints(ckpt_root, run.cfg.save_total_limit)
 
@@ -423,7 +414,7 @@ def _save_resumable(run: _SFTRun) -> None:
 def _save_final(run: _SFTRun) -> dict:
     """OUT/sft, the clean final model (no optimizer state), and the run's summary."""
     run.model.eval()
-    final_dir = run.out_dir / "sft"
+    final_dir = Run(run.out_dir).sft
     if dist_.is_main():
         ckpt_io.save_model_dir(final_dir, run.model, run.tokenizer, {"sft_config.json": asdict(run.cfg)})
     dist_.barrier()
