@@ -313,7 +313,7 @@ def test_case8_resume_refuses_data_it_cannot_trust(tmp_path):
 
     from coinfluence.errors import UserError
     from coinfluence.tasks.data import DataConfig, write_dataset
-    from coinfluence_cli.train import check_data
+    from coinfluence.pipeline import check_data
 
     cfg = DataConfig(behaviours="both", sft_size=3, rl_size=3, eval_size=2)
     data = tmp_path / "run" / "data"

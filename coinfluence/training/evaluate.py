@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from coinfluence.device import model_device
+from coinfluence.run import Run
 from coinfluence.io import read_json, read_jsonl, write_json, write_jsonl
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.rewards import DEFAULT_REWARD, accuracy_reward, reward_scores
@@ -276,11 +277,11 @@ def evaluate_checkpoint(
         summary, split_records = score_rows(model, tokenizer, rows, n=n, temperature=temperature, **gen_kwargs)
         results[split] = summary
         records += [{"split": split, **r} for r in split_records]
-    eval_path = run_dir / "eval.json"
+    eval_path = Run(run_dir).eval_json
     existing = read_json(eval_path) if eval_path.exists() else {}
     existing.setdefault("checkpoints", {}).setdefault(checkpoint, {}).update(results)
     write_json(eval_path, existing)
-    records_path = run_dir / "eval" / (checkpoint.replace("/", "_") + ".jsonl")
+    records_path = Run(run_dir).eval_records(checkpoint)
     kept = [r for r in (read_jsonl(records_path) if records_path.exists() else []) if r.get("split") not in results]
     write_jsonl(records_path, kept + records)
     return results
