@@ -14,6 +14,7 @@ from coinfluence.errors import UserError
 from coinfluence.io import RUN_LOCK
 
 from .options import check_finite
+from coinfluence.tasks.registry import DEFAULT_TASK, TASK_HELP
 from coinfluence.tasks.rewards import DEFAULT_REWARD, REWARD_HELP
 
 SPLIT_NAMES = ("sft", "rl_train", "val_id", "val_ood", "test_id", "test_ood")
@@ -59,18 +60,26 @@ def variant_name(behaviours: str) -> str:
     return {"both": "bridge", "none": "vanilla"}.get(behaviours, behaviours)
 
 
-def task_tokenizer(task_preset: str, rows_by_split: dict, data_dir: Optional[Path] = None):
-    """Word-level tokenizer from the generator's vocabulary plus every text of the data; the task
-    config (of ``data_dir``'s data_config.json when it has one, else of the preset) says whether
-    possessives are single tokens."""
+def task_tokenizer(task_preset: Optional[str], rows_by_split: dict, data_dir: Optional[Path] = None, task=None):
+    """Word-level tokenizer from ``task``'s vocabulary (a Task or a name; None: the default) plus
+    every text of the data; the task config (of ``data_dir``'s data_config.json when it has one,
+    else of the preset) says whether possessives are single tokens."""
+    from dataclasses import asdict
+
     from coinfluence.io import read_json
     from coinfluence.models.tokenizer import build_tokenizer
-    from coinfluence.tasks.igsm import PRESETS, vocabulary
+    from coinfluence.tasks.data import DATA_CONFIG, DataConfig
+    from coinfluence.tasks.registry import get_task
 
-    saved = data_dir / "data_config.json" if data_dir is not None else None
-    task = read_json(saved).get("task", {}) if saved is not None and saved.exists() else {}
-    possessive = bool(task.get("possessive_tokens", getattr(PRESETS.get(task_preset), "possessive_tokens", False)))
-    words = list(vocabulary(task_preset)) if task_preset in PRESETS else []
+    task = get_task(task)
+    task_preset = task_preset or task.default_preset
+    saved = data_dir / DATA_CONFIG if data_dir is not None else None
+    if saved is not None and saved.exists():
+        config = read_json(saved).get("task", {})
+    else:
+        config = asdict(DataConfig(task=task.name, preset=task_preset).validate()) if task_preset in task.presets else {}
+    possessive = task.possessive_tokens(config)
+    words = list(task.vocabulary(task_preset)) if task_preset in task.presets else []
     texts = [t for rows in rows_by_split.values() for r in rows for t in (r["prompt"], r["completion"])]
     return build_tokenizer(words + texts, possessive=possessive)
 
@@ -106,7 +115,8 @@ def train(
     bridge: bool = typer.Option(False, "--bridge", help="generate BRIDGE data (behaviours both)"),
     vanilla: bool = typer.Option(False, "--vanilla", help="generate plain data (behaviours none)"),
     behaviours: Optional[str] = typer.Option(None, help="behaviours of generated data: none, explore, exploit, both [data default]"),
-    task_preset: str = typer.Option("mini2", help="task scale of generated data: mini2, mini or paper"),
+    task: Optional[str] = typer.Option(None, "--task", help=f"the task: {TASK_HELP} [the one --data was generated for, else {DEFAULT_TASK}]"),
+    task_preset: Optional[str] = typer.Option(None, help="task scale of generated data: igsm mini2 (its default), mini or paper; units mini (its default) or deep"),
     preset: str = typer.Option("tiny", help="model: a preset (nano, tiny, small, base) or a HF checkpoint dir"),
     out: Optional[Path] = typer.Option(None, help="run directory [runs/<variant>-<preset>-s<seed>]"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run from its latest checkpoints"),
@@ -148,6 +158,7 @@ def train(
     from coinfluence.training.grpo import validate_config as validate_grpo
     from coinfluence.training.metrics import TENSORBOARD_DIR, check_report_to, metric_sink
     from coinfluence.training.sft import CHECKPOINT_DIR, SFTConfig, auto_max_new_tokens, train_sft, update_run_config, validate_config
+    from coinfluence.tasks.registry import resolve_task
 
     # ---- validate everything before any work
     if stage not in ("sft", "grpo", "all"):
@@ -155,6 +166,7 @@ def train(
     chosen = resolve_behaviours(bridge, vanilla, behaviours)
     if data is not None and chosen is not None:
         raise UserError("--bridge/--vanilla/--behaviours choose how data is generated; they cannot be combined with --data")
+    task = resolve_task(task, data)
     if data is not None:
         needed = ("sft",) if stage == "sft" else ("rl_train",) if from_sft else ("sft", "rl_train")
         sources = split_sources(data, needed, one_split_as={"sft": "sft", "grpo": "rl_train"}.get(stage))
@@ -183,11 +195,12 @@ def train(
     if data is None:
         from coinfluence.tasks.data import DataConfig
 
-        data_cfg = DataConfig(preset=task_preset, seed=seed, **({"behaviours": chosen} if chosen else {}))
+        data_cfg = DataConfig(task=task.name, preset=task_preset, seed=seed, **({"behaviours": chosen} if chosen else {}))
         data_cfg.validate()
     variant = variant_name(data_cfg.behaviours) if data_cfg else Path(data).name
     model_name = preset if is_preset(preset) else Path(preset).name
-    out = out or Path("runs") / f"{variant}-{model_name}-s{seed}"
+    prefix = "" if task.name == DEFAULT_TASK else f"{task.name}-"
+    out = out or Path("runs") / f"{prefix}{variant}-{model_name}-s{seed}"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     sft_done = (out / "sft" / "config.json").exists()
@@ -228,7 +241,7 @@ def train(
     if stage in ("sft", "all") and not (resume and sft_done):
         latest = ckpt_io.latest_checkpoint(out / CHECKPOINT_DIR) if resume else None
         if is_preset(preset):
-            tokenizer = load_tokenizer(latest) if latest else task_tokenizer(task_preset, rows, data)
+            tokenizer = load_tokenizer(latest) if latest else task_tokenizer(task_preset, rows, data, task)
             model, tokenizer = load_model(preset, tokenizer, seed=seed)
         else:
             model, tokenizer = load_model(preset)
@@ -236,7 +249,8 @@ def train(
         typer.echo(f"sft: {model_name} ({n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}) on {len(rows['sft'])} rows, "
                    f"{model_device(model)} -> {out}/", err=True)
         with quiet_hf_progress():
-            train_sft(cfg, model, tokenizer, rows["sft"], rows.get("val_id", []), out, resume=resume, progress=progress, sink=sink)
+            train_sft(cfg, model, tokenizer, rows["sft"], rows.get("val_id", []), out, resume=resume, progress=progress, sink=sink,
+                      task=task)
     if stage in ("sft", "all"):
         evaluated.append(("sft", out / "sft"))
 
@@ -251,7 +265,7 @@ def train(
                    f"{gcfg.prompts_per_step} queries x {gcfg.num_generations} rollouts -> {out}/grpo/", err=True)
         vals = {s: rows[s] for s in ("val_id", "val_ood") if s in rows}
         with quiet_hf_progress():
-            train_grpo(gcfg, model, tokenizer, rows["rl_train"], vals, out, resume=resume, progress=progress, sink=sink)
+            train_grpo(gcfg, model, tokenizer, rows["rl_train"], vals, out, resume=resume, progress=progress, sink=sink, task=task)
         evaluated.append(("grpo/final", out / "grpo" / "final"))
     if not is_main():  # under torchrun rank 0 evaluates and reports
         return
@@ -266,7 +280,7 @@ def train(
         with quiet_hf_progress():
             model, tokenizer = load_model(path)
         results = evaluate_checkpoint(
-            model, tokenizer, tests, out, name, limit=eval_size, reward=gcfg.reward,
+            model, tokenizer, tests, out, name, limit=eval_size, reward=gcfg.reward, task=task,
             max_new_tokens=auto_max_new_tokens(tokenizer, rows["sft"]) if "sft" in rows else 512,
         )
         accs = ", ".join(f"{s} {accuracy_text(r)}" for s, r in results.items())
@@ -345,6 +359,7 @@ def eval_cmd(
     batch_size: int = typer.Option(32, help="sequences decoded together"),
     seed: int = typer.Option(0, help="sampling seed"),
     reward: str = typer.Option(DEFAULT_REWARD, help=f"how accuracy is scored: {REWARD_HELP}"),
+    task: Optional[str] = typer.Option(None, "--task", help=f"whose checker reads the steps: {TASK_HELP} [the one --data was generated for, else {DEFAULT_TASK}]"),
 ):
     """Accuracy of a checkpoint per split (greedy, or mean@n/pass@n with sampling), and how often its completions use the injected behaviours."""
     check_finite(locals())
@@ -354,7 +369,9 @@ def eval_cmd(
     from coinfluence.training.sft import auto_max_new_tokens
 
     from coinfluence.io import data_splits, is_one_split
+    from coinfluence.tasks.registry import resolve_task
 
+    task = resolve_task(task, data)
     ckpt = check_checkpoint_dir(ckpt)
     single = next(iter(data_splits(data))) if is_one_split(data) else None
     wanted = [s.strip() for s in (splits or single or "val_id,val_ood").split(",") if s.strip()]
@@ -392,7 +409,7 @@ def eval_cmd(
             name = f"{name}@n{n}-t{temperature:g}"
     results = evaluate_checkpoint(
         model, tokenizer, rows, run_dir, name, n=n, temperature=temperature, limit=limit,
-        max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, reward=reward,
+        max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, reward=reward, task=task,
     )
     for split, r in results.items():
         extra = "".join(f"  {k} {r[k]:.3f}" for k in r if "@" in k or k == "alpha_spread")

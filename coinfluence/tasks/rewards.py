@@ -22,7 +22,7 @@ RewardFn = Callable[[str, str, object], float]
 
 REWARDS = {
     "answer": "the last <answer> marker holds the answer",
-    "steps": "the answer and every step the iGSM checker reads are right",
+    "steps": "the answer and every step the task's checker reads are right",
     "first-number": "the first number of the completion equals the answer",
     "last-number": "the last number of the completion equals the answer",
     "boxed": "the last \\boxed{} holds the answer",
@@ -73,15 +73,8 @@ def last_boxed(completion: str) -> str | None:
     return None
 
 
-def _steps(prompt, completion, answer) -> float:
-    from coinfluence.tasks.igsm.check import check_steps
-
-    return float(check_steps(prompt, completion).ok)  # "correct" needs the right final answer too
-
-
 BUILTIN: dict[str, RewardFn] = {
     "answer": lambda prompt, completion, answer: answer_reward(completion, answer),
-    "steps": _steps,
     "first-number": lambda prompt, completion, answer: same_value(next(iter(numbers(completion)), None), answer),
     "last-number": lambda prompt, completion, answer: same_value((numbers(completion) or [None])[-1], answer),
     "boxed": lambda prompt, completion, answer: same_value(last_boxed(completion), answer),
@@ -95,8 +88,14 @@ def accuracy_reward(name: str) -> str:
     return "answer" if name == "steps" else name
 
 
-def reward_fn(name: str) -> RewardFn:
-    """The reward called ``name`` (a key of ``REWARDS`` or ``module:function``); UserError otherwise."""
+def reward_fn(name: str, task=None) -> RewardFn:
+    """The reward called ``name`` (a key of ``REWARDS`` or ``module:function``); UserError otherwise.
+    ``steps`` grades with ``task``'s step checker (a Task or a name; None: the default task)."""
+    if name == "steps":
+        from coinfluence.tasks.registry import get_task
+
+        check = get_task(task).check_steps
+        return lambda prompt, completion, answer: float(check(prompt, completion).ok)  # needs the right answer too
     if name in BUILTIN:
         return BUILTIN[name]
     if not isinstance(name, str) or name.count(":") != 1 or not all(name.split(":")):
@@ -112,7 +111,7 @@ def reward_fn(name: str) -> RewardFn:
     return lambda prompt, completion, answer: float(fn(completion, answer, prompt))
 
 
-def reward_scores(name: str, prompts, completions, answers) -> list[float]:
+def reward_scores(name: str, prompts, completions, answers, task=None) -> list[float]:
     """The reward ``name`` of each (prompt, completion, answer)."""
-    fn = reward_fn(name)
+    fn = reward_fn(name, task)
     return [fn(p, c, a) for p, c, a in zip(prompts, completions, answers)]

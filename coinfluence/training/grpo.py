@@ -29,7 +29,7 @@ from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.answer import extract_answer
-from coinfluence.tasks.igsm.check import check_steps
+from coinfluence.tasks.registry import get_task
 from coinfluence.tasks.rewards import DEFAULT_REWARD, REWARD_HELP, accuracy_reward, reward_fn, reward_scores
 from coinfluence.training import checkpoint as ckpt_io
 from coinfluence.training.evaluate import greedy_scores, stop_token_ids
@@ -108,11 +108,12 @@ def query_order(n_rows: int, seed: int, step: int, per_step: int) -> list[int]:
 
 
 def score(completions: Sequence[str], answers: Sequence, format_weight: float, prompts: Sequence[str] | None = None,
-          kind: str = DEFAULT_REWARD) -> tuple[torch.Tensor, torch.Tensor]:
+          kind: str = DEFAULT_REWARD, task=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(correctness: the reward ``kind`` of ``coinfluence.tasks.rewards``, total reward = correctness
-    + format bonus). ``prompts`` are needed by rewards that read the question (``steps``)."""
+    + format bonus). ``prompts`` are needed by rewards that read the question (``steps``, graded by
+    ``task``'s checker)."""
     prompts = prompts if prompts is not None else [None] * len(completions)
-    correct = torch.tensor(reward_scores(kind, prompts, completions, answers), dtype=torch.float64)
+    correct = torch.tensor(reward_scores(kind, prompts, completions, answers, task), dtype=torch.float64)
     if not format_weight:
         return correct, correct
     formatted = torch.tensor([extract_answer(c) is not None for c in completions], dtype=torch.float64)
@@ -145,9 +146,11 @@ def train_grpo(
     stop_after: int | None = None,
     progress: bool = True,
     sink=None,  # metrics.metric_sink: each logged row also goes there (TensorBoard)
+    task=None,  # the Task (or its name) whose checker verifies steps; None: the default task
 ) -> dict:
     """Train ``model`` in place; write RUN/grpo/step-XXXXXX/, RUN/grpo/final/, RUN/metrics.jsonl."""
     validate_config(cfg)
+    task = get_task(task)
     if not train_rows:
         raise UserError("no RL training rows")
     out_dir = Path(out_dir)
@@ -191,7 +194,7 @@ def train_grpo(
     def validation() -> dict:
         out = {}
         for name, rows in evals.items():
-            scores = greedy_scores(model, tokenizer, rows, max_new_tokens=cfg.max_completion_length, reward=cfg.reward)
+            scores = greedy_scores(model, tokenizer, rows, max_new_tokens=cfg.max_completion_length, reward=cfg.reward, task=task)
             out[f"{name}_accuracy"], out[f"{name}_step_accuracy"] = scores["accuracy"], scores["step_accuracy"]
         return out
 
@@ -215,8 +218,8 @@ def train_grpo(
         completions = ro.completions()
         texts = [decode_completion(tokenizer, c) for c in completions]
         group_prompts = [train_rows[i]["prompt"] for i in rows for _ in range(G)]
-        correct, rewards = score(texts, [answers[i] for i in rows for _ in range(G)], cfg.format_reward, group_prompts, cfg.reward)
-        verified = [check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
+        correct, rewards = score(texts, [answers[i] for i in rows for _ in range(G)], cfg.format_reward, group_prompts, cfg.reward, task)
+        verified = [task.check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
         right_answer = reward_scores(accuracy_reward(cfg.reward), group_prompts, texts, [answers[i] for i in rows for _ in range(G)])
         # Every rank sees every rollout's numbers: advantages and metrics are the whole batch's.
         columns = (correct, rewards, torch.tensor(verified), torch.tensor(right_answer), ro.lengths, ro.finished, ro.entropies.sum(1))
