@@ -106,3 +106,32 @@ def test_data_train_eval_analyze_on_each_task_read_the_task_from_the_data(task, 
     other = "units" if task == "igsm" else "igsm"
     refused = invoke("eval", "--ckpt", run / "sft", "--data", data, "--task", other)
     assert isinstance(refused.exception, UserError) and f"generated for task {task}" in str(refused.exception)
+
+
+def test_data_from_before_tasks_had_names_is_igsm_data(tmp_path):
+    """A data dir whose data_config.json predates the task field is still reused as iGSM data."""
+    from coinfluence.io import read_json, write_json
+    from coinfluence.tasks.data import DATA_CONFIG, DataConfig, verify_dataset, write_dataset
+    from coinfluence.tasks.registry import data_task
+
+    cfg = DataConfig(seed=1, sft_size=3, rl_size=2, eval_size=1)
+    write_dataset(tmp_path, cfg)
+    saved = read_json(tmp_path / DATA_CONFIG)
+    del saved["data"]["task"]
+    write_json(tmp_path / DATA_CONFIG, saved)
+    assert data_task(tmp_path) == "igsm"
+    verify_dataset(tmp_path, cfg)
+    with pytest.raises(UserError, match="task='igsm' \\(now 'units'\\)"):
+        verify_dataset(tmp_path, DataConfig(task="units", seed=1, sft_size=3, rl_size=2, eval_size=1))
+
+
+@pytest.mark.parametrize("command", [["data"], ["score", "rows.jsonl"]])
+def test_an_unknown_task_is_one_line_and_a_nonzero_exit_before_any_work(command, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "coinfluence_cli.main", *command, "--task", "nope", "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr == "error: unknown task 'nope'; choose one of igsm, units, rows\n"
+    assert not out.exists()

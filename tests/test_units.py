@@ -153,3 +153,15 @@ def test_the_vocabulary_alone_covers_every_units_text():
     tok = build_tokenizer(get_task("units").vocabulary("mini"))
     texts = [t for rows in units_rows("both").values() for r in rows for t in (r["prompt"], r["completion"])]
     assert not [p for t in texts for p in unknown_pieces(tok, t)]
+
+
+def test_mini_solutions_follow_the_question_line_by_line_and_deep_shuffles_it():
+    import re
+
+    def names(text, pattern):
+        return re.findall(pattern, text)
+
+    for preset, ordered in (("mini", True), ("deep", False)):
+        rows = units_rows("none", preset=preset, sft_size=40)["sft"]
+        follows = [names(r["prompt"], r"A (\w+) holds") == names(r["completion"], r"A (\w+) =") for r in rows]
+        assert all(follows) if ordered else not all(follows)

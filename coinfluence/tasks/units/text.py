@@ -47,9 +47,12 @@ def contents(problem: Problem, c: Container) -> str:
     return join_list([f"{n} {PLURAL[problem.containers[i].name]}" for n, i in c.parts])
 
 
-def statement_order(problem: Problem, order_rng: random.Random) -> list[int]:
+def statement_order(problem: Problem, order_rng: random.Random | None) -> list[int]:
+    """The containers in a shuffled order, or innermost first (the order they were made) without a
+    ``order_rng``."""
     stated = list(range(len(problem.containers)))
-    order_rng.shuffle(stated)
+    if order_rng is not None:
+        order_rng.shuffle(stated)
     return stated
 
 
