@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from .options import check_finite
-from coinfluence.tasks.registry import DEFAULT_TASK, TASK_HELP
+from coinfluence.tasks.registry import DEFAULT_TASK, tasks_help
 from coinfluence.tasks.rewards import REWARD_HELP
 
 
@@ -27,7 +27,7 @@ def analyze(
     scale_rewards: Optional[str] = typer.Option(None, "--scale-rewards", help="group | none (default: GRPO config, else group)."),
     std: Optional[str] = typer.Option(None, "--std", help="population | unbiased (default: GRPO config, else population)."),
     reward: Optional[str] = typer.Option(None, "--reward", help=f"Reward of each rollout, {REWARD_HELP} (default: the GRPO config's, else the task's for data it reads and exact for other data)."),
-    task: Optional[str] = typer.Option(None, "--task", help=f"Task of the data: {TASK_HELP} (default: the one the data was generated for, else {DEFAULT_TASK})."),
+    task: Optional[str] = typer.Option(None, "--task", help=f"Task of the data: {tasks_help()} (default: the one the data was generated for, else {DEFAULT_TASK})."),
     params: Optional[str] = typer.Option(None, "--params", help="Regex on parameter names (re.search); default all."),
     project_dim: Optional[int] = typer.Option(None, "--project-dim", help="Sketch per-rollout features to D dims (seeded Gaussian); default none."),
     kron_rank: Optional[int] = typer.Option(None, "--kron-rank", help="Per-layer Kronecker sketch: each weight gradient to K×K (layerwise engine; for large models)."),

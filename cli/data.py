@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from coinfluence.errors import UserError
-from coinfluence.tasks.registry import DEFAULT_TASK, TASK_HELP
+from coinfluence.tasks.registry import DEFAULT_TASK, presets_help, tasks_help
 
 from .options import check_finite
 
@@ -26,8 +26,8 @@ def _range(text: Optional[str], name: str) -> Optional[tuple[int, int]]:
 
 def data(
     out: Path = typer.Option(..., "--out", help="directory for the split files"),
-    task: str = typer.Option(DEFAULT_TASK, "--task", help=f"the task: {TASK_HELP}"),
-    preset: Optional[str] = typer.Option(None, help="task scale: igsm mini2 (its default), mini or paper; units mini (its default) or deep"),
+    task: str = typer.Option(DEFAULT_TASK, "--task", help=f"the task: {tasks_help()}"),
+    preset: Optional[str] = typer.Option(None, help=f"task scale: {presets_help()}"),
     behaviours: str = typer.Option("both", help="injected behaviours: none, explore, exploit or both (BRIDGE)"),
     seed: int = typer.Option(0, help="seed of every split"),
     sft_size: Optional[int] = typer.Option(None, help="SFT problems before augmentation [preset default]"),
@@ -92,7 +92,7 @@ def score(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     out: Optional[Path] = typer.Option(None, "--out", help="write per-row results (JSONL)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
-    task: str = typer.Option(DEFAULT_TASK, "--task", help=f"whose step checker reads the rows: {TASK_HELP}"),
+    task: str = typer.Option(DEFAULT_TASK, "--task", help=f"whose step checker reads the rows: {tasks_help()}"),
 ):
     """Score completions: answer accuracy and step-level verdicts."""
     from coinfluence.io import check_output_file, write_jsonl

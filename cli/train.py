@@ -14,7 +14,7 @@ from coinfluence.errors import UserError
 from coinfluence.io import RUN_LOCK
 
 from .options import check_finite
-from coinfluence.tasks.registry import DEFAULT_TASK, TASK_HELP
+from coinfluence.tasks.registry import DEFAULT_TASK, presets_help, tasks_help
 from coinfluence.tasks.rewards import DEFAULT_REWARD, REWARD_HELP
 
 SPLIT_NAMES = ("sft", "rl_train", "val_id", "val_ood", "test_id", "test_ood")
@@ -115,8 +115,8 @@ def train(
     bridge: bool = typer.Option(False, "--bridge", help="generate BRIDGE data (behaviours both)"),
     vanilla: bool = typer.Option(False, "--vanilla", help="generate plain data (behaviours none)"),
     behaviours: Optional[str] = typer.Option(None, help="behaviours of generated data: none, explore, exploit, both [data default]"),
-    task: Optional[str] = typer.Option(None, "--task", help=f"the task: {TASK_HELP} [the one --data was generated for, else {DEFAULT_TASK}]"),
-    task_preset: Optional[str] = typer.Option(None, help="task scale of generated data: igsm mini2 (its default), mini or paper; units mini (its default) or deep"),
+    task: Optional[str] = typer.Option(None, "--task", help=f"the task: {tasks_help()} [the one --data was generated for, else {DEFAULT_TASK}]"),
+    task_preset: Optional[str] = typer.Option(None, help=f"task scale of generated data: {presets_help()}"),
     preset: str = typer.Option("tiny", help="model: a preset (nano, tiny, small, base) or a HF checkpoint dir"),
     out: Optional[Path] = typer.Option(None, help="run directory [runs/<variant>-<preset>-s<seed>]"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run from its latest checkpoints"),
@@ -359,7 +359,7 @@ def eval_cmd(
     batch_size: int = typer.Option(32, help="sequences decoded together"),
     seed: int = typer.Option(0, help="sampling seed"),
     reward: str = typer.Option(DEFAULT_REWARD, help=f"how accuracy is scored: {REWARD_HELP}"),
-    task: Optional[str] = typer.Option(None, "--task", help=f"whose checker reads the steps: {TASK_HELP} [the one --data was generated for, else {DEFAULT_TASK}]"),
+    task: Optional[str] = typer.Option(None, "--task", help=f"whose checker reads the steps: {tasks_help()} [the one --data was generated for, else {DEFAULT_TASK}]"),
 ):
     """Accuracy of a checkpoint per split (greedy, or mean@n/pass@n with sampling), and how often its completions use the injected behaviours."""
     check_finite(locals())

@@ -16,8 +16,17 @@ TASKS = {
     "units": "coinfluence.tasks.units",
     "rows": "coinfluence.tasks.rows",
 }
-TASK_HELP = ("igsm (math word problems over a DAG), units (unit-conversion chains) or rows "
-             "(your own prompt and answer rows: no generator, no step checker)")
+
+
+def tasks_help() -> str:
+    """Every task by name with its one-line summary (for help texts)."""
+    return "; ".join(f"{name} ({get_task(name).summary})" for name in TASKS)
+
+
+def presets_help() -> str:
+    """``igsm: mini2 (default), mini, paper; units: ...``: the scales of every task with a generator."""
+    tasks = [get_task(name) for name in TASKS]
+    return "; ".join(f"{t.name}: {', '.join([t.presets[0] + ' (default)', *t.presets[1:]])}" for t in tasks if t.presets)
 
 
 def get_task(name: str | Task | None = None) -> Task:
