@@ -22,7 +22,7 @@ from ..io import (
     write_json, write_jsonl,
 )
 from .bridge import BEHAVIOURS, BehaviourConfig, behaviour_preset
-from .registry import DEFAULT_TASK, get_task
+from .registry import DEFAULT_TASK, data_task, get_task
 
 # Held-out splits are drawn first so that training splits can avoid every one of their problems.
 SPLITS = ("test_id", "test_ood", "val_id", "val_ood", "rl_train", "sft")
@@ -191,7 +191,7 @@ def verify_dataset(data_dir: str | Path, cfg: DataConfig | None = None) -> None:
         raise UserError(f"data in {data_dir} is not what was generated ({problem}); regenerate it")
     if cfg is not None:
         wanted = json.loads(json.dumps(asdict(cfg)))  # tuples as JSON lists, as saved
-        had = {"task": DEFAULT_TASK, **saved.get("data", {})}  # data from before tasks had names is iGSM's
+        had = {**saved.get("data", {}), "task": data_task(data_dir)}
         differing = [k for k in wanted if had.get(k) != wanted[k]]
         if differing:
             detail = ", ".join(f"{k}={had.get(k)!r} (now {wanted[k]!r})" for k in differing)
