@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from .options import check_finite
+from coinfluence.tasks.registry import DEFAULT_TASK, tasks_help
 from coinfluence.tasks.rewards import REWARD_HELP
 
 # Where analyze takes a GRPO knob it is not given (influence.analyze.grpo_settings).
@@ -28,7 +29,8 @@ def analyze(
     normalization: Optional[str] = typer.Option(None, "--normalization", help="seq-mean | token-sum | constant (default: the ℓ of the GRPO loss_type, taken as the other knobs)."),
     scale_rewards: Optional[str] = typer.Option(None, "--scale-rewards", help=f"group | none {FROM_GRPO}."),
     std: Optional[str] = typer.Option(None, "--std", help=f"population | unbiased {FROM_GRPO}."),
-    reward: Optional[str] = typer.Option(None, "--reward", help=f"Reward of each rollout, {REWARD_HELP} (default: the GRPO config's, else answer for iGSM data and exact for other data)."),
+    reward: Optional[str] = typer.Option(None, "--reward", help=f"Reward of each rollout, {REWARD_HELP} (default: the GRPO config's, else the task's for data it reads and exact for other data)."),
+    task: Optional[str] = typer.Option(None, "--task", help=f"Task of the data: {tasks_help()} (default: the one the data was generated for, else {DEFAULT_TASK})."),
     params: Optional[str] = typer.Option(None, "--params", help="Regex on parameter names (re.search); default all."),
     project_dim: Optional[int] = typer.Option(None, "--project-dim", help="Sketch per-rollout features to D dims (seeded Gaussian); default none."),
     kron_rank: Optional[int] = typer.Option(None, "--kron-rank", help="Per-layer Kronecker sketch: each weight gradient to K×K (layerwise engine; for large models)."),
@@ -62,7 +64,7 @@ def analyze(
         num_generations=num_generations, temperature=temperature, max_completion_length=max_completion_length,
         normalization=normalization, scale_rewards=scale_rewards, std=std, reward=reward, params=params, project_dim=project_dim,
         kron_rank=kron_rank, engine=engine, precondition=precondition, target_objective=target_objective, kernel=kernel, save_kernel=save_kernel, validate=validate, validate_step=validate_step, validate_samples=validate_samples,
-        chunk_size=chunk_size, all_checkpoints=all_checkpoints, out=out, seed=seed, overwrite=overwrite,
+        chunk_size=chunk_size, all_checkpoints=all_checkpoints, out=out, seed=seed, overwrite=overwrite, task=task,
     )
     result = run_analysis(opts, progress=not quiet)
     if is_main():  # under torchrun rank 0 reports

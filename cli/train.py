@@ -12,6 +12,7 @@ import typer
 from coinfluence.errors import UserError
 
 from .options import check_finite
+from coinfluence.tasks.registry import DEFAULT_TASK, presets_help, tasks_help
 from coinfluence.tasks.rewards import DEFAULT_REWARD, REWARD_HELP
 
 BEHAVIOURS = ("none", "explore", "exploit", "both")
@@ -40,7 +41,8 @@ def train(
     bridge: bool = typer.Option(False, "--bridge", help="generate BRIDGE data (behaviours both)"),
     vanilla: bool = typer.Option(False, "--vanilla", help="generate plain data (behaviours none)"),
     behaviours: Optional[str] = typer.Option(None, help="behaviours of generated data: none, explore, exploit, both [data default]"),
-    task_preset: str = typer.Option("mini2", help="task scale of generated data: mini2, mini or paper"),
+    task: Optional[str] = typer.Option(None, "--task", help=f"the task: {tasks_help()} [the one --data was generated for, else {DEFAULT_TASK}]"),
+    task_preset: Optional[str] = typer.Option(None, help=f"task scale of generated data: {presets_help()}"),
     preset: str = typer.Option("tiny", help="model: a preset (nano, tiny, small, base) or a HF checkpoint dir"),
     out: Optional[Path] = typer.Option(None, help="run directory [runs/<variant>-<preset>-s<seed>]"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run from its latest checkpoints"),
@@ -75,10 +77,12 @@ def train(
     from coinfluence.pipeline import Pipeline, model_name, run_pipeline
     from coinfluence.training.grpo import GRPOConfig
     from coinfluence.training.sft import SFTConfig
+    from coinfluence.tasks.registry import resolve_task
 
     chosen = resolve_behaviours(bridge, vanilla, behaviours)
     if data is not None and chosen is not None:
         raise UserError("--bridge/--vanilla/--behaviours choose how data is generated; they cannot be combined with --data")
+    task = resolve_task(task, data)
     if sft_steps is not None and sft_epochs is not None:
         raise UserError("--sft-steps and --sft-epochs both set the SFT length; pass one")
     sft = SFTConfig(seed=seed, eval_size=eval_size, completion_only_loss=not full_loss, **given(
@@ -88,9 +92,10 @@ def train(
         max_steps=grpo_steps, learning_rate=grpo_learning_rate, num_generations=num_generations,
         prompts_per_step=prompts_per_step, beta=beta, loss_type=loss_type, scale_rewards=scale_rewards, std=std,
         temperature=temperature, reward=reward, max_completion_length=max_completion_length, eval_steps=eval_steps, save_steps=save_steps))
-    data_cfg = generated_data(task_preset, seed, chosen) if data is None else None
+    data_cfg = generated_data(task, task_preset, seed, chosen) if data is None else None
     variant = variant_name(data_cfg.behaviours) if data_cfg else Path(data).name
-    request = Pipeline(out=out or Path("runs") / f"{variant}-{model_name(preset)}-s{seed}", sft=sft, grpo=grpo, stage=stage,
+    prefix = "" if task.name == DEFAULT_TASK else f"{task.name}-"
+    request = Pipeline(out=out or Path("runs") / f"{prefix}{variant}-{model_name(preset)}-s{seed}", sft=sft, grpo=grpo, stage=stage, task=task,
                        data=data, data_config=data_cfg, task_preset=task_preset, model=preset, from_sft=from_sft, seed=seed,
                        eval_size=eval_size, resume=resume, progress=progress, report_to=report_to,
                        auto_completion_length=max_completion_length is None)
@@ -104,11 +109,11 @@ def given(**options) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def generated_data(task_preset: str, seed: int, behaviours: Optional[str]):
+def generated_data(task, task_preset: Optional[str], seed: int, behaviours: Optional[str]):
     """The DataConfig of the data ``train`` generates into OUT/data (behaviours: the data default when None)."""
     from coinfluence.tasks.data import DataConfig
 
-    return DataConfig(preset=task_preset, seed=seed, **({"behaviours": behaviours} if behaviours else {}))
+    return DataConfig(task=task.name, preset=task_preset, seed=seed, **({"behaviours": behaviours} if behaviours else {}))
 
 
 def print_train_result(result: dict, report_to: str) -> None:
@@ -150,6 +155,7 @@ def eval_cmd(
     batch_size: int = typer.Option(32, help="sequences decoded together"),
     seed: int = typer.Option(0, help="sampling seed"),
     reward: str = typer.Option(DEFAULT_REWARD, help=f"how accuracy is scored: {REWARD_HELP}"),
+    task: Optional[str] = typer.Option(None, "--task", help=f"whose checker reads the steps: {tasks_help()} [the one --data was generated for, else {DEFAULT_TASK}]"),
 ):
     """Accuracy of a checkpoint per split (greedy, or mean@n/pass@n with sampling), and how often its completions use the injected behaviours."""
     check_finite(locals())
@@ -161,6 +167,10 @@ def eval_cmd(
     from coinfluence.training.evaluate import check_sampling_options, evaluate_checkpoint
     from coinfluence.training.sft import auto_max_new_tokens
 
+    from coinfluence.io import data_splits, is_one_split
+    from coinfluence.tasks.registry import resolve_task
+
+    task = resolve_task(task, data)
     ckpt = check_checkpoint_dir(ckpt)
     sources, wanted = eval_sources(data, splits)
     check_sampling_options(n, temperature)
@@ -180,7 +190,7 @@ def eval_cmd(
         max_new_tokens = auto_max_new_tokens(tokenizer, sft_rows) if sft_rows else 512
     results = evaluate_checkpoint(
         model, tokenizer, rows, run_dir, name if name is not None else eval_name(ckpt, run_dir, n, temperature), n=n, temperature=temperature,
-        limit=limit, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, reward=reward,
+        limit=limit, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, reward=reward, task=task,
     )
     for split, r in results.items():
         print_split_result(split, r)

@@ -38,7 +38,8 @@ class Pipeline:
     stage: str = "all"
     data: Optional[Path] = None
     data_config: object = None  # tasks.data.DataConfig of the data to generate
-    task_preset: str = "mini2"
+    task: object = None  # the Task (or its name); None: the default task
+    task_preset: Optional[str] = None  # None: the task's default preset
     model: str = "tiny"
     from_sft: Optional[Path] = None
     seed: int = 0
@@ -164,18 +165,26 @@ def check_data(data: Optional[Path], generated: Path, data_cfg) -> bool:
     return False
 
 
-def task_tokenizer(task_preset: str, rows_by_split: dict, data_dir: Optional[Path] = None):
-    """Word-level tokenizer from the generator's vocabulary plus every text of the data; the task
-    config (of ``data_dir``'s data_config.json when it has one, else of the preset) says whether
-    possessives are single tokens."""
+def task_tokenizer(task_preset: Optional[str], rows_by_split: dict, data_dir: Optional[Path] = None, task=None):
+    """Word-level tokenizer from ``task``'s vocabulary (a Task or a name; None: the default) plus
+    every text of the data; the task config (of ``data_dir``'s data_config.json when it has one,
+    else of the preset) says whether possessives are single tokens."""
+    from dataclasses import asdict
+
     from coinfluence.io import read_json
     from coinfluence.models.tokenizer import build_tokenizer
-    from coinfluence.tasks.igsm import PRESETS, vocabulary
+    from coinfluence.tasks.data import DATA_CONFIG, DataConfig
+    from coinfluence.tasks.registry import get_task
 
-    saved = data_dir / "data_config.json" if data_dir is not None else None
-    task = read_json(saved).get("task", {}) if saved is not None and saved.exists() else {}
-    possessive = bool(task.get("possessive_tokens", getattr(PRESETS.get(task_preset), "possessive_tokens", False)))
-    words = list(vocabulary(task_preset)) if task_preset in PRESETS else []
+    task = get_task(task)
+    task_preset = task_preset or task.default_preset
+    saved = data_dir / DATA_CONFIG if data_dir is not None else None
+    if saved is not None and saved.exists():
+        config = read_json(saved).get("task", {})
+    else:
+        config = asdict(DataConfig(task=task.name, preset=task_preset).validate()) if task_preset in task.presets else {}
+    possessive = task.possessive_tokens(config)
+    words = list(task.vocabulary(task_preset)) if task_preset in task.presets else []
     texts = [t for rows in rows_by_split.values() for r in rows for t in (r["prompt"], r["completion"])]
     return build_tokenizer(words + texts, possessive=possessive)
 
@@ -233,7 +242,7 @@ def sft_stage(p: Pipeline, rows: dict, data: Path, sink, say: Callable[[str], No
     run = Run(p.out)
     latest = ckpt_io.latest_checkpoint(run.sft_checkpoints) if p.resume else None
     if is_preset(p.model):
-        tokenizer = load_tokenizer(latest) if latest else task_tokenizer(p.task_preset, rows, data)
+        tokenizer = load_tokenizer(latest) if latest else task_tokenizer(p.task_preset, rows, data, p.task)
         model, tokenizer = load_model(p.model, tokenizer, seed=p.seed)
     else:
         model, tokenizer = load_model(p.model)
@@ -242,7 +251,7 @@ def sft_stage(p: Pipeline, rows: dict, data: Path, sink, say: Callable[[str], No
         f"{model_device(model)} -> {run.root}/")
     with quiet_hf_progress():
         train_sft(p.sft, model, tokenizer, rows["sft"], rows.get("val_id", []), run.root, resume=p.resume, progress=p.progress,
-                  sink=sink)
+                  sink=sink, task=p.task)
 
 
 def grpo_stage(p: Pipeline, rows: dict, sink, say: Callable[[str], None]) -> None:
@@ -262,7 +271,8 @@ def grpo_stage(p: Pipeline, rows: dict, sink, say: Callable[[str], None]) -> Non
         f"{p.grpo.prompts_per_step} queries x {p.grpo.num_generations} rollouts -> {run.grpo}/")
     vals = {s: rows[s] for s in ("val_id", "val_ood") if s in rows}
     with quiet_hf_progress():
-        train_grpo(p.grpo, model, tokenizer, rows["rl_train"], vals, run.root, resume=p.resume, progress=p.progress, sink=sink)
+        train_grpo(p.grpo, model, tokenizer, rows["rl_train"], vals, run.root, resume=p.resume, progress=p.progress, sink=sink,
+                   task=p.task)
 
 
 def evaluate_stage(p: Pipeline, rows: dict, checkpoints: list[tuple[str, Path]]) -> dict[str, dict]:
@@ -280,7 +290,7 @@ def evaluate_stage(p: Pipeline, rows: dict, checkpoints: list[tuple[str, Path]])
         with quiet_hf_progress():
             model, tokenizer = load_model(path)
         out[name] = evaluate_checkpoint(
-            model, tokenizer, tests, p.out, name, limit=p.eval_size, reward=p.grpo.reward,
+            model, tokenizer, tests, p.out, name, limit=p.eval_size, reward=p.grpo.reward, task=p.task,
             max_new_tokens=auto_max_new_tokens(tokenizer, rows["sft"]) if "sft" in rows else 512,
         )
     return out

@@ -44,6 +44,7 @@ from coinfluence.influence.validate import grpo_resume_step, validate_first_orde
 from coinfluence.io import atomic_dir, atomic_path, check_output_dir, data_splits, output_dir, write_json
 from coinfluence.io import read_rows as io_read_rows
 from coinfluence.run import Run, checkpoint_step, run_of_checkpoint
+from coinfluence.tasks.registry import get_task, resolve_task
 from coinfluence.tasks.rewards import RewardFn, reward_fn
 from coinfluence.training.objectives import LOSS_NORMALIZATION, NORMALIZATIONS, STD_CONVENTIONS
 
@@ -81,6 +82,7 @@ class AnalyzeOptions:
     out: str | None = None
     seed: int = 0
     overwrite: bool = False
+    task: str | None = None  # None: the task the data was generated for, else the default
 
 
 ENGINES = ("auto", "layerwise", "vmap", "loop")
@@ -263,30 +265,26 @@ def resolve_inputs(opts: AnalyzeOptions) -> dict:
         out = Run(run).analysis / analysis_name(ckpts[0], run)
     else:
         out = ckpts[0] / "analysis"
+    task = resolve_task(opts.task, data if run is not None else train.parent)
     check_output_dir(out, overwrite=opts.overwrite, inputs=[*ckpts, train, targets, *([run] if run else [])])
     if opts.all_checkpoints:  # each checkpoint's analysis replaces a dir of that name: only an analysis
         for c in ckpts:
             entry = out / analysis_name(c, run)
             if entry.exists() and not (entry / "summary.json").is_file():
                 raise UserError(f"{entry} exists and is not an analysis; not replacing it")
-    return {"run": run, "ckpts": ckpts, "train": train, "targets": targets, "out": out}
+    return {"run": run, "ckpts": ckpts, "train": train, "targets": targets, "out": out, "task": task.name}
 
 
 # ----------------------------------------------------------------------------- rollouts
 
 
-def reward_function(rows: Sequence[dict], name: str | None = None) -> tuple[str, RewardFn]:
-    """The reward ``name`` (``coinfluence.tasks.rewards``); unset, the answer marker for iGSM data
-    (its prompts parse) and exact match for any other data."""
+def reward_function(rows: Sequence[dict], name: str | None = None, task=None) -> tuple[str, RewardFn]:
+    """The reward ``name`` (``coinfluence.tasks.rewards``); unset, ``task``'s own reward for data
+    it reads (its prompts parse) and exact match for any other data."""
+    task = get_task(task)
     if name is None:
-        from coinfluence.tasks.igsm.check import ParseError, parse_question
-
-        try:
-            parse_question(rows[0]["prompt"])
-            name = "answer"
-        except ParseError:
-            name = "exact"
-    return name, reward_fn(name)
+        name = task.reward if task.reads(rows[0]["prompt"]) else "exact"
+    return name, reward_fn(name, task)
 
 
 def pick(rows: Sequence[dict], n: int, seed: int, salt: str) -> list[int]:
@@ -303,7 +301,7 @@ def sample_groups(model, tokenizer, rows: Sequence[dict], G: int, knobs: dict, s
     from coinfluence.training.evaluate import stop_token_ids
     from coinfluence.training.rollout import sample
 
-    kind, score = reward_function(rows, knobs.get("reward"))
+    kind, score = reward_function(rows, knobs.get("reward"), knobs.get("task"))
     stops = stop_token_ids(model, tokenizer)
     gen = torch.Generator().manual_seed(feat.stream_seed(seed, "analyze", salt))
     prompts, completions, logps, lengths = [], [], [], []
@@ -605,7 +603,7 @@ def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
     (for ``all_checkpoints``: ``{"checkpoints": [...summaries], "out": ...}``)."""
     paths = resolve_inputs(opts)
     progress = progress and dist_.is_main()
-    knobs = resolve_options(opts, paths["ckpts"][-1], paths["run"])
+    knobs = {**resolve_options(opts, paths["ckpts"][-1], paths["run"]), "task": paths["task"]}
     check_analysis_options(opts, knobs)
     if opts.validate:
         for c in paths["ckpts"]:

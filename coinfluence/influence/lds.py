@@ -60,8 +60,9 @@ def subset_members(pool: int, subsets: int, fraction: float, seed: int) -> list[
     return [sorted(rng.sample(range(pool), size)) for _ in range(subsets)]
 
 
-def train_subset(ckpt: Path, rows: list[dict], cfg, steps: int, work: Path):
-    """The model after ``steps`` GRPO steps on ``rows`` (all of them every step) from ``ckpt``."""
+def train_subset(ckpt: Path, rows: list[dict], cfg, steps: int, work: Path, task=None):
+    """The model after ``steps`` GRPO steps on ``rows`` (all of them every step) from ``ckpt``
+    (``task``: whose checker grades a ``steps`` reward)."""
     from coinfluence.models.loading import load_model
     from coinfluence.training.checkpoint import quiet_hf_progress
     from coinfluence.training.grpo import step_checkpoints, train_grpo
@@ -72,7 +73,8 @@ def train_subset(ckpt: Path, rows: list[dict], cfg, steps: int, work: Path):
         shutil.copytree(ckpt, Run(out_dir).grpo_step(start))
     with quiet_hf_progress():
         model, tok = load_model(ckpt)
-    train_grpo(replace(cfg, max_steps=start + steps), model, tok, rows, None, out_dir, resume=bool(start), progress=False)
+    train_grpo(replace(cfg, max_steps=start + steps), model, tok, rows, None, out_dir, resume=bool(start), progress=False,
+               task=task)
     assert step_checkpoints(Run(out_dir).grpo)[-1][0] == start + steps
     return model
 
@@ -110,7 +112,7 @@ def run_lds(opts: LDSOptions, progress: bool = True) -> dict:
     if not opts.out:
         paths["out"] = paths["out"].parent / "lds" if paths["run"] is None else Run(paths["run"]).lds / paths["out"].name
     ckpt = paths["ckpts"][0]
-    knobs = resolve_options(aopts, ckpt, paths["run"])
+    knobs = {**resolve_options(aopts, ckpt, paths["run"]), "task": paths["task"]}
     check_analysis_options(aopts, knobs)
     train_all, target_all = read_rows(paths["train"]), read_rows(paths["targets"])
     pool_rows = [train_all[i] for i in pick(train_all, opts.pool, opts.seed, "train")]
@@ -139,7 +141,7 @@ def run_lds(opts: LDSOptions, progress: bool = True) -> dict:
         before = rollout_objective_terms(model, tg, opts.target_objective, knobs, tok.pad_token_id)
         observed = []
         for s, chosen in enumerate(members):
-            trained = train_subset(ckpt, [pool_rows[i] for i in chosen], cfg, opts.steps, tmp)
+            trained = train_subset(ckpt, [pool_rows[i] for i in chosen], cfg, opts.steps, tmp, knobs["task"])
             observed.append(target_objective_change(trained, tg, before, opts.target_objective, knobs, tok.pad_token_id))
             if progress:
                 print(f"subset {s + 1}/{len(members)}: observed change {observed[-1]:.4g}", flush=True)

@@ -29,7 +29,7 @@ from coinfluence.errors import UserError
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.run import STEP_DIR, Run
 from coinfluence.tasks.answer import extract_answer
-from coinfluence.tasks.igsm.check import check_steps
+from coinfluence.tasks.registry import get_task
 from coinfluence.tasks.rewards import DEFAULT_REWARD, REWARD_HELP, accuracy_reward, reward_fn, reward_scores
 from coinfluence.training import checkpoint as ckpt_io
 from coinfluence.training.evaluate import greedy_scores, stop_token_ids
@@ -106,11 +106,12 @@ def query_order(n_rows: int, seed: int, step: int, per_step: int) -> list[int]:
 
 
 def score(completions: Sequence[str], answers: Sequence, format_weight: float, prompts: Sequence[str] | None = None,
-          kind: str = DEFAULT_REWARD) -> tuple[torch.Tensor, torch.Tensor]:
+          kind: str = DEFAULT_REWARD, task=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(correctness: the reward ``kind`` of ``coinfluence.tasks.rewards``, total reward = correctness
-    + format bonus). ``prompts`` are needed by rewards that read the question (``steps``)."""
+    + format bonus). ``prompts`` are needed by rewards that read the question (``steps``, graded by
+    ``task``'s checker)."""
     prompts = prompts if prompts is not None else [None] * len(completions)
-    correct = torch.tensor(reward_scores(kind, prompts, completions, answers), dtype=torch.float64)
+    correct = torch.tensor(reward_scores(kind, prompts, completions, answers, task), dtype=torch.float64)
     if not format_weight:
         return correct, correct
     formatted = torch.tensor([extract_answer(c) is not None for c in completions], dtype=torch.float64)
@@ -147,6 +148,7 @@ class _Loop:
     stops: list
     first: int
     stop: int
+    task: object  # the Task whose checker verifies steps
 
 
 def train_grpo(
@@ -161,15 +163,17 @@ def train_grpo(
     stop_after: int | None = None,
     progress: bool = True,
     sink=None,  # metrics.metric_sink: each logged row also goes there (TensorBoard)
+    task=None,  # the Task (or its name) whose checker verifies steps; None: the default task
 ) -> dict:
     """Train ``model`` in place; write RUN/grpo/step-XXXXXX/, RUN/grpo/final/, RUN/metrics.jsonl."""
     validate_config(cfg)
+    task = get_task(task)
     if not train_rows:
         raise UserError("no RL training rows")
     out_dir = Path(out_dir)
     run = Run(out_dir)
     root = run.grpo
-    loop, step = _start(cfg, model, tokenizer, train_rows, out_dir, root, resume)
+    loop, step = _start(cfg, model, tokenizer, train_rows, out_dir, root, resume, task)
     evals = {name: list(rows)[: cfg.eval_size] for name, rows in (val_rows or {}).items() if rows and dist_.is_main()}
     if step == 0 and evals and cfg.eval_steps:  # the start of the accuracy curves: the model RL begins from
         log_metrics(out_dir, STAGE, 0, sink=sink, **_validation(loop, evals))
@@ -201,7 +205,7 @@ def train_grpo(
     return {"step": step, "stopped": False, "final_dir": str(run.grpo_final)}
 
 
-def _start(cfg: GRPOConfig, model, tokenizer, train_rows, out_dir: Path, root: Path, resume: bool) -> tuple[_Loop, int]:
+def _start(cfg: GRPOConfig, model, tokenizer, train_rows, out_dir: Path, root: Path, resume: bool, task) -> tuple[_Loop, int]:
     """Refuse to mix with another run's checkpoints, record the config, build the optimizer and
     the reference model, and resume the latest checkpoint when asked: the loop and its first step."""
     found = step_checkpoints(root)
@@ -227,7 +231,7 @@ def _start(cfg: GRPOConfig, model, tokenizer, train_rows, out_dir: Path, root: P
         drop_metrics_after(out_dir, STAGE, step if step else -1)
     first, stop = dist_.shard_bounds(cfg.prompts_per_step)  # this rank's queries of each step
     loop = _Loop(cfg, model, tokenizer, optimizer, scheduler, ref_model, train_rows,
-                 [encode_prompt(tokenizer, r["prompt"]) for r in train_rows], stop_token_ids(model, tokenizer), first, stop)
+                 [encode_prompt(tokenizer, r["prompt"]) for r in train_rows], stop_token_ids(model, tokenizer), first, stop, task)
     return loop, step
 
 
@@ -252,7 +256,7 @@ def _validation(loop: _Loop, evals: dict) -> dict:
     """Greedy answer and step accuracy on each validation split."""
     out = {}
     for name, rows in evals.items():
-        scores = greedy_scores(loop.model, loop.tokenizer, rows, max_new_tokens=loop.cfg.max_completion_length, reward=loop.cfg.reward)
+        scores = greedy_scores(loop.model, loop.tokenizer, rows, max_new_tokens=loop.cfg.max_completion_length, reward=loop.cfg.reward, task=loop.task)
         out[f"{name}_accuracy"], out[f"{name}_step_accuracy"] = scores["accuracy"], scores["step_accuracy"]
     return out
 
@@ -299,8 +303,8 @@ def _scored_batch(loop: _Loop, rows: list[int], completions, ro) -> dict[str, to
     texts = [decode_completion(loop.tokenizer, c) for c in completions]
     group_prompts = [loop.train_rows[i]["prompt"] for i in rows for _ in range(G)]
     group_answers = [loop.train_rows[i]["answer"] for i in rows for _ in range(G)]
-    correct, rewards = score(texts, group_answers, cfg.format_reward, group_prompts, cfg.reward)
-    verified = [check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
+    correct, rewards = score(texts, group_answers, cfg.format_reward, group_prompts, cfg.reward, loop.task)
+    verified = [loop.task.check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
     right_answer = reward_scores(accuracy_reward(cfg.reward), group_prompts, texts, group_answers)
     columns = (correct, rewards, torch.tensor(verified), torch.tensor(right_answer), ro.lengths, ro.finished, ro.entropies.sum(1))
     table = torch.stack([c.double().cpu() for c in columns], dim=1)

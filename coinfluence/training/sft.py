@@ -293,6 +293,7 @@ def train_sft(
     stop_after: int | None = None,
     progress: bool = True,
     sink=None,  # metrics.metric_sink: each logged row also goes there (TensorBoard)
+    task=None,  # the Task (or its name) whose checker verifies validation steps; None: the default task
 ) -> dict:
     """Train ``model`` in place; write OUT/sft/ (final), OUT/sft-checkpoints/, OUT/metrics.jsonl.
 
@@ -326,7 +327,7 @@ def train_sft(
         step = run.step
         evaluate_now = bool(eval_rows) and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == cfg.max_steps)
         if evaluate_now:
-            last_val = greedy_scores(model, tokenizer, eval_rows, max_new_tokens=max_new_tokens)
+            last_val = greedy_scores(model, tokenizer, eval_rows, max_new_tokens=max_new_tokens, task=task)
             model.train()
         if dist_.is_main() and (step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps):
             row = window.row(micro[-1][0], lr, grad_norm, run.num_tokens, last_val if evaluate_now else None)
