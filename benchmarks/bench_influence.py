@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from floor import backward_floor  # noqa: E402  (benchmarks/floor.py)
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,9 +71,6 @@ def timed(fn, repeat: int = 1):
 def bench_features(model, tok, prompts, comps, loop_n: int, chunk_size: int):
     from coinfluence.influence import features as feat
     from coinfluence.influence.layerwise import features_layerwise
-    from coinfluence.influence.step import token_logps_rows
-    from coinfluence.training.objectives import normalize_logprob
-
     pad = tok.pad_token_id
     params = feat.select_params(model)
     n = len(prompts)
@@ -82,15 +80,7 @@ def bench_features(model, tok, prompts, comps, loop_n: int, chunk_size: int):
     t_loop, _ = timed(lambda: feat.features_loop(model, prompts[:loop_n], comps[:loop_n], pad, params=params))
     t_loop_all = t_loop * n / loop_n
 
-    def floor():
-        # One batched forward+backward of Σℓ over the same padded chunks (no per-rollout grads).
-        order = sorted(range(n), key=lambda i: len(prompts[i]) + len(comps[i]))
-        for s in range(0, n, chunk_size):
-            idx = order[s : s + chunk_size]
-            logps, mask = token_logps_rows(model, [prompts[i] for i in idx], [comps[i] for i in idx], pad, 1.0)
-            torch.autograd.grad(normalize_logprob(logps, mask).sum(), list(params.values()), allow_unused=True)
-
-    t_floor, _ = timed(floor, repeat=2)
+    t_floor, _ = timed(lambda: backward_floor(model, list(params.values()), prompts, comps, pad, chunk_size), repeat=2)
     return {"n_rollouts": n, "params": feat.num_features(params), "vmap_s": t_vmap, "loop_s_extrapolated": t_loop_all,
             "loop_measured_on": loop_n, "floor_s": t_floor, "vmap_speedup_over_loop": t_loop_all / t_vmap,
             "vmap_over_floor": t_vmap / t_floor, "layerwise_s": t_layer, "layerwise_speedup_over_loop": t_loop_all / t_layer,

@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 
 import torch
+from floor import backward_floor  # noqa: E402  (benchmarks/floor.py)
 from machine import lscpu_model, package_versions  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
@@ -234,16 +235,9 @@ def run_floor(model, tok, train, target, scope, args):
     """Not a method: one batched forward+backward of Σℓ per chunk of --batch-size rollouts (same
     length-sorted chunks as ours-vmap), no per-rollout gradient. Any method that backpropagates
     every rollout costs at least this."""
-    from coinfluence.influence.step import token_logps_rows
-    from coinfluence.training.objectives import normalize_logprob
-
     params = list(scope_params(model, scope).values())
     for prompts, comps in (train, target):
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(comps[i]))
-        for s in range(0, len(order), args.batch_size):
-            idx = order[s : s + args.batch_size]
-            logps, mask = token_logps_rows(model, [prompts[i] for i in idx], [comps[i] for i in idx], tok.pad_token_id, 1.0)
-            torch.autograd.grad(normalize_logprob(logps, mask).sum(), params, allow_unused=True)
+        backward_floor(model, params, prompts, comps, tok.pad_token_id, args.batch_size)
     return None
 
 

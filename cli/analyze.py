@@ -9,7 +9,11 @@ from typing import Optional
 import typer
 
 from .options import check_finite
+from coinfluence.tasks.registry import DEFAULT_TASK, tasks_help
 from coinfluence.tasks.rewards import REWARD_HELP
+
+# Where analyze takes a GRPO knob it is not given (influence.analyze.grpo_settings).
+FROM_GRPO = "(default: the checkpoint's grpo_config.json, else its run's recorded GRPO config, else GRPO's own default)"
 
 
 def analyze(
@@ -19,13 +23,14 @@ def analyze(
     targets: Optional[str] = typer.Option(None, "--targets", help="Target queries (prompt, answer), as --train; with --train."),
     queries: int = typer.Option(64, "--queries", help="Training queries to analyse (seeded choice)."),
     targets_n: int = typer.Option(32, "--targets-n", help="Target queries (seeded choice)."),
-    num_generations: Optional[int] = typer.Option(None, "--num-generations", help="Rollouts per query G (default: the checkpoint's GRPO config, else 8)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (default: GRPO config, else 1.0)."),
-    max_completion_length: Optional[int] = typer.Option(None, "--max-completion-length", help="Most new tokens per rollout (default: GRPO config, else 256)."),
-    normalization: Optional[str] = typer.Option(None, "--normalization", help="seq-mean | token-sum | constant (default: from the GRPO loss_type, else seq-mean)."),
-    scale_rewards: Optional[str] = typer.Option(None, "--scale-rewards", help="group | none (default: GRPO config, else group)."),
-    std: Optional[str] = typer.Option(None, "--std", help="population | unbiased (default: GRPO config, else population)."),
-    reward: Optional[str] = typer.Option(None, "--reward", help=f"Reward of each rollout, {REWARD_HELP} (default: the GRPO config's, else answer for iGSM data and exact for other data)."),
+    num_generations: Optional[int] = typer.Option(None, "--num-generations", help=f"Rollouts per query G {FROM_GRPO}."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help=f"Sampling temperature {FROM_GRPO}."),
+    max_completion_length: Optional[int] = typer.Option(None, "--max-completion-length", help=f"Most new tokens per rollout {FROM_GRPO}."),
+    normalization: Optional[str] = typer.Option(None, "--normalization", help="seq-mean | token-sum | constant (default: the ℓ of the GRPO loss_type, taken as the other knobs)."),
+    scale_rewards: Optional[str] = typer.Option(None, "--scale-rewards", help=f"group | none {FROM_GRPO}."),
+    std: Optional[str] = typer.Option(None, "--std", help=f"population | unbiased {FROM_GRPO}."),
+    reward: Optional[str] = typer.Option(None, "--reward", help=f"Reward of each rollout, {REWARD_HELP} (default: the GRPO config's, else the task's for data it reads and exact for other data)."),
+    task: Optional[str] = typer.Option(None, "--task", help=f"Task of the data: {tasks_help()} (default: the one the data was generated for, else {DEFAULT_TASK})."),
     params: Optional[str] = typer.Option(None, "--params", help="Regex on parameter names (re.search); default all."),
     project_dim: Optional[int] = typer.Option(None, "--project-dim", help="Sketch per-rollout features to D dims (seeded Gaussian); default none."),
     kron_rank: Optional[int] = typer.Option(None, "--kron-rank", help="Per-layer Kronecker sketch: each weight gradient to K×K (layerwise engine; for large models)."),
@@ -53,20 +58,24 @@ def analyze(
     check_finite(locals())
     from coinfluence.distributed import is_main
     from coinfluence.influence.analyze import AnalyzeOptions, run_analysis
-    from coinfluence.plots.html_report import report_command
 
     opts = AnalyzeOptions(
         ckpt=ckpt, run=run, train=train, targets=targets, queries=queries, targets_n=targets_n,
         num_generations=num_generations, temperature=temperature, max_completion_length=max_completion_length,
         normalization=normalization, scale_rewards=scale_rewards, std=std, reward=reward, params=params, project_dim=project_dim,
         kron_rank=kron_rank, engine=engine, precondition=precondition, target_objective=target_objective, kernel=kernel, save_kernel=save_kernel, validate=validate, validate_step=validate_step, validate_samples=validate_samples,
-        chunk_size=chunk_size, all_checkpoints=all_checkpoints, out=out, seed=seed, overwrite=overwrite,
+        chunk_size=chunk_size, all_checkpoints=all_checkpoints, out=out, seed=seed, overwrite=overwrite, task=task,
     )
     result = run_analysis(opts, progress=not quiet)
-    if not is_main():  # under torchrun rank 0 reports
-        return
-    summaries = result.get("checkpoints", [result])
-    for s in summaries:
+    if is_main():  # under torchrun rank 0 reports
+        print_summaries(result)
+
+
+def print_summaries(result: dict) -> None:
+    """One line per analysed checkpoint, then where the files are."""
+    from coinfluence.plots.html_report import report_command
+
+    for s in result.get("checkpoints", [result]):
         v = s.get("validation") or {}
         line = (f"{s['checkpoint']}: frac_informative={s['frac_informative']:.2f} mean_alpha={s['mean_alpha']:.2f} "
                 f"mean_delta_J={s['mean_delta_J']:.3g}")

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from coinfluence.errors import UserError
+from coinfluence.tasks.registry import DEFAULT_TASK, presets_help, tasks_help
 
 from .options import check_finite
 
@@ -25,7 +26,8 @@ def _range(text: Optional[str], name: str) -> Optional[tuple[int, int]]:
 
 def data(
     out: Path = typer.Option(..., "--out", help="directory for the split files"),
-    preset: str = typer.Option("mini2", help="task scale: mini2 (embedded default), mini or paper"),
+    task: str = typer.Option(DEFAULT_TASK, "--task", help=f"the task: {tasks_help()}"),
+    preset: Optional[str] = typer.Option(None, help=f"task scale: {presets_help()}"),
     behaviours: str = typer.Option("both", help="injected behaviours: none, explore, exploit or both (BRIDGE)"),
     seed: int = typer.Option(0, help="seed of every split"),
     sft_size: Optional[int] = typer.Option(None, help="SFT problems before augmentation [preset default]"),
@@ -35,8 +37,8 @@ def data(
     p_exploit: Optional[float] = typer.Option(None, help="scale on the restating probabilities [1.0]"),
     question_aug: int = typer.Option(1, help="baseline: k random sentence orders of each SFT problem"),
     answer_aug: int = typer.Option(1, help="baseline: k random solution orders of each SFT problem"),
-    op_id: Optional[str] = typer.Option(None, help="in-distribution op range LO-HI [preset]"),
-    op_ood: Optional[str] = typer.Option(None, help="out-of-distribution op range LO-HI [preset]"),
+    op_id: Optional[str] = typer.Option(None, help="in-distribution op range LO-HI (units: conversion depth) [preset]"),
+    op_ood: Optional[str] = typer.Option(None, help="out-of-distribution op range LO-HI (units: conversion depth) [preset]"),
     redundant: Optional[str] = typer.Option(None, help="redundant quantities per question LO-HI [preset]"),
     const_range: Optional[str] = typer.Option(None, help="range of the constants a question states LO-HI [preset]"),
     answer_not_stated: Optional[bool] = typer.Option(None, "--answer-not-stated/--answer-may-be-stated",
@@ -51,13 +53,13 @@ def data(
     stats: bool = typer.Option(False, "--stats", help="print op, length and injection statistics"),
     overwrite: bool = typer.Option(False, "--overwrite", help="write into a non-empty --out, replacing the split files (other files stay)"),
 ):
-    """Generate the iGSM splits (sft, rl_train, val/test in and out of distribution)."""
+    """Generate a task's splits (sft, rl_train, val/test in and out of distribution)."""
     check_finite(locals())
-    from coinfluence.io import check_output_dir
+    from coinfluence.io import check_output_dir, remove_temporaries
     from coinfluence.tasks.data import DataConfig, dataset_files, dataset_stats, write_dataset
 
     cfg = DataConfig(
-        preset=preset, behaviours=behaviours, seed=seed, sft_size=sft_size, rl_size=rl_size,
+        task=task, preset=preset, behaviours=behaviours, seed=seed, sft_size=sft_size, rl_size=rl_size,
         eval_size=eval_size, p_explore=p_explore, p_exploit=p_exploit, question_aug=question_aug,
         answer_aug=answer_aug, op_id=_range(op_id, "op-id"), op_ood=_range(op_ood, "op-ood"),
         redundant=_range(redundant, "redundant"), const_range=_range(const_range, "const-range"),
@@ -66,6 +68,8 @@ def data(
     )
     cfg.validate()
     check_output_dir(out, overwrite=overwrite, writes=dataset_files(format))
+    if out.is_dir():  # what a killed run of this command left half-written
+        remove_temporaries(out, dataset_files(format))
     splits = write_dataset(out, cfg, fmt=format)
     counts = ", ".join(f"{s} {len(r)}" for s, r in splits.items())
     typer.echo(f"wrote {out}/ ({counts})")
@@ -90,15 +94,18 @@ def score(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     out: Optional[Path] = typer.Option(None, "--out", help="write per-row results (JSONL)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
+    task: str = typer.Option(DEFAULT_TASK, "--task", help=f"whose step checker reads the rows: {tasks_help()}"),
 ):
     """Score completions: answer accuracy and step-level verdicts."""
     from coinfluence.io import check_output_file, write_jsonl
+    from coinfluence.tasks.registry import get_task
     from coinfluence.tasks.score import load_rows, score_rows
 
+    checker = get_task(task)
     if out is not None:
         check_output_file(out, overwrite=overwrite, inputs=[file])
     rows = load_rows(file)
-    results, summary = score_rows(rows)
+    results, summary = score_rows(rows, checker)
     if out is not None:
         write_jsonl(out, results)
     if as_json:

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from .analyze import FROM_GRPO
+
 
 def lds(
     ckpt: str = typer.Option(..., "--ckpt", help="Checkpoint to start from (RUN/sft, or RUN/grpo/step-N to resume its optimizer)."),
@@ -17,8 +19,8 @@ def lds(
     subsets: int = typer.Option(16, "--subsets", help="Random subsets M, each trained separately."),
     fraction: float = typer.Option(0.5, "--fraction", help="Share of the pool in each subset."),
     steps: int = typer.Option(1, "--steps", help="GRPO steps k on each subset (every subset query in every step)."),
-    num_generations: Optional[int] = typer.Option(None, "--num-generations", help="Rollouts per query G (default: GRPO config, else 8)."),
-    max_completion_length: Optional[int] = typer.Option(None, "--max-completion-length", help="Most new tokens per rollout (default: GRPO config, else 256)."),
+    num_generations: Optional[int] = typer.Option(None, "--num-generations", help=f"Rollouts per query G {FROM_GRPO}."),
+    max_completion_length: Optional[int] = typer.Option(None, "--max-completion-length", help=f"Most new tokens per rollout {FROM_GRPO}."),
     target_objective: str = typer.Option("surrogate", "--target-objective", help="surrogate | reward (see analyze)."),
     bootstrap: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples of the subsets for the interval."),
     seed: int = typer.Option(0, "--seed", help="Seed of the pool, the subsets, the rollouts and the training steps."),

@@ -1,7 +1,7 @@
 """coinfluence: why reinforcement finetuning helps one model and not another.
 
-Stages (one sub-package each): ``tasks`` (iGSM-style data, behaviour injection, answer
-checking), ``models`` (tokenizer and presets), ``training`` (SFT, rollouts, GRPO),
+Stages (one sub-package each): ``tasks`` (the Task contract; iGSM-style and unit-conversion
+data, behaviour injection, answer and step checking), ``models`` (tokenizer and presets), ``training`` (SFT, rollouts, GRPO),
 ``influence`` (per-rollout gradients, co-influence, per-step influence), ``plots``.
 """
 

@@ -6,6 +6,7 @@ so a killed run never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,6 +15,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from .errors import UserError
 
 
 @contextmanager
@@ -25,13 +28,39 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
+        with disk_full_as_user_error(path):
+            yield tmp
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+class DiskFull(UserError):
+    """A write that failed for lack of space (one line, like any UserError)."""
+
+
+@contextmanager
+def disk_full_as_user_error(path: Path) -> Iterator[None]:
+    """A write to ``path`` that fails because its filesystem is full becomes a one-line DiskFull:
+    ENOSPC or EDQUOT, or any error (torch.save and safetensors report a short write in their own
+    words) raised while the filesystem has no free block. Checked before the caller removes its
+    temporary, which frees the space again. Nested writes name the outermost ``path``, the one
+    the user asked for (an inner one is a temporary)."""
+    try:
+        yield
+    except Exception as err:
+        full = isinstance(err, DiskFull) or isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+        try:
+            full = full or os.statvfs(path.parent).f_bavail == 0
+        except OSError:
+            pass
+        if full:
+            raise DiskFull(f"no space left on the device to write {path}; free some space and run the command again "
+                           "(train: with --resume)") from None
+        raise
 
 
 def _umask() -> int:
@@ -105,7 +134,7 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
     """Append one JSON line (metric logs): written with one call, flushed and synced to disk, so
     that a kill loses at most the line being written."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
+    with disk_full_as_user_error(Path(path)), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, default=_jsonable) + "\n")
         f.flush()
         os.fsync(f.fileno())
@@ -135,11 +164,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     An existing ``path`` is replaced only after the new directory is complete.
     """
-    path = Path(path)
+    path = Path(os.path.abspath(path))  # "." or "x/.." has no name to put a temporary beside
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
+        with disk_full_as_user_error(path):
+            yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 directories
         replace_entry(tmp, path)
     finally:
@@ -215,17 +245,19 @@ def check_output_file(out: str | os.PathLike, *, overwrite: bool, inputs: Iterab
 
 @contextmanager
 def output_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; when the block succeeds, it becomes ``path``
-    if that is absent or empty, else each of its entries replaces the entry of that name in
-    ``path`` (entries of ``path`` the block did not write stay)."""
+    """Yield a temporary directory; when the block succeeds, it becomes ``path`` if that is
+    absent, else each of its entries replaces the entry of that name in ``path`` (entries of
+    ``path`` the block did not write stay). An existing ``path`` is written in place, never
+    swapped: it may be the working directory (``--out .``) or sit in a read-only parent."""
     path = Path(path)
-    if not path.is_dir() or not any(path.iterdir()):
+    if not path.is_dir():
         with atomic_dir(path) as tmp:
             yield tmp
         return
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=".coinfluence.", suffix=".tmp", dir=path))
     try:
-        yield tmp
+        with disk_full_as_user_error(path / "summary.json"):
+            yield tmp
         for entry in sorted(tmp.iterdir(), key=lambda e: e.name == "summary.json"):  # the summary last
             replace_entry(entry, path / entry.name)
     finally:
@@ -275,7 +307,14 @@ def remove_stale_temporaries(run_dir: str | os.PathLike) -> None:
     and its checkpoint dirs; only while holding the run's lock, when no write can be under way."""
     run_dir = Path(run_dir)
     for folder in (run_dir, *(p for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith("."))):
-        for entry in folder.glob(".*.tmp"):
+        remove_temporaries(folder)
+
+
+def remove_temporaries(folder: str | os.PathLike, names: Iterable[str] = ("*",)) -> None:
+    """Remove the temporaries that killed writes of the entries ``names`` (glob patterns) left
+    in ``folder``: ``.NAME.XXXX.tmp``, the names :func:`atomic_path` and :func:`atomic_dir` use."""
+    for name in names:
+        for entry in Path(folder).glob(f".{name}.*.tmp"):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 

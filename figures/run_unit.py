@@ -1,6 +1,6 @@
 """One unit of the study: one (variant, seed) run of the real pipeline, evaluated and analysed.
 
-    python figures/run_unit.py VARIANT SEED
+    python figures/run_unit.py VARIANT SEED [--task NAME]
 
 The unit's steps, each a ``coinfluence`` command at one thread (``SETTING`` fixes every option):
 
@@ -25,6 +25,10 @@ answer-aug (vanilla data with K sentence orders / solution orders of each SFT pr
 ``sft_epochs / K`` passes over their K-fold rows, so every problem is seen as often as in the other
 variants), with an optional injection-probability suffix for the sweep: ``bridge-pe0.6``
 (p_explore 0.6), ``exploit-px0.5`` (p_exploit 0.5), or both.
+
+``--task NAME`` runs the unit on another task (``coinfluence data --task NAME``, at that task's
+default preset; every other option as in ``SETTING``), in runs/figures-NAME/ with results in
+figures/results-NAME/, apart from the iGSM study's.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import time
 from pathlib import Path
 
 from coinfluence.io import atomic_dir, read_json, write_json
+from coinfluence.tasks.registry import DEFAULT_TASK, TASKS, get_task
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "figures" / "results"
@@ -85,6 +90,16 @@ def unit_name(variant: str, seed: int) -> str:
     return f"{variant}-s{seed}"
 
 
+def task_setting(task: str) -> dict:
+    """``SETTING`` for ``task``: the study's itself for iGSM, else with the task at its default preset."""
+    return SETTING if task == DEFAULT_TASK else {**SETTING, "task": task, "task_preset": get_task(task).default_preset}
+
+
+def task_roots(task: str) -> tuple[Path, Path]:
+    """(runs root, results root) of ``task``'s units: the study's for iGSM, else dirs of their own."""
+    return (RUNS, RESULTS) if task == DEFAULT_TASK else (ROOT / "runs" / f"figures-{task}", ROOT / "figures" / f"results-{task}")
+
+
 def coinfluence(args: list[str]) -> float:
     """Run one ``coinfluence`` command of this interpreter's install; returns its wall time."""
     print("$ coinfluence " + shlex.join(args), flush=True)
@@ -113,7 +128,8 @@ def unit_steps(variant: str, seed: int, run: Path, setting: dict, aug_k: int, ex
     threads = ["--threads", str(setting["threads"])]
     epochs = setting["sft_epochs"] / (aug_k if any(o in data_opts for o in ("--question-aug", "--answer-aug")) else 1)
     steps = [
-        ("data", ["data", "--out", str(run / "data"), "--overwrite", "--preset", setting["task_preset"], "--behaviours", behaviours,
+        ("data", ["data", "--out", str(run / "data"), "--overwrite", *(["--task", setting["task"]] if "task" in setting else []),
+                  "--preset", setting["task_preset"], "--behaviours", behaviours,
                   "--seed", str(seed), *data_opts, *extra.get("data", [])],
          lambda: (ROOT / run / "data" / "data_config.json").exists()),
         ("train", [*threads, "train", "--data", str(run / "data"), "--out", str(run), "--seed", str(seed), "--resume",
@@ -228,15 +244,19 @@ def main() -> None:
     parser.add_argument("--aug-k", type=int, default=AUG_K, help="orders per SFT problem in question-aug/answer-aug")
     parser.add_argument("--refresh", action="store_true",
                         help="for a finished unit whose run dir is still here: run the steps it lacks and recopy its results")
+    parser.add_argument("--task", default=DEFAULT_TASK, choices=[name for name in TASKS if get_task(name).presets],
+                        help="the task of the unit (another than the study's runs apart, at its default preset)")
     add_hidden_options(parser)
+    parser.set_defaults(runs_root=None, results_root=None)
     args = parser.parse_args()
+    runs_root, results_root = task_roots(args.task)
     try:
         parse_variant(args.variant)
     except ValueError as err:
         parser.error(str(err))
     try:
-        run_unit(args.variant, args.seed, runs_root=args.runs_root, results_root=args.results_root, aug_k=args.aug_k,
-                 extra=extra_args(args), refresh=args.refresh)
+        run_unit(args.variant, args.seed, runs_root=args.runs_root or runs_root, results_root=args.results_root or results_root,
+                 aug_k=args.aug_k, setting=task_setting(args.task), extra=extra_args(args), refresh=args.refresh)
     except subprocess.CalledProcessError as err:
         sys.exit(f"unit {unit_name(args.variant, args.seed)} failed: {shlex.join(map(str, err.cmd[2:]))} exited {err.returncode}")
 

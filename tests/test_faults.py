@@ -313,7 +313,7 @@ def test_case8_resume_refuses_data_it_cannot_trust(tmp_path):
 
     from coinfluence.errors import UserError
     from coinfluence.tasks.data import DataConfig, write_dataset
-    from coinfluence_cli.train import check_data
+    from coinfluence.pipeline import check_data
 
     cfg = DataConfig(behaviours="both", sft_size=3, rl_size=3, eval_size=2)
     data = tmp_path / "run" / "data"
@@ -417,3 +417,234 @@ def test_case10_a_prompt_longer_than_the_model_is_refused(victim):
     check_prompt_lengths(model, tok, ["How many apples"], 8)
     with pytest.raises(UserError, match="exceeds the model's"):
         check_prompt_lengths(model, tok, ["apples " * 1_000_000], 8)
+
+
+# ----------------------------------------------------------------------------- tracebacks instead of one line
+
+
+@pytest.fixture
+def gpt2_run(tmp_path):
+    """A tiny GPT-2 (Conv1D layers, which the layerwise engine cannot take) and rows for it."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from coinfluence.io import write_jsonl
+    from coinfluence.models import build_tokenizer
+    from coinfluence.training.checkpoint import save_model_dir
+    from toy_data import toy_rows, toy_texts
+
+    rows = toy_rows(4, seed=1)
+    tok = build_tokenizer(toy_texts(rows))
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=16, n_layer=1, n_head=2, bos_token_id=tok.bos_token_id,
+                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    save_model_dir(tmp_path / "gpt2", GPT2LMHeadModel(config), tok)
+    write_jsonl(tmp_path / "rows.jsonl", rows)
+    return tmp_path
+
+
+def test_vmap_features_of_a_gpt2_model_match_the_loop(gpt2_run):
+    from coinfluence.influence import features as feat
+    from coinfluence.models.loading import load_model
+
+    model, tok = load_model(gpt2_run / "gpt2")
+    prompts, completions = [[5, 6, 7, 8], [9, 10, 11]], [[12, 13], [14, 15, 16, 17]]
+    knobs = dict(normalization="seq-mean", max_length=None, temperature=1.0)
+    by_vmap = feat.features_vmap(model, prompts, completions, tok.pad_token_id, chunk_size=2, **knobs)
+    by_loop = feat.features_loop(model, prompts, completions, tok.pad_token_id, **knobs)
+    assert by_vmap.abs().sum() > 0 and torch.allclose(by_vmap, by_loop, atol=1e-5)
+
+
+def test_analyze_runs_a_gpt2_model_on_the_default_engine(gpt2_run):
+    rows = gpt2_run / "rows.jsonl"
+    r = cli("analyze", "--ckpt", gpt2_run / "gpt2", "--train", rows, "--targets", rows, "--out", gpt2_run / "an", *ANALYZE)
+    assert r.exit_code == 0, r.output
+    assert json.loads((gpt2_run / "an" / "summary.json").read_text())["checkpoint"].endswith("gpt2")
+
+
+def test_an_output_dir_of_dot_is_written_in_place(tmp_path, monkeypatch):
+    from coinfluence.io import output_dir
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    inode = os.stat(".").st_ino
+    with output_dir(".") as tmp:
+        (tmp / "summary.json").write_text("{}")
+    assert os.stat(".").st_ino == inode  # the working directory itself, not a new one swapped in
+    assert sorted(p.name for p in here.iterdir()) == ["summary.json"] and [p.name for p in tmp_path.iterdir()] == ["here"]
+
+
+def test_the_report_hint_for_out_dot_names_a_file_beside_it(tmp_path, monkeypatch):
+    from coinfluence.plots.html_report import default_out
+
+    (tmp_path / "an").mkdir()
+    (tmp_path / "an" / "summary.json").write_text("{}")
+    monkeypatch.chdir(tmp_path / "an")
+    assert default_out(".") == tmp_path / "an-report.html"
+
+
+def test_analyze_out_dot_writes_into_the_working_directory(victim, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    r = cli("analyze", "--ckpt", victim / "sft", "--run", victim, "--out", ".", *ANALYZE)
+    assert r.exit_code == 0, r.output
+    assert (here / "summary.json").is_file() and f"--out {tmp_path / 'here-report.html'}" in r.output
+
+
+# ----------------------------------------------------------------------------- disk full
+
+
+def small_data(out):
+    r = cli("data", "--out", out, "--sft-size", "24", "--rl-size", "8", "--eval-size", "4")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def assert_checkpoint_intact(ckpt):
+    from coinfluence.models.loading import load_model
+    from coinfluence.training.checkpoint import load_trainer_state
+
+    assert load_trainer_state(ckpt)["step"] == 2
+    load_model(ckpt)
+
+
+def test_a_disk_full_during_a_checkpoint_save_is_one_line_and_resume_continues(tmp_path, monkeypatch):
+    import errno
+
+    from coinfluence.io import read_jsonl
+
+    data, out = small_data(tmp_path / "data"), tmp_path / "run"
+    save, calls = torch.save, []
+
+    def save_until_the_disk_fills(obj, path):
+        calls.append(path)
+        if len(calls) < 2:
+            return save(obj, path)
+        save(obj, path)
+        os.truncate(path, os.path.getsize(path) // 2)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_fills)
+    args = ["--threads", "1", "train", "--stage", "sft", "--data", data, "--out", out, *NANO]
+    assert refused_in_process(cli(*args), "no space left on the device to write")
+    assert_checkpoint_intact(out / "sft-checkpoints" / "checkpoint-000002")
+    assert not list(out.rglob(".*.tmp")) and not (out / "sft").exists()
+    monkeypatch.undo()  # space is back
+    assert cli(*args[:5], "--resume", *args[5:]).exit_code == 0
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [4] and (out / "sft" / "model.safetensors").exists()
+
+
+def test_a_full_disk_inside_nested_writes_names_the_output_not_a_temporary(tmp_path):
+    import errno
+
+    from coinfluence.errors import UserError
+    from coinfluence.io import atomic_path, output_dir
+
+    def fill(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    with pytest.raises(UserError, match=f"no space left on the device to write {tmp_path / 'an'};"):
+        with output_dir(tmp_path / "an") as tmp, atomic_path(tmp / "figures" / "alpha_hist.png") as figure:
+            fill(figure)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 3 MiB tmpfs (room for a nano run's first checkpoint, not its second); skipped where mount is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount rights)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_resume_continues_when_space_returns(small_tmpfs, data_dir, sft_run):
+    out = small_tmpfs / "run"
+    args = ["train", "--stage", "sft", "--data", str(data_dir), "--out", str(out), *NANO]
+    r = run(*args)
+    assert refused(r) and "no space left on the device" in r.stderr, r.stderr
+    assert_checkpoint_intact(out / "sft-checkpoints" / "checkpoint-000002")
+    assert not list(out.rglob(".*.tmp"))
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
+    r = run(*args[:3], "--resume", *args[3:])
+    assert r.returncode == 0, r.stderr
+    assert (out / "sft" / "model.safetensors").read_bytes() == (sft_run / "sft" / "model.safetensors").read_bytes()
+
+
+# ----------------------------------------------------------------------------- outputs that cannot be written
+
+
+def writing_commands(victim, out):
+    """Every command that writes, with ``out`` where it writes, on the victim run's files."""
+    gguf = victim / "model.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(64))
+    small = ["--num-generations", "2", "--max-completion-length", "2", "--quiet"]
+    return {
+        "data": ["data", "--out", out, "--sft-size", "3", "--rl-size", "3", "--eval-size", "2"],
+        "score": ["score", victim / "data" / "val_id.jsonl", "--out", out],
+        "train": ["train", "--stage", "grpo", "--from-sft", victim / "sft", "--data", victim / "data", "--out", out, "--no-progress"],
+        "eval": ["eval", "--ckpt", victim / "sft", "--data", victim / "data", "--splits", "val_id", "--limit", "1", "--out", out],
+        "analyze": ["analyze", "--ckpt", victim / "sft", "--run", victim, "--out", out, *ANALYZE],
+        "lds": ["lds", "--ckpt", victim / "sft", "--run", victim, "--out", out, "--pool", "4", "--subsets", "3", *small],
+        "plot": ["plot", victim, "--out", out],
+        "report": ["report", victim, "--out", out / "report.html"],
+        "models import": ["models", "import", "--gguf", gguf, "--out", out],
+    }
+
+
+COMMANDS = ["data", "score", "train", "eval", "analyze", "lds", "plot", "report", "models import"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_out_under_a_file_is_one_line_before_any_work(command, victim, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    args = writing_commands(victim, a_file / "out")[command]
+    before = snapshot(victim)
+    r = cli(*args)
+    assert refused_in_process(r, f"{a_file} is a file, not a directory"), r.output
+    assert a_file.read_text() == "mine" and snapshot(victim) == before
+
+
+@pytest.fixture
+def read_only_dir(tmp_path, monkeypatch):
+    """A dir no write reaches: a read-only tmpfs for root (who ignores mode bits), else mode 555;
+    where root cannot mount, mode 555 with os.access answering as for another user."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() == 0 and not subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                                                capture_output=True).returncode:
+        yield folder
+        subprocess.run(["umount", str(folder)], check=True)
+        return
+    os.chmod(folder, 0o555)
+    if os.geteuid() == 0:
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.path.samefile(p, folder) else access(p, mode, **kw))
+    yield folder
+    os.chmod(folder, 0o755)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_out_in_a_read_only_dir_is_one_line_before_any_work(command, victim, read_only_dir):
+    args = writing_commands(victim, read_only_dir / "out")[command]
+    before = snapshot(victim)
+    r = cli(*args)
+    assert refused_in_process(r, f"{read_only_dir} is not writable"), r.output
+    assert not any(read_only_dir.iterdir()) and snapshot(victim) == before
+
+
+def test_models_import_of_a_file_that_is_not_gguf_is_one_line(tmp_path):
+    pytest.importorskip("gguf")
+    not_gguf = tmp_path / "rows.jsonl"
+    not_gguf.write_text('{"prompt": "p"}\n')
+    r = cli("models", "import", "--gguf", not_gguf, "--out", tmp_path / "a")
+    assert refused_in_process(r, "is not a GGUF file")
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(b"GGUF" + bytes(4))
+    assert refused_in_process(cli("models", "import", "--gguf", truncated, "--out", tmp_path / "b"), "cannot read the GGUF file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.gguf", "rows.jsonl"]

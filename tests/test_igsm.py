@@ -10,6 +10,7 @@ from coinfluence.errors import UserError
 from coinfluence.tasks.answer import extract_answer, reward
 from coinfluence.tasks.bridge import behaviour_preset
 from coinfluence.tasks.data import DataConfig, make_dataset, write_dataset
+from coinfluence.tasks.registry import get_task
 from coinfluence.tasks.igsm import BEHAVIOURS, PRESETS, check_steps, count_behaviours, generate, get_preset, parse_question, render_question, render_solution
 from coinfluence.tasks.igsm.dag import op_count
 
@@ -374,10 +375,10 @@ def test_behaviour_frequencies_read_back_what_the_generator_injected():
     from coinfluence.tasks.score import behaviour_frequencies
 
     rows = make_dataset(DataConfig(preset="mini2", behaviours="both", seed=4, sft_size=200, rl_size=5, eval_size=5))["sft"]
-    freq = behaviour_frequencies([r["completion"] for r in rows])
+    freq = behaviour_frequencies([r["completion"] for r in rows], get_task("igsm"))
     for kind in BEHAVIOURS:
         injected = sum(r["meta"]["injected"][kind] > 0 for r in rows) / len(rows)
         assert freq[f"behaviours/{kind}"] == pytest.approx(injected), kind
     assert all(freq[f"behaviours/{k}"] > 0 for k in BEHAVIOURS)
     plain = make_dataset(DataConfig(preset="mini2", behaviours="none", seed=4, sft_size=50, rl_size=5, eval_size=5))["sft"]
-    assert not any(behaviour_frequencies([r["completion"] for r in plain]).values())
+    assert not any(behaviour_frequencies([r["completion"] for r in plain], get_task("igsm")).values())

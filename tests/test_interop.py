@@ -14,7 +14,8 @@ import pytest
 
 from coinfluence.errors import UserError
 from coinfluence.io import data_splits, is_one_split, read_jsonl, read_rows
-from coinfluence.training.metrics import TENSORBOARD_DIR, log_metrics, metric_sink, scalars
+from coinfluence.run import TENSORBOARD_DIR
+from coinfluence.training.metrics import log_metrics, metric_sink, scalars
 
 try:
     import datasets

@@ -481,6 +481,19 @@ def test_run_unit_runs_only_the_missing_steps_and_keeps_the_record(tmp_path, mon
     assert calls == ["eval"] * 4  # nothing left to do
 
 
+def test_run_unit_takes_another_task_and_keeps_the_studys_commands():
+    ru = figure_scripts()
+    assert ru.task_setting("igsm") is ru.SETTING and ru.task_roots("igsm") == (ru.RUNS, ru.RESULTS)
+    study = dict((n, a) for n, a, _ in ru.unit_steps("bridge", 0, Path("r"), ru.SETTING, 4, {}))
+    units = dict((n, a) for n, a, _ in ru.unit_steps("bridge", 0, Path("r"), ru.task_setting("units"), 4, {}))
+    assert "--task" not in study["data"] and study["data"][study["data"].index("--preset") + 1] == ru.SETTING["task_preset"]
+    assert units["data"][units["data"].index("--task") + 1] == "units"
+    assert units["data"][units["data"].index("--preset") + 1] == units["train"][units["train"].index("--task-preset") + 1] == "mini"
+    same_but_preset = {k: ["mini" if x == ru.SETTING["task_preset"] else x for x in v] for k, v in study.items() if k != "data"}
+    assert {k: v for k, v in units.items() if k != "data"} == same_but_preset
+    assert all(root.name.endswith("-units") for root in ru.task_roots("units"))
+
+
 def test_augmented_variants_train_the_same_passes_per_problem():
     ru = figure_scripts()
     def epochs(variant):

@@ -229,3 +229,13 @@ def test_sampling_leaves_train_mode_as_it_was():
     model = tiny_llama(14).train()
     run(model, random_prompts(14))
     assert model.training
+
+
+def test_chunks_by_length_cover_every_row_once_shortest_first():
+    from coinfluence.training.rollout import chunks_by_length, length_order
+
+    lengths = [5, 2, 9, 2, 1, 7, 3]
+    assert length_order(lengths) == [4, 1, 3, 6, 0, 5, 2]  # ties keep input order
+    chunks = chunks_by_length(lengths, 3)
+    assert chunks == [[4, 1, 3], [6, 0, 5], [2]]
+    assert chunks_by_length([], 3) == []

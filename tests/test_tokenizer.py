@@ -127,7 +127,7 @@ def test_possessive_pieces_round_trip_and_key_the_name_on_its_owner():
 
 def test_train_builds_possessive_tokens_when_the_data_says_so(tmp_path):
     from coinfluence.tasks.data import DataConfig, write_dataset
-    from coinfluence_cli.train import task_tokenizer
+    from coinfluence.pipeline import task_tokenizer
 
     for preset, expected in (("mini2", True), ("mini", False)):
         rows = write_dataset(tmp_path / preset, DataConfig(preset=preset, sft_size=10, rl_size=5, eval_size=5))

@@ -43,11 +43,10 @@ from coinfluence.influence.step import TARGET_OBJECTIVES, advantages, delta_J_ag
 from coinfluence.influence.validate import grpo_resume_step, validate_first_order, validate_trainer_step
 from coinfluence.io import atomic_dir, atomic_path, check_output_dir, data_splits, output_dir, write_json
 from coinfluence.io import read_rows as io_read_rows
+from coinfluence.run import Run, checkpoint_step, run_of_checkpoint
+from coinfluence.tasks.registry import get_task, resolve_task
 from coinfluence.tasks.rewards import RewardFn, reward_fn
 from coinfluence.training.objectives import LOSS_NORMALIZATION, NORMALIZATIONS, STD_CONVENTIONS
-
-_STEP = re.compile(r"^step-(\d+)$")
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass
@@ -83,13 +82,13 @@ class AnalyzeOptions:
     out: str | None = None
     seed: int = 0
     overwrite: bool = False
+    task: str | None = None  # None: the task the data was generated for, else the default
 
 
 ENGINES = ("auto", "layerwise", "vmap", "loop")
 TRAINER_KNOBS = ("learning_rate", "weight_decay", "max_grad_norm", "warmup_steps", "micro_batch_size", "loss_type",
                  "epsilon", "epsilon_high")
-DEFAULTS = {"num_generations": 8, "temperature": 1.0, "max_completion_length": 256, "normalization": "seq-mean",
-            "scale_rewards": "group", "std": "population"}
+SAMPLING_KNOBS = ("num_generations", "temperature", "max_completion_length", "normalization", "scale_rewards", "std")
 
 
 # ----------------------------------------------------------------------------- resolving inputs
@@ -99,25 +98,16 @@ def read_rows(path: Path) -> list[dict]:
     return io_read_rows(path, ("prompt", "answer"))
 
 
-def checkpoint_name(ckpt: Path, run: Path | None) -> str:
-    if run is not None:
-        try:
-            return "-".join(ckpt.resolve().relative_to(run.resolve()).parts) or ckpt.name
-        except ValueError:
-            pass
-    return ckpt.name
-
-
-def checkpoint_step(ckpt: Path) -> int:
-    m = _STEP.match(ckpt.name) or _CKPT.match(ckpt.name)
-    return int(m.group(1)) if m else 0
+def analysis_name(ckpt: Path, run: Path | None) -> str:
+    """The directory name of a checkpoint's analysis: its path inside ``run``, else its name."""
+    return Run(run).analysis_name(ckpt) if run is not None else ckpt.name
 
 
 def run_checkpoints(run: Path) -> list[Path]:
     """RUN/sft then every RUN/grpo/step-* in step order (the training trajectory)."""
-    found = [run / "sft"] if (run / "sft" / "config.json").exists() else []
-    steps = sorted((int(m.group(1)), p) for p in (run / "grpo").glob("step-*") if (m := _STEP.match(p.name)))
-    found += [p for _, p in steps]
+    layout = Run(run)
+    found = [layout.sft] if (layout.sft / "config.json").exists() else []
+    found += [p for _, p in layout.grpo_steps()]
     if not found:
         raise UserError(f"{run} has no checkpoints (expected sft/ or grpo/step-*)")
     return found
@@ -125,16 +115,17 @@ def run_checkpoints(run: Path) -> list[Path]:
 
 def run_data_dir(run: Path) -> Path:
     """The data a run trained on: RUN/config.json's ``train.rl_data`` or ``train.data``, else RUN/data."""
+    layout = Run(run)
     try:
-        recorded = json.loads((run / "config.json").read_text()).get("train") or {}
+        recorded = layout.config().get("train") or {}
     except (OSError, ValueError):
         recorded = {}
     for key in ("rl_data", "data"):
         if recorded.get(key):
             path = Path(recorded[key])
             # Recorded relative to where `train` ran; fall back to the run's own copy.
-            return path if path.is_dir() else run / "data"
-    return run / "data"
+            return path if path.is_dir() else layout.data
+    return layout.data
 
 
 def grpo_config_of(ckpt: Path) -> dict:
@@ -145,6 +136,27 @@ def grpo_config_of(ckpt: Path) -> dict:
         return {}
 
 
+def grpo_settings(ckpt: Path | None, run: Path | None = None) -> dict:
+    """The GRPO settings that go with a checkpoint: its own grpo_config.json (a GRPO checkpoint),
+    else what its run (``run``, or the run the checkpoint sits in) recorded in RUN/config.json
+    (RUN/sft: the GRPO stage that starts from it), else ``{}`` (a run older than that record, or
+    a model from elsewhere: GRPOConfig's defaults apply)."""
+    saved = grpo_config_of(ckpt) if ckpt is not None else {}
+    if saved:
+        return saved
+    owner = Run(run) if run is not None else run_of_checkpoint(ckpt) if ckpt is not None else None
+    return owner.grpo_settings() if owner is not None else {}
+
+
+def grpo_default(name: str):
+    """GRPOConfig's default of a knob (``normalization``: the ℓ of its default loss type)."""
+    from coinfluence.training.grpo import GRPOConfig
+
+    if name == "normalization":
+        return LOSS_NORMALIZATION[GRPOConfig().loss_type]
+    return getattr(GRPOConfig(), name)
+
+
 def adam_update_options(model, ckpt: Path, params: dict, knobs: dict) -> dict:
     """The keywords of :func:`coinfluence.influence.step.adamw_update` for the GRPO step that would
     follow ``ckpt``: its saved optimizer state, else a fresh AdamW (torch's betas and eps)."""
@@ -152,26 +164,25 @@ def adam_update_options(model, ckpt: Path, params: dict, knobs: dict) -> dict:
             "weight_decay": float(knobs["weight_decay"]), "max_grad_norm": float(knobs["max_grad_norm"])}
 
 
-def resolve_options(opts: AnalyzeOptions, ckpt: Path | None) -> dict:
-    """Fill unset GRPO knobs from ``CKPT/grpo_config.json`` (what the run trained with), then defaults."""
-    saved = grpo_config_of(ckpt) if ckpt is not None else {}
+def resolve_options(opts: AnalyzeOptions, ckpt: Path | None, run: Path | None = None) -> dict:
+    """Fill unset GRPO knobs from :func:`grpo_settings` (what the run trained, or will train,
+    with), then GRPOConfig's defaults."""
+    saved = grpo_settings(ckpt, run)
     out = {}
-    for name, default in DEFAULTS.items():
+    for name in SAMPLING_KNOBS:
         value = getattr(opts, name)
         if value is None and name == "normalization" and saved.get("loss_type") in LOSS_NORMALIZATION:
             value = LOSS_NORMALIZATION[saved["loss_type"]]
         if value is None and name != "normalization":
             value = saved.get(name)
-        out[name] = default if value is None else value
-    from coinfluence.training.grpo import GRPOConfig
-
+        out[name] = grpo_default(name) if value is None else value
     for name in TRAINER_KNOBS:  # the update the trainer would take next, for the Adam-aware ΔJ and --validate
-        out[name] = saved.get(name, getattr(GRPOConfig(), name))
+        out[name] = saved.get(name, grpo_default(name))
     out["reward"] = opts.reward or saved.get("reward")  # None: chosen by the data (reward_function)
     return out
 
 
-def check_options(opts: AnalyzeOptions, knobs: dict) -> None:
+def check_analysis_options(opts: AnalyzeOptions, knobs: dict) -> None:
     if knobs["normalization"] not in NORMALIZATIONS:
         raise UserError(f"--normalization must be one of {', '.join(NORMALIZATIONS)}, got {knobs['normalization']!r}")
     if knobs["scale_rewards"] not in ("group", "none"):
@@ -249,35 +260,31 @@ def resolve_inputs(opts: AnalyzeOptions) -> dict:
     if opts.out:
         out = Path(opts.out)
     elif opts.all_checkpoints:
-        out = run / "analysis"
+        out = Run(run).analysis
     elif run is not None:
-        out = run / "analysis" / checkpoint_name(ckpts[0], run)
+        out = Run(run).analysis / analysis_name(ckpts[0], run)
     else:
         out = ckpts[0] / "analysis"
+    task = resolve_task(opts.task, data if run is not None else train.parent)
     check_output_dir(out, overwrite=opts.overwrite, inputs=[*ckpts, train, targets, *([run] if run else [])])
     if opts.all_checkpoints:  # each checkpoint's analysis replaces a dir of that name: only an analysis
         for c in ckpts:
-            entry = out / checkpoint_name(c, run)
+            entry = out / analysis_name(c, run)
             if entry.exists() and not (entry / "summary.json").is_file():
                 raise UserError(f"{entry} exists and is not an analysis; not replacing it")
-    return {"run": run, "ckpts": ckpts, "train": train, "targets": targets, "out": out}
+    return {"run": run, "ckpts": ckpts, "train": train, "targets": targets, "out": out, "task": task.name}
 
 
 # ----------------------------------------------------------------------------- rollouts
 
 
-def reward_function(rows: Sequence[dict], name: str | None = None) -> tuple[str, RewardFn]:
-    """The reward ``name`` (``coinfluence.tasks.rewards``); unset, the answer marker for iGSM data
-    (its prompts parse) and exact match for any other data."""
+def reward_function(rows: Sequence[dict], name: str | None = None, task=None) -> tuple[str, RewardFn]:
+    """The reward ``name`` (``coinfluence.tasks.rewards``); unset, ``task``'s own reward for data
+    it reads (its prompts parse) and exact match for any other data."""
+    task = get_task(task)
     if name is None:
-        from coinfluence.tasks.igsm.check import ParseError, parse_question
-
-        try:
-            parse_question(rows[0]["prompt"])
-            name = "answer"
-        except ParseError:
-            name = "exact"
-    return name, reward_fn(name)
+        name = task.reward if task.reads(rows[0]["prompt"]) else "exact"
+    return name, reward_fn(name, task)
 
 
 def pick(rows: Sequence[dict], n: int, seed: int, salt: str) -> list[int]:
@@ -294,7 +301,7 @@ def sample_groups(model, tokenizer, rows: Sequence[dict], G: int, knobs: dict, s
     from coinfluence.training.evaluate import stop_token_ids
     from coinfluence.training.rollout import sample
 
-    kind, score = reward_function(rows, knobs.get("reward"))
+    kind, score = reward_function(rows, knobs.get("reward"), knobs.get("task"))
     stops = stop_token_ids(model, tokenizer)
     gen = torch.Generator().manual_seed(feat.stream_seed(seed, "analyze", salt))
     prompts, completions, logps, lengths = [], [], [], []
@@ -334,7 +341,8 @@ def feature_engine(model, params, requested: str) -> str:
         return "vmap"
 
 
-def features(engine: str, model, prompts, completions, pad_id: int, **kw) -> torch.Tensor:
+def engine_features(engine: str, model, prompts, completions, pad_id: int, **kw) -> torch.Tensor:
+    """Per-rollout features from the engine :func:`feature_engine` chose (rows: rollouts)."""
     from coinfluence.influence.layerwise import features_layerwise
 
     kron_rank = kw.pop("kron_rank", None)
@@ -362,17 +370,17 @@ def kernel_streaming(model, params, tr: dict, tg: dict, pad_id: int, *, scales, 
         kw["kron_rank"] = kron_rank
     with feat.projection_cache():  # target and train rows share one draw of the sketch blocks
         mine, counts = dist_.group_shard(len(tg["prompts"]), num_generations)
-        F_t = dist_.gather_rows(features(engine, model, tg["prompts"][mine], tg["completions"][mine], pad_id, **kw), counts)
+        F_t = dist_.gather_rows(engine_features(engine, model, tg["prompts"][mine], tg["completions"][mine], pad_id, **kw), counts)
         mine, counts = dist_.group_shard(len(tr["prompts"]), num_generations)
         prompts, completions = tr["prompts"][mine], tr["completions"][mine]
         if project_dim or kron_rank:  # sketches are small: one call
-            K = co_influence_kernel(F_t, features(engine, model, prompts, completions, pad_id, **kw))
+            K = co_influence_kernel(F_t, engine_features(engine, model, prompts, completions, pad_id, **kw))
         else:
             n = len(prompts)
             K = torch.empty(F_t.shape[0], n, dtype=torch.float64)
             step = 4 * chunk_size
             for s in tqdm(range(0, n, step), desc="train features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
-                F = features(engine, model, prompts[s : s + step], completions[s : s + step], pad_id, **kw)
+                F = engine_features(engine, model, prompts[s : s + step], completions[s : s + step], pad_id, **kw)
                 K[:, s : s + step] = co_influence_kernel(F_t, F)
     return dist_.gather_rows(K.T.contiguous(), counts).T, F_t.shape[1]
 
@@ -381,10 +389,7 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
                        sources: dict, progress: bool = True) -> dict:
     """Run the analysis of one checkpoint and write its files into ``out`` (an existing, temporary dir;
     None on the ranks that only compute)."""
-    import pandas as pd
-
     from coinfluence.models.loading import check_prompt_lengths, load_model
-    from coinfluence.plots.analysis import alpha_histogram, delta_J_by_alpha
     from coinfluence.training.checkpoint import quiet_hf_progress
 
     timings = {}
@@ -396,9 +401,6 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
     adam = adam_update_options(model, ckpt, params, knobs) if opts.precondition == "adam" else None
     scales = feat.preconditioner_scales(adam["state"], params) if adam and adam["state"] else None
     G = int(knobs["num_generations"])
-    pad = tok.pad_token_id
-    common = dict(normalization=knobs["normalization"], max_length=int(knobs["max_completion_length"]),
-                  temperature=float(knobs["temperature"]))
 
     t = time.perf_counter()
     tr = sample_groups(model, tok, train_rows, G, knobs, opts.seed, "train", progress)
@@ -407,119 +409,154 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
 
     t = time.perf_counter()
     agg = delta_J_aggregated(model, params, tr["prompts"], tr["completions"], tr["rewards"], tg["prompts"], tg["completions"],
-                             tg["rewards"], pad, num_generations=G, scale_rewards=knobs["scale_rewards"], std=knobs["std"],
-                             scales=scales, adam=adam, target_objective=opts.target_objective, micro_batch=4 * opts.chunk_size, progress=progress, **common)
+                             tg["rewards"], tok.pad_token_id, num_generations=G, scale_rewards=knobs["scale_rewards"],
+                             std=knobs["std"], scales=scales, adam=adam, target_objective=opts.target_objective,
+                             micro_batch=4 * opts.chunk_size, progress=progress, **_ell_knobs(knobs))
     timings["delta_J_s"] = time.perf_counter() - t
 
-    Q = len(train_rows)
-    K_plus_col = K_minus_col = np.full(Q, np.nan)
-    feature_dim = engine = None
+    kernel = {"K_plus": np.full(len(train_rows), np.nan), "K_minus": np.full(len(train_rows), np.nan),
+              "feature_dim": None, "engine": None}
     if opts.kernel:
         t = time.perf_counter()
-        engine = feature_engine(model, params, opts.engine)
-        K, feature_dim = kernel_streaming(model, params, tr, tg, pad, scales=scales, project_dim=opts.project_dim, knobs=knobs,
-                                          seed=opts.seed, chunk_size=opts.chunk_size, progress=progress, engine=engine,
-                                          kron_rank=opts.kron_rank, num_generations=G)
-        Kp, Km = K_plus_minus(K, tr["rewards"], G)
-        K_plus_col, K_minus_col = mean_over_targets(Kp).numpy(), mean_over_targets(Km).numpy()
-        if opts.save_kernel and out is not None:
-            with atomic_path(out / "kernel.npy") as tmp, open(tmp, "wb") as f:
-                np.save(f, K.numpy())
+        kernel = kernel_columns(model, params, tr, tg, tok.pad_token_id, scales, opts, knobs, out, progress)
         timings["kernel_s"] = time.perf_counter() - t
 
     validation = None
     if opts.validate and dist_.is_main():
         t = time.perf_counter()
-        informative = [q for q in range(Q) if 0 < float(agg["alpha"][q]) < 1]
-        chosen = sorted(random.Random(f"{opts.seed}:validate").sample(informative, min(opts.validate, len(informative))))
-        res = validate_first_order(model, params, tr["prompts"], tr["completions"], tr["rewards"], chosen, tg["prompts"],
-                                   tg["completions"], tg["rewards"], pad, num_generations=G, scale_rewards=knobs["scale_rewards"],
-                                   std=knobs["std"], scales=scales, relative_step=opts.validate_step, progress=progress, **common)
-        # The small SGD step's numbers at the top level (the report reads them), the trainer's step beside them.
-        validation = {**{k: v for k, v in res.items() if k not in ("dlogp_observed", "dlogp_predicted")},
-                      "trainer_step": validate_against_trainer(model, tok, ckpt, tr, tg, target_rows, chosen, knobs, opts)}
+        validation = validation_of(model, tok, ckpt, params, tr, tg, target_rows, agg["alpha"], scales, opts, knobs, progress)
         timings["validate_s"] = time.perf_counter() - t
 
     if out is None:  # a rank other than 0 under torchrun: rank 0 writes
         return {}
-    # ---- tables
-    A_tr = advantages(tr["rewards"], G, knobs["scale_rewards"], knobs["std"])
-    A_tg = advantages(tg["rewards"], G, knobs["scale_rewards"], knobs["std"])
-    alpha_t = tg["rewards"].reshape(-1, G).mean(1)
-    from coinfluence.influence.step import weight
+    write_tables(out, tr, tg, train_rows, target_rows, agg, kernel, knobs)
+    timings["total_s"] = time.perf_counter() - started
+    summary = {
+        "checkpoint": str(ckpt), "step": checkpoint_step(ckpt), **sources, "reward": tr["reward_kind"],
+        "options": {**asdict(opts), **knobs}, "num_parameters_selected": feat.num_features(params),
+        "feature_dim": kernel["feature_dim"], "feature_engine": kernel["engine"], "device": str(model_device(model)),
+        **summary_numbers(tr, tg, agg, G, opts.target_objective, adam),
+        "validation": validation, "timings": timings, "notes": SUMMARY_NOTES,
+    }
+    write_json(out / "summary.json", summary)
+    return summary
 
+
+SUMMARY_NOTES = ("delta_J and co_influence: exact aggregated path (not projected); K_plus/K_minus: means over target "
+                 "rollouts of the kernel (sketched if project_dim or kron_rank); co_influence NaN where alpha in {0,1}, delta_J 0 there.")
+
+
+def _ell_knobs(knobs: dict) -> dict:
+    """The keywords that fix ``ℓ`` (normalisation, length, temperature) from the resolved knobs."""
+    return dict(normalization=knobs["normalization"], max_length=int(knobs["max_completion_length"]),
+                temperature=float(knobs["temperature"]))
+
+
+def kernel_columns(model, params, tr: dict, tg: dict, pad_id: int, scales, opts: AnalyzeOptions, knobs: dict, out: Path | None,
+                   progress: bool) -> dict:
+    """``K_plus`` and ``K_minus`` per train query (means over the target rollouts), the feature
+    dimension and engine; with ``save_kernel`` the whole kernel goes to OUT/kernel.npy."""
+    G = int(knobs["num_generations"])
+    engine = feature_engine(model, params, opts.engine)
+    K, feature_dim = kernel_streaming(model, params, tr, tg, pad_id, scales=scales, project_dim=opts.project_dim, knobs=knobs,
+                                      seed=opts.seed, chunk_size=opts.chunk_size, progress=progress, engine=engine,
+                                      kron_rank=opts.kron_rank, num_generations=G)
+    Kp, Km = K_plus_minus(K, tr["rewards"], G)
+    if opts.save_kernel and out is not None:
+        with atomic_path(out / "kernel.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, K.numpy())
+    return {"K_plus": mean_over_targets(Kp).numpy(), "K_minus": mean_over_targets(Km).numpy(),
+            "feature_dim": feature_dim, "engine": engine}
+
+
+def validation_of(model, tok, ckpt: Path, params, tr: dict, tg: dict, target_rows, alpha: torch.Tensor, scales,
+                  opts: AnalyzeOptions, knobs: dict, progress: bool) -> dict:
+    """The first-order check on ``opts.validate`` informative train queries (a seeded choice): a
+    small SGD step, and the trainer's own step beside it."""
+    G = int(knobs["num_generations"])
+    informative = [q for q in range(len(alpha)) if 0 < float(alpha[q]) < 1]
+    chosen = sorted(random.Random(f"{opts.seed}:validate").sample(informative, min(opts.validate, len(informative))))
+    res = validate_first_order(model, params, tr["prompts"], tr["completions"], tr["rewards"], chosen, tg["prompts"],
+                               tg["completions"], tg["rewards"], tok.pad_token_id, num_generations=G,
+                               scale_rewards=knobs["scale_rewards"], std=knobs["std"], scales=scales,
+                               relative_step=opts.validate_step, progress=progress, **_ell_knobs(knobs))
+    # The small SGD step's numbers at the top level (the report reads them), the trainer's step beside them.
+    return {**{k: v for k, v in res.items() if k not in ("dlogp_observed", "dlogp_predicted")},
+            "trainer_step": validate_against_trainer(model, tok, ckpt, tr, tg, target_rows, chosen, knobs, opts)}
+
+
+def write_tables(out: Path, tr: dict, tg: dict, train_rows, target_rows, agg: dict, kernel: dict, knobs: dict) -> None:
+    """OUT/queries.parquet (one row per train and target query), OUT/rollouts.parquet (one per
+    rollout) and the two figures drawn from them."""
+    import pandas as pd
+
+    from coinfluence.influence.step import weight
+    from coinfluence.plots.analysis import alpha_histogram, delta_J_by_alpha
+
+    G, scale, std = int(knobs["num_generations"]), knobs["scale_rewards"], knobs["std"]
+    Q, T = len(train_rows), len(target_rows)
+    alpha_t = tg["rewards"].reshape(-1, G).mean(1)
     qid = lambda role, rows, i: str(rows[i].get("id", f"{role}-{i}"))  # noqa: E731
+    no_target = np.full(T, np.nan)
     queries = pd.DataFrame({
-        "query_id": [qid("train", train_rows, i) for i in range(Q)] + [qid("target", target_rows, i) for i in range(len(target_rows))],
-        "role": ["train"] * Q + ["target"] * len(target_rows),
+        "query_id": [qid("train", train_rows, i) for i in range(Q)] + [qid("target", target_rows, i) for i in range(T)],
+        "role": ["train"] * Q + ["target"] * T,
         "alpha": np.concatenate([agg["alpha"].numpy(), alpha_t.numpy()]),
         "n_correct": np.concatenate([tr["rewards"].reshape(-1, G).sum(1).numpy(), tg["rewards"].reshape(-1, G).sum(1).numpy()]).astype(int),
         "num_generations": G,
-        "weight": np.concatenate([agg["weight"].numpy(), weight(alpha_t, G, knobs["scale_rewards"], knobs["std"]).numpy()]),
-        "K_plus": np.concatenate([K_plus_col, np.full(len(target_rows), np.nan)]),
-        "K_minus": np.concatenate([K_minus_col, np.full(len(target_rows), np.nan)]),
-        "co_influence": np.concatenate([agg["co_influence"].numpy(), np.full(len(target_rows), np.nan)]),
-        "delta_J": np.concatenate([agg["delta_J"].numpy(), np.full(len(target_rows), np.nan)]),
+        "weight": np.concatenate([agg["weight"].numpy(), weight(alpha_t, G, scale, std).numpy()]),
+        "K_plus": np.concatenate([kernel["K_plus"], no_target]),
+        "K_minus": np.concatenate([kernel["K_minus"], no_target]),
+        "co_influence": np.concatenate([agg["co_influence"].numpy(), no_target]),
+        "delta_J": np.concatenate([agg["delta_J"].numpy(), no_target]),
     })
     parts = []
-    for role, d, rows, A in (("train", tr, train_rows, A_tr), ("target", tg, target_rows, A_tg)):
+    for role, d, rows in (("train", tr, train_rows), ("target", tg, target_rows)):
         parts.append(pd.DataFrame({
             "query_id": [qid(role, rows, i // G) for i in range(len(d["prompts"]))],
             "rollout_id": [i % G for i in range(len(d["prompts"]))],
             "role": role,
             "prompt_ids": d["prompts"], "completion_ids": d["completions"], "completion": d["texts"],
-            "reward": d["rewards"].numpy(), "advantage": A.numpy(), "logprob": d["logprob"], "length": d["length"],
+            "reward": d["rewards"].numpy(), "advantage": advantages(d["rewards"], G, scale, std).numpy(),
+            "logprob": d["logprob"], "length": d["length"],
         }))
-    rollouts = pd.concat(parts, ignore_index=True)
-    for name, df in (("queries.parquet", queries), ("rollouts.parquet", rollouts)):
+    for name, df in (("queries.parquet", queries), ("rollouts.parquet", pd.concat(parts, ignore_index=True))):
         with atomic_path(out / name) as tmp:
             df.to_parquet(tmp, index=False)
     (out / "figures").mkdir(exist_ok=True)
     alpha_histogram(out, out / "figures" / "alpha_hist.png")
     delta_J_by_alpha(out, out / "figures" / "delta_J_by_alpha.png")
 
+
+def summary_numbers(tr: dict, tg: dict, agg: dict, G: int, target_objective: str, adam: dict | None) -> dict:
+    """The headline numbers of summary.json: α histogram and means, target accuracy, mean
+    co-influence and ΔJ, and what the target objective and the update were."""
     a = agg["alpha"]
     informative = (a > 0) & (a < 1)
-    timings["total_s"] = time.perf_counter() - started
-    summary = {
-        "checkpoint": str(ckpt),
-        "step": checkpoint_step(ckpt),
-        **sources,
-        "reward": tr["reward_kind"],
-        "options": {**asdict(opts), **knobs},
-        "num_parameters_selected": feat.num_features(params),
-        "feature_dim": feature_dim,
-        "feature_engine": engine,
-        "device": str(model_device(model)),
-        "n_train_queries": Q, "n_target_queries": len(target_rows),
+    return {
+        "n_train_queries": len(a), "n_target_queries": len(tg["rewards"]) // G,
         "alpha_hist": {"n_correct": list(range(G + 1)), "count": torch.bincount(tr["rewards"].reshape(-1, G).sum(1).long(), minlength=G + 1).tolist()},
         "frac_informative": float(informative.double().mean()),
         "mean_alpha": float(a.mean()),
         "target_accuracy": float(tg["rewards"].mean()),
         "mean_co_influence": float(agg["co_influence"][informative].mean()) if informative.any() else None,
         "mean_delta_J": float(agg["delta_J"].mean()),
-        "target_objective": {"name": opts.target_objective, "definition": TARGET_OBJECTIVES[opts.target_objective],
-                             "other": {k: v for k, v in TARGET_OBJECTIVES.items() if k != opts.target_objective}},
+        "target_objective": {"name": target_objective, "definition": TARGET_OBJECTIVES[target_objective],
+                             "other": {k: v for k, v in TARGET_OBJECTIVES.items() if k != target_objective}},
         "delta_J_update": ("one AdamW step per unit lr (" + ("saved optimizer state" if adam["state"] else "fresh optimizer")
                            + "): <u, Δθ/lr>") if adam else "plain gradient step per unit η: <u, ∇J(q)>",
-        "validation": validation,
-        "timings": timings,
-        "notes": "delta_J and co_influence: exact aggregated path (not projected); K_plus/K_minus: means over target "
-                 "rollouts of the kernel (sketched if project_dim or kron_rank); co_influence NaN where alpha in {0,1}, delta_J 0 there.",
     }
-    write_json(out / "summary.json", summary)
-    return summary
 
 
-def trainer_config(ckpt: Path, knobs: dict, **changes):
-    """The GRPO trainer's config for a step from ``ckpt``: its saved grpo_config.json (else the
+def trainer_config(ckpt: Path, knobs: dict, run: Path | None = None, **changes):
+    """The GRPO trainer's config for a step from ``ckpt``: its :func:`grpo_settings` (else the
     defaults), with the analysis' sampling knobs and ``changes``."""
     from dataclasses import fields, replace
 
     from coinfluence.training.grpo import GRPOConfig
 
     known = {f.name for f in fields(GRPOConfig)}
-    saved = {k: v for k, v in grpo_config_of(ckpt).items() if k in known}
+    saved = {k: v for k, v in grpo_settings(ckpt, run).items() if k in known}
     return replace(GRPOConfig(**saved), num_generations=int(knobs["num_generations"]), temperature=float(knobs["temperature"]),
                    max_completion_length=int(knobs["max_completion_length"]), scale_rewards=knobs["scale_rewards"],
                    std=knobs["std"], **changes)
@@ -553,7 +590,7 @@ def validate_against_trainer(model, tok, ckpt: Path, tr: dict, tg: dict, target_
         return float(r.mean()), float(r.std() / len(r) ** 0.5)
 
     predicted = predicted_per_kind(model, ckpt, tr, tg, chosen, knobs, tok.pad_token_id, opts.target_objective)
-    return validate_trainer_step(model, ckpt, trainer_config(ckpt, knobs), tr, chosen, tg, knobs, tok.pad_token_id,
+    return validate_trainer_step(model, ckpt, trainer_config(ckpt, knobs, Path(opts.run) if opts.run else None), tr, chosen, tg, knobs, tok.pad_token_id,
                                  predicted=predicted, target_objective=opts.target_objective,
                                  fresh_accuracy=fresh_accuracy if opts.validate_samples else None)
 
@@ -566,8 +603,8 @@ def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
     (for ``all_checkpoints``: ``{"checkpoints": [...summaries], "out": ...}``)."""
     paths = resolve_inputs(opts)
     progress = progress and dist_.is_main()
-    knobs = resolve_options(opts, paths["ckpts"][-1])
-    check_options(opts, knobs)
+    knobs = {**resolve_options(opts, paths["ckpts"][-1], paths["run"]), "task": paths["task"]}
+    check_analysis_options(opts, knobs)
     if opts.validate:
         for c in paths["ckpts"]:
             grpo_resume_step(c)  # a state GRPO cannot resume is refused before any work
@@ -591,14 +628,14 @@ def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
 
     summaries = []
     for c in paths["ckpts"]:
-        name = checkpoint_name(c, paths["run"])
+        name = analysis_name(c, paths["run"])
         with main_only(atomic_dir(paths["out"] / name)) as tmp:
             summaries.append(analyze_checkpoint(c, train_rows, target_rows, opts, knobs, tmp, sources, progress))
     dist_.barrier()
     if not dist_.is_main():
         return {"checkpoints": [], "out": str(paths["out"])}
     series = pd.DataFrame([{
-        "checkpoint": checkpoint_name(Path(s["checkpoint"]), paths["run"]), "step": s["step"],
+        "checkpoint": analysis_name(Path(s["checkpoint"]), paths["run"]), "step": s["step"],
         "mean_co_influence": s["mean_co_influence"], "mean_delta_J": s["mean_delta_J"],
         "frac_informative": s["frac_informative"], "mean_alpha": s["mean_alpha"],
     } for s in summaries])

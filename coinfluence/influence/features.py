@@ -34,6 +34,7 @@ from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.training.checkpoint import TRAINER_STATE, load_trainer_state
 from coinfluence.training.objectives import normalize_logprob, rollout_batch, token_logprobs
+from coinfluence.training.rollout import chunks_by_length, eval_mode
 
 # Gaussian sketch blocks hold at most this many entries (rows × d), i.e. 16 MiB in float32.
 PROJECTION_BLOCK_ELEMENTS = 1 << 22
@@ -75,18 +76,35 @@ def rollout_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequenc
     return batch["input_ids"], batch["completion_mask"]
 
 
+def row_lengths(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]) -> list[int]:
+    """Tokens in each ``prompt + completion`` row (what a chunk of rows pads to)."""
+    return [len(p) + len(c) for p, c in zip(prompts, completions)]
+
+
 def rollout_rows_on(model, prompts, completions, pad_id: int):
     """:func:`rollout_rows` on the model's device."""
     device = model_device(model)
     return tuple(t.to(device) for t in rollout_rows(prompts, completions, pad_id))
 
 
-def ell_batch(model, params: dict, ids: torch.Tensor, mask: torch.Tensor, *, normalization: str,
-              max_length: int | None, temperature: float) -> torch.Tensor:
-    """``ℓ`` of each row of right-padded ``ids [B, L]`` under ``model`` with ``params`` swapped in."""
-    logits = functional_call(model, params, (ids,)).logits[:, :-1]
-    logps = token_logprobs(logits, ids[:, 1:], temperature)
-    return normalize_logprob(logps, mask.to(logps.dtype), normalization, max_length)
+def row_logprobs(model, ids: torch.Tensor, mask: torch.Tensor, temperature: float,
+                 params: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs ``[B, L−1]`` of right-padded ``ids [B, L]`` (with ``params`` swapped
+    into ``model`` when given) and the completion ``mask`` in their dtype."""
+    if params is None:
+        out = model(input_ids=ids)
+    else:  # an explicit all-ones mask (the same causal attention): without one, GPT-2 style
+        # models check the ids for padding, data-dependent control flow that vmap cannot trace
+        out = functional_call(model, params, (ids,), {"attention_mask": torch.ones_like(ids)})
+    logps = token_logprobs(out.logits[:, :-1], ids[:, 1:], temperature)
+    return logps, mask.to(logps.dtype)
+
+
+def ell_rows(model, ids: torch.Tensor, mask: torch.Tensor, *, normalization: str, max_length: int | None,
+             temperature: float, params: dict | None = None) -> torch.Tensor:
+    """``ℓ`` of each row of right-padded ``ids [B, L]`` (docs/maths.md, "Log-probability normalisation ℓ")."""
+    logps, m = row_logprobs(model, ids, mask, temperature, params)
+    return normalize_logprob(logps, m, normalization, max_length)
 
 
 # ----------------------------------------------------------------------------- preconditioner
@@ -280,12 +298,11 @@ def features_vmap(model, prompts, completions, pad_id: int, *, normalization: st
     frozen = {n: p.detach() for n, p in params.items()}
 
     def one(p, ids, mask):
-        return ell_batch(model, p, ids[None], mask[None], normalization=normalization,
-                         max_length=max_length, temperature=temperature)[0]
+        return ell_rows(model, ids[None], mask[None], normalization=normalization, max_length=max_length,
+                        temperature=temperature, params=p)[0]
 
     per_rollout = vmap(grad(one), in_dims=(None, 0, 0))
     n = len(prompts)
-    order = sorted(range(n), key=lambda i: len(prompts[i]) + len(completions[i]))
     # With a sketch, chunks are buffered up to ``project_budget_mb`` of gradients and projected
     # together: every projection regenerates the P×d Gaussian blocks, so fewer, larger
     # projections cost far less, and memory stays O(budget + N·d).
@@ -306,21 +323,15 @@ def features_vmap(model, prompts, completions, pad_id: int, *, normalization: st
             out = torch.empty(n, chunk.shape[1], dtype=chunk.dtype)
         out[torch.tensor(idx)] = chunk.cpu()
 
-    was_training = model.training
-    model.eval()  # no dropout: a feature is a property of θ, not of a noise draw
     bar = tqdm(total=n, desc="features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False)
-    try:
-        for s in range(0, n, chunk_size):
-            idx = order[s : s + chunk_size]
+    with eval_mode(model), bar:
+        for idx in chunks_by_length(row_lengths(prompts, completions), chunk_size):
             ids, mask = rollout_rows_on(model, [prompts[i] for i in idx], [completions[i] for i in idx], pad_id)
             pending.append((idx, {k: v.detach() for k, v in per_rollout(frozen, ids, mask).items()}))
             if sum(len(i) for i, _ in pending) + chunk_size > buffer_rows:
                 flush()
             bar.update(len(idx))
         flush()
-    finally:
-        bar.close()
-        model.train(was_training)
     return out
 
 
@@ -331,17 +342,11 @@ def features_loop(model, prompts, completions, pad_id: int, *, normalization: st
     params = params if params is not None else select_params(model)
     names, tensors = list(params), list(params.values())
     rows = []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for p, c in zip(prompts, completions):
             ids, mask = rollout_rows_on(model, [p], [c], pad_id)
-            logits = model(input_ids=ids).logits[:, :-1]
-            ell = normalize_logprob(token_logprobs(logits, ids[:, 1:], temperature), mask.to(logits.dtype),
-                                    normalization, max_length)[0]
+            ell = ell_rows(model, ids, mask, normalization=normalization, max_length=max_length, temperature=temperature)[0]
             grads = torch.autograd.grad(ell, tensors, allow_unused=True)
             grads = {n: (g if g is not None else torch.zeros_like(t))[None] for n, g, t in zip(names, grads, tensors)}
             rows.append(finish(grads, scales=scales, project_dim=project_dim, seed=seed).cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(rows)

@@ -23,6 +23,7 @@ are kept exact.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 from typing import Sequence
@@ -32,8 +33,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from coinfluence.errors import UserError
-from coinfluence.influence.features import finish, rollout_rows_on, select_params
-from coinfluence.training.objectives import normalize_logprob, token_logprobs
+from coinfluence.influence.features import ell_rows, finish, rollout_rows_on, row_lengths, select_params
+from coinfluence.training.rollout import chunks_by_length, eval_mode
 
 
 def _is_rms_norm(module: nn.Module) -> bool:
@@ -79,8 +80,10 @@ def kron_feature_dim(params: dict[str, torch.Tensor], rank: int) -> int:
     return sum(rank * rank if p.dim() == 2 else p.numel() for p in params.values())
 
 
-def _record(model, found):
-    """Forward hooks that keep each owner call's input and output (and norms' x̂)."""
+@contextlib.contextmanager
+def _recording(model, found):
+    """Forward hooks that keep each owner call's input and output (and norms' x̂) in the list
+    this yields, removed on exit."""
     calls: list[tuple[nn.Module, dict, torch.Tensor, torch.Tensor]] = []
     handles = []
     for module, roles in found:
@@ -92,7 +95,12 @@ def _record(model, found):
                 x = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
             calls.append((mod, roles, x.detach(), output))
         handles.append(module.register_forward_hook(hook))
-    return calls, handles
+    try:
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
+        calls.clear()
 
 
 def _row_grads(mod, roles, x, delta, sketches, kron_rank):
@@ -148,21 +156,14 @@ def features_layerwise(model, prompts: Sequence[Sequence[int]], completions: Seq
                 sketches[(name, "in")] = _sketch(seed, name, "in", p.shape[1], kron_rank, dtype, device)
 
     n = len(prompts)
-    order = sorted(range(n), key=lambda i: len(prompts[i]) + len(completions[i]))
     out = None
-    was_training = model.training
-    model.eval()
-    calls, handles = _record(model, found)
     bar = tqdm(total=n, desc="features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False)
-    try:
-        for s in range(0, n, chunk_size):
-            idx = order[s : s + chunk_size]
+    with eval_mode(model), _recording(model, found) as calls, bar:
+        for idx in chunks_by_length(row_lengths(prompts, completions), chunk_size):
             ids, mask = rollout_rows_on(model, [prompts[i] for i in idx], [completions[i] for i in idx], pad_id)
             calls.clear()
             with torch.enable_grad():
-                logits = model(input_ids=ids).logits[:, :-1]
-                ell = normalize_logprob(token_logprobs(logits, ids[:, 1:], temperature), mask.to(logits.dtype),
-                                        normalization, max_length)
+                ell = ell_rows(model, ids, mask, normalization=normalization, max_length=max_length, temperature=temperature)
                 outputs = [c[3] for c in calls]
                 deltas = torch.autograd.grad(ell.sum(), outputs, allow_unused=True)
             grads: dict[str, torch.Tensor] = {}
@@ -185,10 +186,4 @@ def features_layerwise(model, prompts: Sequence[Sequence[int]], completions: Seq
                 out = torch.empty(n, chunk.shape[1], dtype=chunk.dtype)
             out[torch.tensor(idx)] = chunk.cpu()
             bar.update(B)
-    finally:
-        for h in handles:
-            h.remove()
-        calls.clear()
-        bar.close()
-        model.train(was_training)
     return out

@@ -25,12 +25,13 @@ import torch
 from coinfluence.errors import UserError
 from coinfluence.influence import features as feat
 from coinfluence.influence.analyze import (
-    AnalyzeOptions, adam_update_options, check_options, pick, read_rows, resolve_inputs, resolve_options, sample_groups,
+    AnalyzeOptions, adam_update_options, check_analysis_options, pick, read_rows, resolve_inputs, resolve_options, sample_groups,
     trainer_config,
 )
 from coinfluence.influence.step import TARGET_OBJECTIVES, delta_J_aggregated
 from coinfluence.influence.validate import grpo_resume_step, rollout_objective_terms, spearman, target_objective_change
-from coinfluence.io import atomic_dir, atomic_path, write_json
+from coinfluence.io import atomic_path, output_dir, write_json
+from coinfluence.run import Run
 
 
 @dataclass
@@ -59,8 +60,9 @@ def subset_members(pool: int, subsets: int, fraction: float, seed: int) -> list[
     return [sorted(rng.sample(range(pool), size)) for _ in range(subsets)]
 
 
-def train_subset(ckpt: Path, rows: list[dict], cfg, steps: int, work: Path):
-    """The model after ``steps`` GRPO steps on ``rows`` (all of them every step) from ``ckpt``."""
+def train_subset(ckpt: Path, rows: list[dict], cfg, steps: int, work: Path, task=None):
+    """The model after ``steps`` GRPO steps on ``rows`` (all of them every step) from ``ckpt``
+    (``task``: whose checker grades a ``steps`` reward)."""
     from coinfluence.models.loading import load_model
     from coinfluence.training.checkpoint import quiet_hf_progress
     from coinfluence.training.grpo import step_checkpoints, train_grpo
@@ -68,11 +70,12 @@ def train_subset(ckpt: Path, rows: list[dict], cfg, steps: int, work: Path):
     start = grpo_resume_step(ckpt)
     out_dir = Path(tempfile.mkdtemp(prefix="subset-", dir=work))
     if start:  # resume: the trainer reloads the saved optimizer and schedule from its own step dir
-        shutil.copytree(ckpt, out_dir / "grpo" / f"step-{start:06d}")
+        shutil.copytree(ckpt, Run(out_dir).grpo_step(start))
     with quiet_hf_progress():
         model, tok = load_model(ckpt)
-    train_grpo(replace(cfg, max_steps=start + steps), model, tok, rows, None, out_dir, resume=bool(start), progress=False)
-    assert step_checkpoints(out_dir / "grpo")[-1][0] == start + steps
+    train_grpo(replace(cfg, max_steps=start + steps), model, tok, rows, None, out_dir, resume=bool(start), progress=False,
+               task=task)
+    assert step_checkpoints(Run(out_dir).grpo)[-1][0] == start + steps
     return model
 
 
@@ -107,10 +110,10 @@ def run_lds(opts: LDSOptions, progress: bool = True) -> dict:
                            precondition="adam", kernel=False, seed=opts.seed, out=opts.out)
     paths = resolve_inputs(aopts)
     if not opts.out:
-        paths["out"] = paths["out"].parent / "lds" if paths["run"] is None else paths["run"] / "lds" / paths["out"].name
+        paths["out"] = paths["out"].parent / "lds" if paths["run"] is None else Run(paths["run"]).lds / paths["out"].name
     ckpt = paths["ckpts"][0]
-    knobs = resolve_options(aopts, ckpt)
-    check_options(aopts, knobs)
+    knobs = {**resolve_options(aopts, ckpt, paths["run"]), "task": paths["task"]}
+    check_analysis_options(aopts, knobs)
     train_all, target_all = read_rows(paths["train"]), read_rows(paths["targets"])
     pool_rows = [train_all[i] for i in pick(train_all, opts.pool, opts.seed, "train")]
     target_rows = [target_all[i] for i in pick(target_all, opts.targets_n, opts.seed, "targets")]
@@ -118,12 +121,12 @@ def run_lds(opts: LDSOptions, progress: bool = True) -> dict:
         raise UserError(f"--pool {opts.pool} is more than the {len(pool_rows)} training queries in {paths['train']}")
     members = subset_members(opts.pool, opts.subsets, opts.fraction, opts.seed)
     grpo_resume_step(ckpt)  # a state GRPO cannot resume is refused before any work
-    cfg = trainer_config(ckpt, knobs, seed=opts.seed, eval_steps=0, save_steps=0, save_total_limit=0,
+    cfg = trainer_config(ckpt, knobs, paths["run"], seed=opts.seed, eval_steps=0, save_steps=0, save_total_limit=0,
                          prompts_per_step=len(members[0]))
 
     with quiet_hf_progress():
         model, tok = load_model(ckpt)
-    with atomic_dir(paths["out"]) as tmp:
+    with output_dir(paths["out"]) as tmp:
         G = int(knobs["num_generations"])
         tr = sample_groups(model, tok, pool_rows, G, knobs, opts.seed, "train", progress)
         tg = sample_groups(model, tok, target_rows, G, knobs, opts.seed, "targets", progress)
@@ -138,7 +141,7 @@ def run_lds(opts: LDSOptions, progress: bool = True) -> dict:
         before = rollout_objective_terms(model, tg, opts.target_objective, knobs, tok.pad_token_id)
         observed = []
         for s, chosen in enumerate(members):
-            trained = train_subset(ckpt, [pool_rows[i] for i in chosen], cfg, opts.steps, tmp)
+            trained = train_subset(ckpt, [pool_rows[i] for i in chosen], cfg, opts.steps, tmp, knobs["task"])
             observed.append(target_objective_change(trained, tg, before, opts.target_objective, knobs, tok.pad_token_id))
             if progress:
                 print(f"subset {s + 1}/{len(members)}: observed change {observed[-1]:.4g}", flush=True)

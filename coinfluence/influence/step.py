@@ -23,8 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from coinfluence import distributed as dist_
-from coinfluence.influence.features import rollout_rows_on
-from coinfluence.training.objectives import LOSS_NORMALIZATION, group_weight, grpo_advantages, grpo_loss, normalize_logprob, token_logprobs
+from coinfluence.influence.features import ell_rows, rollout_rows_on, row_logprobs
+from coinfluence.training.objectives import LOSS_NORMALIZATION, group_weight, grpo_advantages, grpo_loss
+from coinfluence.training.rollout import eval_mode
 
 LOSS_TYPE_OF = {norm: loss for loss, norm in LOSS_NORMALIZATION.items()}
 
@@ -70,9 +71,7 @@ def token_logps_rows(model, prompts, completions, pad_id: int, temperature: floa
     """Per-token log-probs ``[B, L−1]`` and completion mask of right-padded rows (no attention
     mask: causal attention makes trailing padding invisible to real tokens)."""
     ids, mask = rollout_rows_on(model, prompts, completions, pad_id)
-    logits = model(input_ids=ids).logits[:, :-1]
-    logps = token_logprobs(logits, ids[:, 1:], temperature)
-    return logps, mask.to(logps.dtype)
+    return row_logprobs(model, ids, mask, temperature)
 
 
 def _grad(scalar: torch.Tensor, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -90,8 +89,8 @@ def target_direction(model, params: dict, prompts: Sequence, completions: Sequen
     u = {name: torch.zeros_like(p) for name, p in params.items()}
     for s in range(0, n, micro_batch):
         sl = slice(s, min(n, s + micro_batch))
-        logps, mask = token_logps_rows(model, prompts[sl], completions[sl], pad_id, temperature)
-        ell = normalize_logprob(logps, mask, normalization, max_length)
+        ids, mask = rollout_rows_on(model, prompts[sl], completions[sl], pad_id)
+        ell = ell_rows(model, ids, mask, normalization=normalization, max_length=max_length, temperature=temperature)
         part = _grad((target_advantages[sl].to(ell.device, ell.dtype) * ell).sum() / N, params)
         for name in u:
             u[name] += part[name]
@@ -175,17 +174,14 @@ def delta_J_aggregated(model, params: dict, train_prompts: Sequence, train_compl
     ``⟨u, D∇J(q)⟩`` (per unit η), or with ``adam`` (the keywords of
     :func:`adamw_update`) ``⟨u, Δθ(q)/lr⟩``: the first-order change under one AdamW step on the
     group's loss alone. Groups with α ∈ {0, 1} have ∇J = 0 exactly and skip the backward (their
-    AdamW step is the momentum and decay drift alone).
-    Groups with α ∈ {0, 1} have ∇J = 0 exactly and are skipped (no backward). Under torchrun each
+    AdamW step is the momentum and decay drift alone). Under torchrun each
     rank takes a share of the target groups (their ``u`` parts are summed: one all-reduce) and of
     the train queries (their ΔJ are summed into every rank's table).
     """
     G = num_generations
     Gt = target_generations or G
     A_t, target_norm = target_weights(target_rewards, Gt, target_objective, scale_rewards, std, normalization)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         mine, _ = dist_.group_shard(len(target_prompts), Gt)
         u = target_direction(model, params, target_prompts[mine], target_completions[mine], A_t[mine], pad_id, normalization=target_norm,
                              max_length=max_length, temperature=temperature, micro_batch=micro_batch, total=len(target_prompts))
@@ -209,7 +205,5 @@ def delta_J_aggregated(model, params: dict, train_prompts: Sequence, train_compl
         if adam:  # no gradient: the AdamW step of such a group is the momentum and decay drift alone
             zero = {n: torch.zeros_like(p) for n, p in params.items()}
             dj_adam[w == 0] = inner(u, adamw_update(zero, params, **adam))
-    finally:
-        model.train(was_training)
     co = torch.where(w > 0, dj / torch.where(w > 0, w, torch.ones_like(w)), torch.full_like(w, float("nan")))
     return {"delta_J": dj_adam if adam else dj, "co_influence": co, "weight": w, "alpha": alpha}

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch.func import functional_call, jvp
+from torch.func import jvp
 from tqdm.auto import tqdm
 
 from coinfluence.errors import UserError
-from coinfluence.influence.features import find_optimizer_state, rollout_rows_on
-from coinfluence.influence.step import objective_gradient, target_weights, token_logps_rows
-from coinfluence.training.objectives import grpo_advantages, normalize_logprob, token_logprobs
+from coinfluence.influence.features import ell_rows, find_optimizer_state, rollout_rows_on, row_logprobs
+from coinfluence.influence.step import objective_gradient, target_weights
+from coinfluence.training.objectives import grpo_advantages, normalize_logprob
+from coinfluence.training.rollout import eval_mode
 
 DEFAULT_RELATIVE_STEP = 1e-4
 
@@ -59,9 +60,7 @@ def spearman(x, y) -> float:
 
 def ell_and_s(model, params: dict, ids, mask, *, normalization: str, max_length, temperature: float):
     """``(ℓ, s)`` of each row, with ``params`` swapped into ``model``."""
-    logits = functional_call(model, params, (ids,)).logits[:, :-1]
-    logps = token_logprobs(logits, ids[:, 1:], temperature)
-    m = mask.to(logps.dtype)
+    logps, m = row_logprobs(model, ids, mask, temperature, params)
     return normalize_logprob(logps, m, normalization, max_length), (logps * m).sum(-1)
 
 
@@ -82,10 +81,8 @@ def validate_first_order(model, params: dict, train_prompts: Sequence, train_com
     base = {n: p.detach().clone() for n, p in params.items()}
     theta_norm = math.sqrt(sum(float(p.double().pow(2).sum()) for p in base.values()))
     kw = dict(normalization=normalization, max_length=max_length, temperature=temperature)
-    was_training = model.training
-    model.eval()
     rows = []
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             ell0, s0 = ell_and_s(model, base, ids, mask, **kw)
         for q in tqdm(list(queries), desc="validate", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
@@ -107,8 +104,6 @@ def validate_first_order(model, params: dict, train_prompts: Sequence, train_com
                 "dJ_observed": float((r_t * torch.expm1((s1 - s0).double())).mean()),
                 "dJ_predicted": float((r_t * step * ds.double()).mean()),
             })
-    finally:
-        model.train(was_training)
     obs = torch.cat([r["dlogp_observed"] for r in rows]) if rows else torch.zeros(0)
     pred = torch.cat([r["dlogp_predicted"] for r in rows]) if rows else torch.zeros(0)
     dj_obs = [r["dJ_observed"] for r in rows]
@@ -143,17 +138,12 @@ def rollout_objective_terms(model, tg: dict, objective: str, knobs: dict, pad_id
     """Per target rollout: ``ℓ`` as trained (surrogate) or the summed token log-probability (reward)."""
     _, norm = target_weights(tg["rewards"], int(knobs["num_generations"]), objective, knobs["scale_rewards"], knobs["std"],
                              knobs["normalization"])
-    was_training = model.training
-    model.eval()
     out = []
-    try:
-        with torch.no_grad():
-            for s in range(0, len(tg["prompts"]), micro_batch):
-                logps, mask = token_logps_rows(model, tg["prompts"][s : s + micro_batch], tg["completions"][s : s + micro_batch],
-                                               pad_id, float(knobs["temperature"]))
-                out.append(normalize_logprob(logps, mask, norm, int(knobs["max_completion_length"])).double().cpu())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for s in range(0, len(tg["prompts"]), micro_batch):
+            ids, mask = rollout_rows_on(model, tg["prompts"][s : s + micro_batch], tg["completions"][s : s + micro_batch], pad_id)
+            out.append(ell_rows(model, ids, mask, normalization=norm, max_length=int(knobs["max_completion_length"]),
+                                temperature=float(knobs["temperature"])).double().cpu())
     return torch.cat(out)
 
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from coinfluence.errors import UserError
-from coinfluence.io import atomic_dir, write_json
+from coinfluence.io import atomic_dir, check_writable, write_json
 
 CACHE_ENV = "COINFLUENCE_CACHE"
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
 EXTRA_HINT = "pip install 'coinfluence[pretrained]'"
 IMPORT_RECORD = "gguf_import.json"
 PROMPT_FORMATS = ("chat", "plain")
@@ -84,8 +85,12 @@ def load_gguf(gguf_path: Path, dtype: torch.dtype = torch.float32):
 
     require_gguf_support()
     where, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=dtype, attn_implementation="eager")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=dtype, attn_implementation="eager")
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file fails in the parser's own words
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"cannot read the GGUF file {gguf_path}: {reason}") from None
     return model.eval(), tokenizer
 
 
@@ -118,10 +123,14 @@ def import_gguf(gguf_path: str | os.PathLike, out_dir: str | os.PathLike, *, pro
         raise UserError(f"--prompt-format must be one of {', '.join(PROMPT_FORMATS)}, got {prompt_format!r}")
     if not gguf_path.is_file():
         raise UserError(f"GGUF file not found: {gguf_path}")
+    with open(gguf_path, "rb") as f:
+        if f.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+            raise UserError(f"{gguf_path} is not a GGUF file (it does not start with the bytes GGUF)")
     if is_imported(out_dir):
         return out_dir
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UserError(f"{out_dir} exists and is not an import of a GGUF file; choose another --out")
+    check_writable(out_dir)
     require_gguf_support()
     model, tokenizer = load_gguf(gguf_path)
     if prompt_format == "plain":

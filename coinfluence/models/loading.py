@@ -132,12 +132,10 @@ def _target(device) -> torch.device:
     return device if isinstance(device, torch.device) else resolve_device(device)
 
 
-def default_task_tokenizer(preset: str = "mini"):
-    """The task's word-level tokenizer from the generator's vocabulary."""
+def default_task_tokenizer(preset: str = "mini", task=None):
+    """The word-level tokenizer of ``task``'s generator vocabulary (a Task or a name; None: the
+    default task) at ``preset``."""
     from coinfluence.models.tokenizer import build_tokenizer
+    from coinfluence.tasks.registry import get_task
 
-    try:
-        from coinfluence.tasks.igsm import vocabulary
-    except ImportError:
-        raise UserError("a model preset needs a tokenizer, and the task generator is not available to build one") from None
-    return build_tokenizer(vocabulary(preset))
+    return build_tokenizer(get_task(task).vocabulary(preset))

@@ -90,7 +90,7 @@ def report_kind(path) -> str:
 def default_out(path) -> Path:
     """The page's default path: RUN/report.html, or beside an analysis dir as NAME-report.html
     (``analyze`` replaces its whole output dir when run again)."""
-    path = Path(path)
+    path = Path(os.path.abspath(path)) if Path(path).name in ("", "..") else Path(path)  # "." names no dir to put NAME-report.html beside
     return path / REPORT_NAME if report_kind(path) == "run" else path.parent / f"{path.name}-{REPORT_NAME}"
 
 

@@ -12,8 +12,9 @@ knows about words, so a second DAG-shaped task reuses it unchanged.
   if it is locked, name its missing inputs and move on (never two failed attempts in a
   row), and refer back to the attempt when it is solved; if it is unlocked, solve it early.
 - exploitation: before solving a restatable node, restate what defines it with a
-  probability that grows with its number of inputs (constants counted); and expand sums of
-  three or more terms into sub-goals.
+  probability that grows with its number of inputs (constants counted); and expand multi-term
+  arithmetic into sub-goals (sums of three or more terms, unless the task names its
+  ``expandable`` nodes).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class TraceGraph:
     n_inputs: dict  # node -> number of inputs, constants counted
     restatable: frozenset = frozenset()  # nodes whose definition may be restated
     redundant: tuple[Node, ...] = ()  # stated but not needed; may be attempted
+    expandable: frozenset | None = None  # nodes whose arithmetic may become sub-goals; None: three or more parents
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ def inject(graph: TraceGraph, cfg: BehaviourConfig, rng: random.Random) -> tuple
             and node in graph.restatable
             and rng.random() < restate_probability(cfg, graph.n_inputs[node])
         )
-        expand = cfg.exploit and cfg.expand_arithmetic and len(graph.parents[node]) >= 3
+        expandable = node in graph.expandable if graph.expandable is not None else len(graph.parents[node]) >= 3
+        expand = cfg.exploit and cfg.expand_arithmetic and expandable
         revisit = node in attempted
         stats.restates += restate
         stats.expansions += expand

@@ -1,10 +1,9 @@
-"""Seeded dataset splits with paired behaviour variants and the paper's augmentation baselines.
+"""Seeded dataset splits of any task (``DataConfig.task``): the options, the shared draw loop,
+and writing, checking and summarising a data dir.
 
-Every problem is drawn from its own RNG stream ``(seed, split, index)``, and its solution
-from two more streams (order/variables and text/injection), so the same seed gives the
-same problems, ids and prompts whatever the behaviours: vanilla and BRIDGE data differ
-only in their completions. Splits are kept disjoint by the canonical form of each
-problem's DAG, not by its text.
+Every problem is drawn from its own RNG stream ``(seed, split, index)`` (``distinct_problems``),
+so the same seed gives the same problems whatever the behaviours. Splits are kept disjoint by
+the canonical form of each problem, not by its text.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 from ..errors import UserError
@@ -22,16 +21,11 @@ from ..io import (
     HF_DATASET_DICT_FILE, atomic_path, file_manifest, hf_datasets, manifest_mismatch, read_json, write_dataset_dict,
     write_json, write_jsonl,
 )
-from .bridge import BEHAVIOURS, behaviour_preset
-from .igsm import IGSMConfig, canonical_key, generate, get_preset, question, solution
+from .bridge import BEHAVIOURS, BehaviourConfig, behaviour_preset
+from .registry import DEFAULT_TASK, data_task, get_task
 
 # Held-out splits are drawn first so that training splits can avoid every one of their problems.
 SPLITS = ("test_id", "test_ood", "val_id", "val_ood", "rl_train", "sft")
-DEFAULT_SIZES = {
-    "mini": {"sft": 4000, "rl": 10000, "eval": 500},
-    "mini2": {"sft": 4000, "rl": 10000, "eval": 500},
-    "paper": {"sft": 2000, "rl": 10000, "eval": 500},
-}
 # Bounds that keep one command within a workstation's time and memory (a typo of a few zeros
 # fails at once instead of running for hours).
 MAX_SPLIT_SIZE = 1_000_000
@@ -40,7 +34,8 @@ MAX_AUGMENTATION = 64
 
 @dataclass
 class DataConfig:
-    preset: str = field(default="mini2", metadata={"help": "task scale: mini2 (embedded default), mini or paper"})
+    task: str = field(default=DEFAULT_TASK, metadata={"help": "the task generating the data (tasks.registry)"})
+    preset: str | None = field(default=None, metadata={"help": "task scale (the task's presets; its first if unset)"})
     behaviours: str = field(default="both", metadata={"help": "injected behaviours: none, explore, exploit or both (BRIDGE)"})
     seed: int = field(default=0, metadata={"help": "seed of every split"})
     sft_size: int | None = field(default=None, metadata={"help": "SFT problems (before augmentation); preset default if unset"})
@@ -60,18 +55,22 @@ class DataConfig:
     possessive_tokens: bool | None = field(default=None, metadata={"help": "override: tokenizers keep \"Hen's\" as one token"})
     fixed_templates: bool | None = field(default=None, metadata={"help": "override: one template per sentence kind"})
 
-    def sizes(self) -> dict[str, int]:
-        d = DEFAULT_SIZES.get(self.preset, DEFAULT_SIZES["mini"])
-        sft, rl, ev = (self.sft_size or d["sft"], self.rl_size or d["rl"], self.eval_size or d["eval"])
+    def __post_init__(self):
+        if self.preset is None:
+            self.preset = get_task(self.task).default_preset
+
+    def sizes(self, defaults: dict[str, int]) -> dict[str, int]:
+        """Rows of each split: the given sizes, else the task preset's ``defaults`` (sft, rl, eval)."""
+        sft, rl, ev = (self.sft_size or defaults["sft"], self.rl_size or defaults["rl"], self.eval_size or defaults["eval"])
         return {"sft": sft, "rl_train": rl, "val_id": ev, "val_ood": ev, "test_id": ev, "test_ood": ev}
 
-    def task(self) -> IGSMConfig:
-        return get_preset(self.preset, op_id=self.op_id, op_ood=self.op_ood, redundant=self.redundant,
-                          const_range=self.const_range, answer_not_stated=self.answer_not_stated,
-                          solution_format=self.solution_format, fixed_templates=self.fixed_templates,
-                          solution_order=self.solution_order, possessive_tokens=self.possessive_tokens)
+    def behaviour_config(self) -> BehaviourConfig:
+        return behaviour_preset(self.behaviours, **{k: v for k, v in (("p_explore", self.p_explore),
+                                                                     ("p_exploit", self.p_exploit)) if v is not None})
 
-    def validate(self) -> IGSMConfig:
+    def validate(self):
+        """The task's validated config of these options (UserError on any bad option)."""
+        task = get_task(self.task)
         if self.behaviours not in BEHAVIOURS:
             raise UserError(f"unknown behaviours {self.behaviours!r}; choose one of {', '.join(BEHAVIOURS)}")
         for name in ("sft_size", "rl_size", "eval_size", "question_aug", "answer_aug"):
@@ -87,27 +86,29 @@ class DataConfig:
                 raise UserError(f"{name.replace('_', '-')} out of range: {value}")
         if self.question_aug > 1 and self.answer_aug > 1:
             raise UserError("question-aug and answer-aug are separate baselines; use one at a time")
-        task = self.task()
-        if task.op_id[1] >= task.op_ood[0] and task.op_ood[1] >= task.op_id[0]:
-            raise UserError(f"op-id {task.op_id[0]}-{task.op_id[1]} and op-ood {task.op_ood[0]}-{task.op_ood[1]} overlap; "
-                            "out-of-distribution ops must differ from the in-distribution ones")
-        return task
+        if task.default_preset is None:
+            raise UserError(f"task {task.name} has no generator; pass its rows with --data")
+        if self.preset not in task.presets:
+            raise UserError(f"unknown preset {self.preset!r} of task {task.name}; choose one of {', '.join(task.presets)}")
+        return task.config(self)
 
 
-def _rng(*parts) -> random.Random:
+def check_op_ranges(op_id: tuple[int, int], op_ood: tuple[int, int], what: str = "op") -> None:
+    """UserError unless the in- and out-of-distribution ranges are disjoint."""
+    if op_id[1] >= op_ood[0] and op_ood[1] >= op_id[0]:
+        raise UserError(f"{what}-id {op_id[0]}-{op_id[1]} and {what}-ood {op_ood[0]}-{op_ood[1]} overlap; "
+                        "out-of-distribution ones must differ from the in-distribution ones")
+
+
+def split_rng(*parts) -> random.Random:
     # String seeds are hashed with SHA-512 by `random`, identically on every run and machine.
     return random.Random(":".join(map(str, parts)))
 
 
-def _split_rows(cfg: DataConfig, task: IGSMConfig, split: str, size: int, seen: set) -> list[dict]:
-    behaviours = behaviour_preset(
-        cfg.behaviours,
-        **{k: v for k, v in (("p_explore", cfg.p_explore), ("p_exploit", cfg.p_exploit)) if v is not None},
-    )
-    op_range = task.op_ood if split.endswith("ood") else task.op_id
-    q_aug = cfg.question_aug if split == "sft" else 1
-    a_aug = cfg.answer_aug if split == "sft" else 1
-    rows: list[dict] = []
+def distinct_problems(seed: int, split: str, size: int, seen: set, draw, key):
+    """``(problem id, index, problem)`` for ``size`` problems of ``split``, each drawn by
+    ``draw(rng)`` from its own stream ``(seed, split, index)`` and kept only when its canonical
+    ``key`` is new to ``seen`` (so splits are disjoint by problem, not by text)."""
     accepted, index = 0, 0
     while accepted < size:
         if index - accepted > 50 * size + 1000:
@@ -115,56 +116,19 @@ def _split_rows(cfg: DataConfig, task: IGSMConfig, split: str, size: int, seen: 
                 f"could only find {accepted} distinct {split} problems; the world is too small "
                 "for this many: lower the size or widen the op range"
             )
-        pid = f"{split}-{index:06d}"
-        rng = _rng(cfg.seed, split, index)
+        rng = split_rng(seed, split, index)
         index += 1
-        problem = generate(rng, task, rng.randint(*op_range))
-        key = canonical_key(problem)
-        if key in seen:
+        problem = draw(rng)
+        k = key(problem)
+        if k in seen:
             continue
-        seen.add(key)
+        seen.add(k)
         accepted += 1
-        variants = _variants(problem, cfg, task, behaviours, pid, q_aug, a_aug)
-        for j, (prompt, completion, stats) in enumerate(variants):
-            rows.append({
-                "id": pid if len(variants) == 1 else f"{pid}-{j}",
-                "prompt": prompt,
-                "completion": completion,
-                "answer": problem.answer,
-                "meta": {
-                    "split": split, "seed": cfg.seed, "index": index - 1, "op": problem.op,
-                    "theme": problem.theme, "n_nodes": len(problem.nodes),
-                    "n_necessary": len(problem.necessary), "n_redundant": len(problem.redundant),
-                    "behaviours": cfg.behaviours, "injected": stats, "dag": key,
-                },
-            })
-    return rows
-
-
-def _variants(problem, cfg, task, behaviours, pid, q_aug, a_aug):
-    """(prompt, completion, injection stats) for each augmented copy; distinct texts only."""
-    out, seen = [], set()
-    for j in range(max(q_aug, a_aug) * 4):
-        jq = j if q_aug > 1 else 0
-        ja = j if a_aug > 1 else 0
-        prompt = question(problem, task, _rng(cfg.seed, pid, "question"), _rng(cfg.seed, pid, "order", jq))
-        # Answer augmentation's extra copies (ja >= 1) are other valid orders, so they keep a random one.
-        question_rng = _rng(cfg.seed, pid, "order", jq) if ja == 0 else None
-        completion, stats = solution(problem, task, behaviours, _rng(cfg.seed, pid, "solution", ja),
-                                     _rng(cfg.seed, pid, "text", ja), question_rng)
-        if (prompt, completion) not in seen:
-            seen.add((prompt, completion))
-            out.append((prompt, completion, stats.as_dict()))
-        if len(out) == max(q_aug, a_aug):
-            break
-    return out
+        yield f"{split}-{index - 1:06d}", index - 1, problem
 
 
 def make_dataset(cfg: DataConfig) -> dict[str, list[dict]]:
-    task = cfg.validate()
-    sizes = cfg.sizes()
-    seen: set = set()
-    splits = {split: _split_rows(cfg, task, split, sizes[split], seen) for split in SPLITS}
+    splits = get_task(cfg.task).splits(cfg, cfg.validate())
     return {s: splits[s] for s in SPLIT_FILES}
 
 
@@ -194,7 +158,8 @@ def write_dataset(out_dir: str | Path, cfg: DataConfig, fmt: str = "jsonl") -> d
     if fmt == "hf":
         hf_datasets()  # the optional extra is there before any work
     task = cfg.validate()
-    splits = make_dataset(cfg)
+    splits = get_task(cfg.task).splits(cfg, task)
+    splits = {s: splits[s] for s in SPLIT_FILES}
     out_dir = Path(out_dir)
     if fmt == "hf":
         write_dataset_dict(out_dir, splits)
@@ -208,7 +173,7 @@ def write_dataset(out_dir: str | Path, cfg: DataConfig, fmt: str = "jsonl") -> d
             with atomic_path(out_dir / f"{split}.parquet") as tmp:
                 pd.DataFrame(rows).to_parquet(tmp, index=False)
     write_json(out_dir / DATA_CONFIG, {
-        "data": asdict(cfg), "task": asdict(task), "format": fmt,
+        "data": asdict(cfg), "task": asdict(task) if is_dataclass(task) else task, "format": fmt,
         "counts": {s: len(r) for s, r in splits.items()},
         "files": file_manifest(out_dir, split_entries(fmt)),
     })
@@ -226,9 +191,10 @@ def verify_dataset(data_dir: str | Path, cfg: DataConfig | None = None) -> None:
         raise UserError(f"data in {data_dir} is not what was generated ({problem}); regenerate it")
     if cfg is not None:
         wanted = json.loads(json.dumps(asdict(cfg)))  # tuples as JSON lists, as saved
-        differing = [k for k in wanted if saved.get("data", {}).get(k) != wanted[k]]
+        had = {**saved.get("data", {}), "task": data_task(data_dir)}
+        differing = [k for k in wanted if had.get(k) != wanted[k]]
         if differing:
-            detail = ", ".join(f"{k}={saved.get('data', {}).get(k)!r} (now {wanted[k]!r})" for k in differing)
+            detail = ", ".join(f"{k}={had.get(k)!r} (now {wanted[k]!r})" for k in differing)
             raise UserError(f"data in {data_dir} was generated with other options: {detail}; choose another --out")
 
 

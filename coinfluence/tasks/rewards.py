@@ -22,7 +22,7 @@ RewardFn = Callable[[str, str, object], float]
 
 REWARDS = {
     "answer": "the last <answer> marker holds the answer",
-    "steps": "the answer and every step the iGSM checker reads are right",
+    "steps": "the answer and every step the task's checker reads are right",
     "progress": "steps, with partial credit: 0.5 x the share of the needed steps right before the first wrong one",
     "first-number": "the first number of the completion equals the answer",
     "last-number": "the last number of the completion equals the answer",
@@ -74,24 +74,13 @@ def last_boxed(completion: str) -> str | None:
     return None
 
 
-def _steps(prompt, completion, answer) -> float:
-    from coinfluence.tasks.igsm.check import check_steps
-
-    return float(check_steps(prompt, completion).ok)  # "correct" needs the right final answer too
-
-
-def _progress(prompt, completion, answer) -> float:
-    """1 for a step-verified solution; otherwise half the share of the question's needed steps
-    that check out before the first wrong one, so a group whose rollouts all fail still ranks
-    them (an all-wrong group gives no gradient under a 0/1 reward)."""
-    from coinfluence.tasks.igsm.check import ParseError, check_steps, parse_question
-
-    report = check_steps(prompt, completion)
+def progress_reward(report, needed: int | None) -> float:
+    """1 for a step-verified solution; otherwise half the share of the ``needed`` steps that check
+    out before the first wrong one, so a group whose rollouts all fail still ranks them (an
+    all-wrong group gives no gradient under a 0/1 reward). Without ``needed``, 0 or 1."""
     if report.ok:
         return 1.0
-    try:
-        needed = len(parse_question(prompt).necessary())
-    except ParseError:
+    if not needed:
         return 0.0
     verified = report.n_steps if report.first_error_step is None else report.first_error_step - 1
     return 0.5 * min(verified, needed) / needed
@@ -99,8 +88,6 @@ def _progress(prompt, completion, answer) -> float:
 
 BUILTIN: dict[str, RewardFn] = {
     "answer": lambda prompt, completion, answer: answer_reward(completion, answer),
-    "steps": _steps,
-    "progress": _progress,
     "first-number": lambda prompt, completion, answer: same_value(next(iter(numbers(completion)), None), answer),
     "last-number": lambda prompt, completion, answer: same_value((numbers(completion) or [None])[-1], answer),
     "boxed": lambda prompt, completion, answer: same_value(last_boxed(completion), answer),
@@ -114,8 +101,16 @@ def accuracy_reward(name: str) -> str:
     return "answer" if name in ("steps", "progress") else name
 
 
-def reward_fn(name: str) -> RewardFn:
-    """The reward called ``name`` (a key of ``REWARDS`` or ``module:function``); UserError otherwise."""
+def reward_fn(name: str, task=None) -> RewardFn:
+    """The reward called ``name`` (a key of ``REWARDS`` or ``module:function``); UserError otherwise.
+    ``steps`` grades with ``task``'s step checker (a Task or a name; None: the default task)."""
+    if name in ("steps", "progress"):
+        from coinfluence.tasks.registry import get_task
+
+        task = get_task(task)
+        if name == "progress":
+            return lambda prompt, completion, answer: progress_reward(task.check_steps(prompt, completion), task.needed_steps(prompt))
+        return lambda prompt, completion, answer: float(task.check_steps(prompt, completion).ok)  # needs the right answer too
     if name in BUILTIN:
         return BUILTIN[name]
     if not isinstance(name, str) or name.count(":") != 1 or not all(name.split(":")):
@@ -131,7 +126,7 @@ def reward_fn(name: str) -> RewardFn:
     return lambda prompt, completion, answer: float(fn(completion, answer, prompt))
 
 
-def reward_scores(name: str, prompts, completions, answers) -> list[float]:
+def reward_scores(name: str, prompts, completions, answers, task=None) -> list[float]:
     """The reward ``name`` of each (prompt, completion, answer)."""
-    fn = reward_fn(name)
+    fn = reward_fn(name, task)
     return [fn(p, c, a) for p, c, a in zip(prompts, completions, answers)]

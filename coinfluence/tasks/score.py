@@ -13,7 +13,6 @@ from pathlib import Path
 from ..errors import UserError
 from ..io import read_rows
 from .answer import extract_answer, reward
-from .igsm.check import BEHAVIOURS, check_steps, count_behaviours
 
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?!\w|\.\d)")  # an integer, also before a full stop
 
@@ -60,13 +59,13 @@ def guess_baseline(rows: list[dict]) -> dict:
     }
 
 
-def behaviour_frequencies(completions: list[str]) -> dict:
-    """``behaviours/KIND``: the share of completions with at least one line of each injected
-    behaviour, read back from the text (so it works on model outputs as on generated data)."""
+def behaviour_frequencies(completions: list[str], task) -> dict:
+    """``behaviours/KIND``: the share of completions with at least one line of each behaviour
+    ``task`` injects, read back from the text (so it works on model outputs as on generated data)."""
     if not completions:
         return {}
-    counts = [count_behaviours(c) for c in completions]
-    return {f"behaviours/{k}": sum(c[k] > 0 for c in counts) / len(counts) for k in BEHAVIOURS}
+    counts = [task.count_behaviours(c) for c in completions]
+    return {f"behaviours/{k}": sum(c[k] > 0 for c in counts) / len(counts) for k in counts[0]}
 
 
 def answer_is_stated(prompt: str, completion: str) -> bool:
@@ -75,11 +74,12 @@ def answer_is_stated(prompt: str, completion: str) -> bool:
     return got is not None and got in stated_numbers(prompt)
 
 
-def score_rows(rows: list[dict]) -> tuple[list[dict], dict]:
+def score_rows(rows: list[dict], task) -> tuple[list[dict], dict]:
+    """Per-row reward and step verdict of ``task``'s checker, and their summary."""
     results, verdicts = [], Counter()
     for i, row in enumerate(rows):
         r = reward(row["completion"], row["answer"])
-        report = check_steps(row["prompt"], row["completion"])
+        report = task.check_steps(row["prompt"], row["completion"])
         verdicts[report.verdict] += 1
         results.append({
             "id": row.get("id", i), "reward": r, "verdict": report.verdict,
@@ -94,8 +94,8 @@ def score_rows(rows: list[dict]) -> tuple[list[dict], dict]:
         "step_accuracy": verdicts["correct"] / n if n else 0.0,
         "faithful_share": verdicts["correct"] / correct if correct else None,
         "answer_stated": sum(x["answer_stated"] for x in results) / n if n else 0.0,
-        **guess_baseline(rows),
-        **behaviour_frequencies([row["completion"] for row in rows]),
+        **task.guess_baseline(rows),
+        **behaviour_frequencies([row["completion"] for row in rows], task),
         "verdicts": dict(verdicts.most_common()),
     }
     return results, summary

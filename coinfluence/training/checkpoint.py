@@ -13,7 +13,6 @@ from __future__ import annotations
 import pickle
 import random
 from contextlib import contextmanager
-import re
 import shutil
 from pathlib import Path
 
@@ -22,15 +21,9 @@ import torch
 
 from coinfluence.errors import UserError
 from coinfluence.io import atomic_dir, write_json
+from coinfluence.run import SFT_CHECKPOINT_DIR
 
 TRAINER_STATE = "trainer_state.pt"
-_CKPT_NAME = re.compile(r"^checkpoint-(\d+)$")
-
-
-def checkpoint_name(step: int) -> str:
-    return f"checkpoint-{step:06d}"
-
-
 def optimizer_param_names(model, optimizer) -> list[list[str]]:
     """The parameter name of each tensor of each param group, in the optimizer's order: saved
     beside its state, whose indices follow that order and not ``named_parameters``."""
@@ -88,7 +81,7 @@ def list_checkpoints(ckpt_root: str | Path) -> list[Path]:
     root = Path(ckpt_root)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CKPT_NAME.match(p.name)) and (p / TRAINER_STATE).exists()]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := SFT_CHECKPOINT_DIR.match(p.name)) and (p / TRAINER_STATE).exists()]
     return [p for _, p in sorted(found)]
 
 

@@ -15,11 +15,12 @@ from typing import Callable, Sequence
 import torch
 
 from coinfluence.device import model_device
+from coinfluence.run import Run
 from coinfluence.io import read_json, read_jsonl, write_json, write_jsonl
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.rewards import DEFAULT_REWARD, accuracy_reward, reward_scores
-from coinfluence.tasks.igsm.check import BEHAVIOURS, check_steps, count_behaviours
-from coinfluence.tasks.score import answer_is_stated, guess_baseline
+from coinfluence.tasks.registry import get_task
+from coinfluence.tasks.score import answer_is_stated
 from coinfluence.training.rollout import chunks_by_length, eval_mode, left_pad, length_order, sample
 
 # (model, tokenizer, prompt_ids, *, max_new_tokens, temperature, num_samples, seed) ->
@@ -149,24 +150,25 @@ def check_sampling_options(n: int, temperature: float) -> None:
 
 
 def score_rows(model, tokenizer, rows: Sequence[dict], *, n: int = 1, temperature: float = 0.0, reward: str = DEFAULT_REWARD,
-               **gen_kwargs) -> tuple[dict, list[dict]]:
+               task=None, **gen_kwargs) -> tuple[dict, list[dict]]:
     """Accuracy summary (under ``reward``, see ``accuracy_reward``) and one record per (row, sample):
-    id, prompt, sample, completion, reward, the step checker's verdict, and whether the answer
-    copies a number of the question."""
+    id, prompt, sample, completion, reward, the step verdict of ``task``'s checker (a Task or a
+    name; None: the default task), and whether the answer copies a number of the question."""
     check_sampling_options(n, temperature)
+    task = get_task(task)
     completions = generate_completions(model, tokenizer, [r["prompt"] for r in rows], temperature=temperature, num_samples=n, **gen_kwargs)
     records, alphas = [], []
     for row, samples in zip(rows, completions):
-        rewards = reward_scores(accuracy_reward(reward), [row["prompt"]] * n, samples, [row["answer"]] * n)
+        rewards = reward_scores(accuracy_reward(reward), [row["prompt"]] * n, samples, [row["answer"]] * n, task)
         alphas.append(sum(rewards) / n)
         records += [
             {"id": row.get("id"), "prompt": row["prompt"], "sample": s, "answer": row["answer"], "reward": r,
-             "completion": c, "verdict": check_steps(row["prompt"], c).verdict,
-             "answer_stated": answer_is_stated(row["prompt"], c), "behaviours": count_behaviours(c)}
+             "completion": c, "verdict": task.check_steps(row["prompt"], c).verdict,
+             "answer_stated": answer_is_stated(row["prompt"], c), "behaviours": task.count_behaviours(c)}
             for s, (c, r) in enumerate(zip(samples, rewards))
         ]
     summary = {**summarise_alphas(alphas, n, temperature), "reward": reward, **verification_summary(records, n),
-               **guess_baseline(list(rows))}
+               **task.guess_baseline(list(rows))}
     return {**summary, **behaviour_summary(records, n)}, records
 
 
@@ -212,7 +214,7 @@ def behaviour_summary(records: Sequence[dict], n: int) -> dict:
     if not records:
         return {}
     has = [any(r["behaviours"].values()) for r in records]
-    out = {f"behaviours/{k}": fmean(r["behaviours"][k] for r in records) for k in BEHAVIOURS}
+    out = {f"behaviours/{k}": fmean(r["behaviours"][k] for r in records) for k in records[0]["behaviours"]}
     out["behaviours/frac"] = fmean(has)
     with_, without = [r["reward"] for r, h in zip(records, has) if h], [r["reward"] for r, h in zip(records, has) if not h]
     out["accuracy_with_behaviours"] = fmean(with_) if with_ else None
@@ -276,11 +278,11 @@ def evaluate_checkpoint(
         summary, split_records = score_rows(model, tokenizer, rows, n=n, temperature=temperature, **gen_kwargs)
         results[split] = summary
         records += [{"split": split, **r} for r in split_records]
-    eval_path = run_dir / "eval.json"
+    eval_path = Run(run_dir).eval_json
     existing = read_json(eval_path) if eval_path.exists() else {}
     existing.setdefault("checkpoints", {}).setdefault(checkpoint, {}).update(results)
     write_json(eval_path, existing)
-    records_path = run_dir / "eval" / (checkpoint.replace("/", "_") + ".jsonl")
+    records_path = Run(run_dir).eval_records(checkpoint)
     kept = [r for r in (read_jsonl(records_path) if records_path.exists() else []) if r.get("split") not in results]
     write_jsonl(records_path, kept + records)
     return results

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 import shutil
 import sys
 import time
@@ -28,8 +27,9 @@ from coinfluence import distributed as dist_
 from coinfluence.device import model_device
 from coinfluence.errors import UserError
 from coinfluence.models.format import decode_completion, encode_prompt
+from coinfluence.run import STEP_DIR, Run
 from coinfluence.tasks.answer import extract_answer
-from coinfluence.tasks.igsm.check import check_steps
+from coinfluence.tasks.registry import get_task
 from coinfluence.tasks.rewards import DEFAULT_REWARD, REWARD_HELP, accuracy_reward, reward_fn, reward_scores
 from coinfluence.training import checkpoint as ckpt_io
 from coinfluence.training.evaluate import greedy_scores, stop_token_ids
@@ -37,11 +37,9 @@ from coinfluence.training.metrics import drop_metrics_after, log_metrics
 from coinfluence.training.objectives import (
     LOSS_TYPES, SCALE_REWARDS, STD_CONVENTIONS, batch_to, grpo_advantages, grpo_loss, rollout_batch, sequence_logprobs,
 )
-from coinfluence.training.rollout import sample
-from coinfluence.training.sft import update_run_config
+from coinfluence.training.rollout import chunks_by_length, sample
 
 STAGE = "grpo"
-_STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def _opt(default, help: str):
@@ -108,11 +106,12 @@ def query_order(n_rows: int, seed: int, step: int, per_step: int) -> list[int]:
 
 
 def score(completions: Sequence[str], answers: Sequence, format_weight: float, prompts: Sequence[str] | None = None,
-          kind: str = DEFAULT_REWARD) -> tuple[torch.Tensor, torch.Tensor]:
+          kind: str = DEFAULT_REWARD, task=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(correctness: the reward ``kind`` of ``coinfluence.tasks.rewards``, total reward = correctness
-    + format bonus). ``prompts`` are needed by rewards that read the question (``steps``)."""
+    + format bonus). ``prompts`` are needed by rewards that read the question (``steps``, graded by
+    ``task``'s checker)."""
     prompts = prompts if prompts is not None else [None] * len(completions)
-    correct = torch.tensor(reward_scores(kind, prompts, completions, answers), dtype=torch.float64)
+    correct = torch.tensor(reward_scores(kind, prompts, completions, answers, task), dtype=torch.float64)
     if not format_weight:
         return correct, correct
     formatted = torch.tensor([extract_answer(c) is not None for c in completions], dtype=torch.float64)
@@ -127,10 +126,29 @@ def make_optimizer(model, cfg: GRPOConfig):
 
 
 def step_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """``(step, dir)`` of the resumable checkpoints in RUN/grpo (those with a trainer state), in step order."""
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / ckpt_io.TRAINER_STATE).exists()]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and (p / ckpt_io.TRAINER_STATE).exists()]
     return sorted(found)
+
+
+@dataclass
+class _Loop:
+    """What every GRPO step of one run reads: the knobs, the model and its optimizer, the encoded
+    training queries, and this rank's share ``[first, stop)`` of each step's queries."""
+    cfg: GRPOConfig
+    model: object
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    ref_model: object
+    train_rows: Sequence[dict]
+    prompts: list
+    stops: list
+    first: int
+    stop: int
+    task: object  # the Task whose checker verifies steps
 
 
 def train_grpo(
@@ -145,18 +163,56 @@ def train_grpo(
     stop_after: int | None = None,
     progress: bool = True,
     sink=None,  # metrics.metric_sink: each logged row also goes there (TensorBoard)
+    task=None,  # the Task (or its name) whose checker verifies steps; None: the default task
 ) -> dict:
     """Train ``model`` in place; write RUN/grpo/step-XXXXXX/, RUN/grpo/final/, RUN/metrics.jsonl."""
     validate_config(cfg)
+    task = get_task(task)
     if not train_rows:
         raise UserError("no RL training rows")
     out_dir = Path(out_dir)
-    root = out_dir / "grpo"
+    run = Run(out_dir)
+    root = run.grpo
+    loop, step = _start(cfg, model, tokenizer, train_rows, out_dir, root, resume, task)
+    evals = {name: list(rows)[: cfg.eval_size] for name, rows in (val_rows or {}).items() if rows and dist_.is_main()}
+    if step == 0 and evals and cfg.eval_steps:  # the start of the accuracy curves: the model RL begins from
+        log_metrics(out_dir, STAGE, 0, sink=sink, **_validation(loop, evals))
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", file=sys.stderr, disable=not progress or not dist_.is_main(), dynamic_ncols=True)
+    while step < cfg.max_steps:
+        started = time.perf_counter()
+        row = _grpo_step(loop, step)
+        loop.scheduler.step()
+        step += 1
+        bar.update(1)
+        evaluate_now = evals and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == cfg.max_steps)
+        if evaluate_now:
+            row.update(_validation(loop, evals))
+        row["step_time"] = time.perf_counter() - started
+        if dist_.is_main() and (step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps):
+            log_metrics(out_dir, STAGE, step, sink=sink, **row)
+        bar.set_postfix(reward=f"{row['reward']:.2f}", len=f"{row['completions/mean_length']:.0f}")
+        if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
+            _save(loop, step, run.grpo_step(step))
+            _prune_step_checkpoints(root, cfg.save_total_limit)
+        if stop_after is not None and step >= stop_after and step < cfg.max_steps:
+            bar.close()
+            dist_.barrier()  # rank 0's files are complete before any rank goes on
+            return {"step": step, "stopped": True}
+    bar.close()
+    model.eval()
+    _save(loop, step, run.grpo_final)  # with the optimizer state: the analysis of the final model needs its next step
+    dist_.barrier()
+    return {"step": step, "stopped": False, "final_dir": str(run.grpo_final)}
+
+
+def _start(cfg: GRPOConfig, model, tokenizer, train_rows, out_dir: Path, root: Path, resume: bool, task) -> tuple[_Loop, int]:
+    """Refuse to mix with another run's checkpoints, record the config, build the optimizer and
+    the reference model, and resume the latest checkpoint when asked: the loop and its first step."""
     found = step_checkpoints(root)
     if found and not resume:
         raise UserError(f"{root} already holds GRPO checkpoints; pass resume to continue or choose another output dir")
     if dist_.is_main():
-        update_run_config(out_dir, STAGE, asdict(cfg))  # the reward and every knob, beside the SFT stage's
+        Run(out_dir).record(STAGE, asdict(cfg))  # the reward and every knob, beside the SFT stage's
     # The reference is the model as handed in (the SFT checkpoint), before any resumed weights.
     ref_model = copy.deepcopy(model).eval() if cfg.beta else None
     if ref_model is not None:
@@ -173,108 +229,107 @@ def train_grpo(
     # (a run that never reached a checkpoint redoes its step-0 evaluation too).
     if dist_.is_main():
         drop_metrics_after(out_dir, STAGE, step if step else -1)
+    first, stop = dist_.shard_bounds(cfg.prompts_per_step)  # this rank's queries of each step
+    loop = _Loop(cfg, model, tokenizer, optimizer, scheduler, ref_model, train_rows,
+                 [encode_prompt(tokenizer, r["prompt"]) for r in train_rows], stop_token_ids(model, tokenizer), first, stop, task)
+    return loop, step
 
-    prompts = [encode_prompt(tokenizer, r["prompt"]) for r in train_rows]
-    answers = [r["answer"] for r in train_rows]
-    stops = stop_token_ids(model, tokenizer)
-    G, P = cfg.num_generations, cfg.prompts_per_step
-    evals = {name: list(rows)[: cfg.eval_size] for name, rows in (val_rows or {}).items() if rows and dist_.is_main()}
-    first, stop = dist_.shard_bounds(P)  # this rank's queries of each step
 
-    def save(path: Path) -> None:
-        if not dist_.is_main():
-            return
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "config": asdict(cfg),
-                 "param_names": ckpt_io.optimizer_param_names(model, optimizer)}
-        ckpt_io.save_model_dir(path, model, tokenizer, {"grpo_config.json": asdict(cfg)}, state)
+def _save(loop: _Loop, step: int, path: Path) -> None:
+    """The model, tokenizer and the optimizer state the run resumes from (rank 0 writes)."""
+    if not dist_.is_main():
+        return
+    cfg = asdict(loop.cfg)
+    state = {"optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(), "step": step, "config": cfg,
+             "param_names": ckpt_io.optimizer_param_names(loop.model, loop.optimizer)}
+    ckpt_io.save_model_dir(path, loop.model, loop.tokenizer, {"grpo_config.json": cfg}, state)
 
-    def validation() -> dict:
-        out = {}
-        for name, rows in evals.items():
-            scores = greedy_scores(model, tokenizer, rows, max_new_tokens=cfg.max_completion_length, reward=cfg.reward)
-            out[f"{name}_accuracy"], out[f"{name}_step_accuracy"] = scores["accuracy"], scores["step_accuracy"]
-        return out
 
-    if step == 0 and evals and cfg.eval_steps:  # the start of the accuracy curves: the model RL begins from
-        log_metrics(out_dir, STAGE, 0, sink=sink, **validation())
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", file=sys.stderr, disable=not progress or not dist_.is_main(), dynamic_ncols=True)
-    while step < cfg.max_steps:
-        started = time.perf_counter()
-        rows = query_order(len(train_rows), cfg.seed, step, P)[first:stop]
-        batch_prompts = [prompts[i] for i in rows for _ in range(G)]
-        model.eval()
-        # Rollouts depend only on (seed, step), so a resumed run samples what it would have
-        # (hash of an int tuple is not salted, so this is the same on every run).
-        gen = torch.Generator().manual_seed(hash((cfg.seed, step)) % (2**63))
-        ro = sample(
-            model, batch_prompts, max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
-            top_p=cfg.top_p, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-            stop_token_ids=stops, generator=gen, rows_of=(first * G, P * G),
-        )
-        generated = time.perf_counter()
-        completions = ro.completions()
-        texts = [decode_completion(tokenizer, c) for c in completions]
-        group_prompts = [train_rows[i]["prompt"] for i in rows for _ in range(G)]
-        correct, rewards = score(texts, [answers[i] for i in rows for _ in range(G)], cfg.format_reward, group_prompts, cfg.reward)
-        verified = [check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
-        right_answer = reward_scores(accuracy_reward(cfg.reward), group_prompts, texts, [answers[i] for i in rows for _ in range(G)])
-        # Every rank sees every rollout's numbers: advantages and metrics are the whole batch's.
-        columns = (correct, rewards, torch.tensor(verified), torch.tensor(right_answer), ro.lengths, ro.finished, ro.entropies.sum(1))
-        table = torch.stack([c.double().cpu() for c in columns], dim=1)
-        correct, rewards, verified, right_answer, lengths, finished, entropy = dist_.gather_rows(
-            table, [n * G for n in dist_.split_sizes(P)]).unbind(1)
-        advantages = grpo_advantages(rewards, G, cfg.scale_rewards, cfg.std)
-        update_started = time.perf_counter()
-        stats = _optimise(cfg, model, optimizer, batch_prompts, completions, advantages[first * G : stop * G],
-                          tokenizer.pad_token_id, ref_model, batch_rollouts=P * G, batch_tokens=float(lengths.sum()))
-        # The policy's entropy at each sampled token (temperature applied), as the sampler saw it.
-        stats["entropy"] = float(entropy.sum() / lengths.sum().clamp(min=1))
-        updated = time.perf_counter()
-        grad_norm = stats.pop("grad_norm")
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        step += 1
-        bar.update(1)
+def _prune_step_checkpoints(root: Path, keep: int) -> None:
+    """Keep only the newest ``keep`` step checkpoints (0 keeps all)."""
+    if keep and dist_.is_main():
+        for _, old in step_checkpoints(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
 
-        per_query = correct.view(P, G)
-        row = {
-            "reward": float(rewards.mean()),
-            "reward_std": float(rewards.view(P, G).std(dim=1, unbiased=False).mean()),
-            "frac_reward_zero_std": float((rewards.view(P, G).std(dim=1) == 0).double().mean()),
-            "accuracy": float(right_answer.mean()),
-            "step_accuracy": float(verified.mean()),
-            "alpha_hist": [int(v) for v in torch.bincount(per_query.sum(1).long(), minlength=G + 1)],
-            "completions/mean_length": float(lengths.mean()),
-            "completions/clipped_ratio": float(1 - finished.mean()),
-            "learning_rate": lr,
-            "grad_norm": grad_norm,
-            **stats,
-            # Where a step's time goes: sampling the rollouts, and the policy update (all
-            # num_iterations passes); the rest is scoring, logging and validation.
-            "time/generate": generated - started,
-            "time/update": updated - update_started,
-        }
-        evaluate_now = evals and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == cfg.max_steps)
-        if evaluate_now:
-            row.update(validation())
-        row["step_time"] = time.perf_counter() - started
-        if dist_.is_main() and (step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps):
-            log_metrics(out_dir, STAGE, step, sink=sink, **row)
-        bar.set_postfix(reward=f"{row['reward']:.2f}", len=f"{row['completions/mean_length']:.0f}")
-        if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
-            save(root / f"step-{step:06d}")
-            if cfg.save_total_limit and dist_.is_main():
-                for _, old in step_checkpoints(root)[: -cfg.save_total_limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        if stop_after is not None and step >= stop_after and step < cfg.max_steps:
-            bar.close()
-            dist_.barrier()  # rank 0's files are complete before any rank goes on
-            return {"step": step, "stopped": True}
-    bar.close()
-    model.eval()
-    save(root / "final")  # with the optimizer state: the analysis of the final model needs its next step
-    dist_.barrier()
-    return {"step": step, "stopped": False, "final_dir": str(root / "final")}
+
+def _validation(loop: _Loop, evals: dict) -> dict:
+    """Greedy answer and step accuracy on each validation split."""
+    out = {}
+    for name, rows in evals.items():
+        scores = greedy_scores(loop.model, loop.tokenizer, rows, max_new_tokens=loop.cfg.max_completion_length, reward=loop.cfg.reward, task=loop.task)
+        out[f"{name}_accuracy"], out[f"{name}_step_accuracy"] = scores["accuracy"], scores["step_accuracy"]
+    return out
+
+
+def _grpo_step(loop: _Loop, step: int) -> dict:
+    """Sample this step's groups, score them, take the update; the step's metrics row."""
+    cfg, G, P = loop.cfg, loop.cfg.num_generations, loop.cfg.prompts_per_step
+    started = time.perf_counter()
+    rows = query_order(len(loop.train_rows), cfg.seed, step, P)[loop.first : loop.stop]
+    batch_prompts = [loop.prompts[i] for i in rows for _ in range(G)]
+    loop.model.eval()
+    # Rollouts depend only on (seed, step), so a resumed run samples what it would have
+    # (hash of an int tuple is not salted, so this is the same on every run).
+    gen = torch.Generator().manual_seed(hash((cfg.seed, step)) % (2**63))
+    ro = sample(
+        loop.model, batch_prompts, max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
+        top_p=cfg.top_p, eos_token_id=loop.tokenizer.eos_token_id, pad_token_id=loop.tokenizer.pad_token_id,
+        stop_token_ids=loop.stops, generator=gen, rows_of=(loop.first * G, P * G),
+    )
+    generated = time.perf_counter()
+    completions = ro.completions()
+    batch = _scored_batch(loop, rows, completions, ro)
+    advantages = grpo_advantages(batch["rewards"], G, cfg.scale_rewards, cfg.std)
+    update_started = time.perf_counter()
+    stats = _optimise(cfg, loop.model, loop.optimizer, batch_prompts, completions, advantages[loop.first * G : loop.stop * G],
+                      loop.tokenizer.pad_token_id, loop.ref_model, batch_rollouts=P * G, batch_tokens=float(batch["lengths"].sum()))
+    # The policy's entropy at each sampled token (temperature applied), as the sampler saw it.
+    stats["entropy"] = float(batch["entropy"].sum() / batch["lengths"].sum().clamp(min=1))
+    updated = time.perf_counter()
+    # Where a step's time goes: sampling the rollouts, and the policy update (all
+    # num_iterations passes); the rest is scoring, logging and validation.
+    timings = {"time/generate": generated - started, "time/update": updated - update_started}
+    return _step_row(batch, stats, loop.scheduler.get_last_lr()[0], G, P) | timings
+
+
+_BATCH_COLUMNS = ("correct", "rewards", "verified", "right_answer", "lengths", "finished", "entropy")
+
+
+def _scored_batch(loop: _Loop, rows: list[int], completions, ro) -> dict[str, torch.Tensor]:
+    """Each rollout's correctness, reward, step check, answer check, length, finish and summed
+    entropy, for the whole batch: every rank sees every rollout's numbers, so advantages and
+    metrics are the whole batch's."""
+    cfg, G = loop.cfg, loop.cfg.num_generations
+    texts = [decode_completion(loop.tokenizer, c) for c in completions]
+    group_prompts = [loop.train_rows[i]["prompt"] for i in rows for _ in range(G)]
+    group_answers = [loop.train_rows[i]["answer"] for i in rows for _ in range(G)]
+    correct, rewards = score(texts, group_answers, cfg.format_reward, group_prompts, cfg.reward, loop.task)
+    verified = [loop.task.check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
+    right_answer = reward_scores(accuracy_reward(cfg.reward), group_prompts, texts, group_answers)
+    columns = (correct, rewards, torch.tensor(verified), torch.tensor(right_answer), ro.lengths, ro.finished, ro.entropies.sum(1))
+    table = torch.stack([c.double().cpu() for c in columns], dim=1)
+    gathered = dist_.gather_rows(table, [n * G for n in dist_.split_sizes(cfg.prompts_per_step)]).unbind(1)
+    return dict(zip(_BATCH_COLUMNS, gathered))
+
+
+def _step_row(batch: dict[str, torch.Tensor], stats: dict, lr: float, G: int, P: int) -> dict:
+    """The metrics row of one step (TRL's names where TRL has one)."""
+    rewards, lengths = batch["rewards"], batch["lengths"]
+    per_query = batch["correct"].view(P, G)
+    grad_norm = stats.pop("grad_norm")
+    return {
+        "reward": float(rewards.mean()),
+        "reward_std": float(rewards.view(P, G).std(dim=1, unbiased=False).mean()),
+        "frac_reward_zero_std": float((rewards.view(P, G).std(dim=1) == 0).double().mean()),
+        "accuracy": float(batch["right_answer"].mean()),
+        "step_accuracy": float(batch["verified"].mean()),
+        "alpha_hist": [int(v) for v in torch.bincount(per_query.sum(1).long(), minlength=G + 1)],
+        "completions/mean_length": float(lengths.mean()),
+        "completions/clipped_ratio": float(1 - batch["finished"].mean()),
+        "learning_rate": lr,
+        "grad_norm": grad_norm,
+        **stats,
+    }
 
 
 def _optimise(cfg: GRPOConfig, model, optimizer, prompts, completions, advantages, pad_id: int, ref_model,
@@ -290,8 +345,8 @@ def _optimise(cfg: GRPOConfig, model, optimizer, prompts, completions, advantage
     B = batch_rollouts or len(prompts)
     total_tokens = (batch_tokens if batch_rollouts else float(sum(len(c) for c in completions))) or 1.0
     active = [i for i in range(len(prompts)) if ref_model is not None or float(advantages[i]) != 0.0]
-    order = sorted(active, key=lambda i: len(prompts[i]) + len(completions[i]))
-    chunks = [order[s : s + cfg.micro_batch_size] for s in range(0, len(order), cfg.micro_batch_size)]
+    chunks = [[active[j] for j in c]
+              for c in chunks_by_length([len(prompts[i]) + len(completions[i]) for i in active], cfg.micro_batch_size)]
     device = model_device(model)
     batches = [batch_to(rollout_batch([prompts[i] for i in c], [completions[i] for i in c], pad_id), device) for c in chunks]
     chunk_adv = [advantages[torch.tensor(c)].to(device) for c in chunks]

@@ -10,9 +10,8 @@ from typing import Callable, Iterator, Optional
 
 from coinfluence.errors import UserError
 from coinfluence.io import append_jsonl, drop_torn_tail, read_jsonl, write_jsonl
+from coinfluence.run import Run
 
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
 REPORT_TO = ("none", "tensorboard")
 
 # A sink receives every row log_metrics writes (stage, step, the metrics, time).
@@ -21,7 +20,7 @@ Sink = Callable[[dict], None]
 
 def log_metrics(run_dir: str | Path, stage: str, step: int, *, sink: Optional[Sink] = None, **values) -> dict:
     row = {"stage": stage, "step": int(step), **values, "time": round(time.time(), 3)}
-    append_jsonl(Path(run_dir) / METRICS_FILE, row)
+    append_jsonl(Run(run_dir).metrics, row)
     if sink is not None:
         sink(row)
     return row
@@ -65,7 +64,7 @@ def metric_sink(run_dir: str | Path, report_to: str = "none") -> Iterator[Option
     def write(row: dict) -> None:
         stage = row["stage"]
         if stage not in writers:
-            writers[stage] = SummaryWriter(log_dir=str(Path(run_dir) / TENSORBOARD_DIR / stage), purge_step=row["step"])
+            writers[stage] = SummaryWriter(log_dir=str(Run(run_dir).tensorboard / stage), purge_step=row["step"])
         for tag, value in scalars(row).items():
             writers[stage].add_scalar(tag, value, global_step=row["step"], walltime=row.get("time"))
         writers[stage].flush()
@@ -80,7 +79,7 @@ def metric_sink(run_dir: str | Path, report_to: str = "none") -> Iterator[Option
 def drop_metrics_after(run_dir: str | Path, stage: str, step: int) -> None:
     """Forget ``stage`` rows logged after ``step`` (a killed run resumed from an earlier checkpoint
     re-logs those steps; without this the log would hold them twice), and a line a kill cut short."""
-    path = Path(run_dir) / METRICS_FILE
+    path = Run(run_dir).metrics
     if not path.exists():
         return
     drop_torn_tail(path)

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from coinfluence import distributed as dist_
 from coinfluence.device import model_device
 from coinfluence.errors import UserError
-from coinfluence.io import read_json, write_json
 from coinfluence.models.format import encode_example
+from coinfluence.run import Run, sft_checkpoint_name
 from coinfluence.training import checkpoint as ckpt_io
 from coinfluence.training.evaluate import greedy_scores
 from coinfluence.training.metrics import drop_metrics_after, log_metrics
@@ -32,7 +32,6 @@ from coinfluence.training.objectives import batch_to
 
 IGNORE_INDEX = -100
 STAGE = "sft"
-CHECKPOINT_DIR = "sft-checkpoints"  # resumable checkpoints; OUT/sft/ is the clean final model
 
 
 def _opt(default, help: str):
@@ -234,14 +233,6 @@ def auto_max_new_tokens(tokenizer, rows: Sequence[dict]) -> int:
     return longest + 32
 
 
-def update_run_config(out_dir: Path, key: str, value) -> None:
-    """Merge ``{key: value}`` into OUT/config.json (other stages keep their own keys)."""
-    path = out_dir / "config.json"
-    config = read_json(path) if path.exists() else {}
-    config[key] = value
-    write_json(path, config)
-
-
 def _check_resumable(state: dict, cfg: SFTConfig, ckpt: Path) -> None:
     saved = state.get("config", {})
     differing = [name for name in TRAJECTORY_FIELDS if name in saved and saved[name] != getattr(cfg, name)]
@@ -275,6 +266,21 @@ def optimizer_step(model, optimizer, scheduler, tokenizer, examples, micro: list
     return step_loss, grad_norm, lr, real_tokens
 
 
+@dataclass
+class _SFTRun:
+    """One SFT run's model, optimizer and where it is: optimizer ``step``, micro-batch
+    ``position`` in the data stream and training tokens seen (what a checkpoint saves)."""
+    cfg: SFTConfig
+    model: object
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    out_dir: Path
+    step: int = 0
+    position: int = 0
+    num_tokens: int = 0
+
+
 def train_sft(
     cfg: SFTConfig,
     model,
@@ -287,6 +293,7 @@ def train_sft(
     stop_after: int | None = None,
     progress: bool = True,
     sink=None,  # metrics.metric_sink: each logged row also goes there (TensorBoard)
+    task=None,  # the Task (or its name) whose checker verifies validation steps; None: the default task
 ) -> dict:
     """Train ``model`` in place; write OUT/sft/ (final), OUT/sft-checkpoints/, OUT/metrics.jsonl.
 
@@ -298,10 +305,49 @@ def train_sft(
     validate_config(cfg)
     if not train_rows:
         raise UserError("no training rows")
-    out_dir = Path(out_dir)
-    ckpt_root = out_dir / CHECKPOINT_DIR
     examples = encode_rows(tokenizer, train_rows, cfg.max_length)
     lengths = [len(ids) for ids, _ in examples]
+    run = _start(cfg, model, tokenizer, lengths, Path(out_dir), resume)
+    cfg = run.cfg
+    max_new_tokens = cfg.max_new_tokens or auto_max_new_tokens(tokenizer, train_rows)
+    eval_rows = list(val_rows)[: cfg.eval_size] if dist_.is_main() else []
+    stream = micro_batches_from(lengths, cfg, run.position)
+    device = model_device(model)
+    bar = tqdm(total=cfg.max_steps, initial=run.step, desc="sft", file=sys.stderr, disable=not progress or not dist_.is_main(), dynamic_ncols=True)
+    window = _LogWindow()
+    last_val = None
+    model.train()
+    while run.step < cfg.max_steps:
+        started = time.perf_counter()
+        micro = [next(stream) for _ in range(cfg.gradient_accumulation_steps)]
+        step_loss, grad_norm, lr, real_tokens = optimizer_step(model, run.optimizer, run.scheduler, tokenizer, examples, micro, cfg, device)
+        run.step, run.position, run.num_tokens = run.step + 1, run.position + len(micro), run.num_tokens + real_tokens
+        window.add(step_loss, real_tokens, time.perf_counter() - started)
+        bar.update(1)
+        step = run.step
+        evaluate_now = bool(eval_rows) and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == cfg.max_steps)
+        if evaluate_now:
+            last_val = greedy_scores(model, tokenizer, eval_rows, max_new_tokens=max_new_tokens, task=task)
+            model.train()
+        if dist_.is_main() and (step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps):
+            row = window.row(micro[-1][0], lr, grad_norm, run.num_tokens, last_val if evaluate_now else None)
+            log_metrics(run.out_dir, STAGE, step, sink=sink, **row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_second']:.0f}", **({"val": f"{last_val['accuracy']:.2f}"} if evaluate_now else {}))
+            window = _LogWindow()
+        if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
+            _save_resumable(run)
+        if stop_after is not None and step >= stop_after and step < cfg.max_steps:
+            bar.close()
+            dist_.barrier()  # rank 0's files are complete before any rank goes on
+            return {"step": step, "stopped": True, "num_tokens": run.num_tokens}
+    bar.close()
+    return {**_save_final(run), "val_accuracy": last_val["accuracy"] if last_val else None}
+
+
+def _start(cfg: SFTConfig, model, tokenizer, lengths: list[int], out_dir: Path, resume: bool) -> _SFTRun:
+    """Fix the run's length in steps, refuse to mix with another run's checkpoints, record the
+    config, build the optimizer, and resume the latest checkpoint (or seed a fresh run)."""
+    ckpt_root = Run(out_dir).sft_checkpoints
     if cfg.max_steps:
         cfg = replace(cfg, num_train_epochs=0.0)  # a step count given outright: record no epochs beside it
     else:
@@ -312,85 +358,65 @@ def train_sft(
         _check_resumable(state, cfg, latest)
     elif not resume and ckpt_io.list_checkpoints(ckpt_root):
         raise UserError(f"{out_dir} already holds SFT checkpoints; pass resume to continue or choose another output dir")
-    max_new_tokens = cfg.max_new_tokens or auto_max_new_tokens(tokenizer, train_rows)
-    eval_rows = list(val_rows)[: cfg.eval_size] if dist_.is_main() else []
     if dist_.is_main():
-        update_run_config(out_dir, "sft", asdict(cfg))
-
-    optimizer, scheduler = make_optimizer(model, cfg)
-    step, position, num_tokens = 0, 0, 0
+        Run(out_dir).record(STAGE, asdict(cfg))
+    run = _SFTRun(cfg, model, tokenizer, *make_optimizer(model, cfg), out_dir)
     if state:
         ckpt_io.load_weights_into(model, latest)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
         ckpt_io.restore_rng_states(state["rng"])
-        step, position, num_tokens = state["step"], state["position"], state["num_tokens"]
+        run.step, run.position, run.num_tokens = state["step"], state["position"], state["num_tokens"]
     else:
         torch.manual_seed(cfg.seed)
     if resume and dist_.is_main():  # rows a killed run logged after its last checkpoint (all before the first) are redone
-        drop_metrics_after(out_dir, STAGE, step)
+        drop_metrics_after(out_dir, STAGE, run.step)
+    return run
 
-    def save_resumable() -> None:
-        if not dist_.is_main():
-            return
-        trainer_state = {
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": ckpt_io.rng_states(),
-            "step": step, "position": position, "num_tokens": num_tokens, "config": asdict(cfg),
-            "param_names": ckpt_io.optimizer_param_names(model, optimizer),
-        }
-        ckpt_io.save_model_dir(ckpt_root / ckpt_io.checkpoint_name(step), model, tokenizer, {"sft_config.json": asdict(cfg)}, trainer_state)
-        ckpt_io.prune_checkpoints(ckpt_root, cfg.save_total_limit)
 
-    stream = micro_batches_from(lengths, cfg, position)
-    device = model_device(model)
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="sft", file=sys.stderr, disable=not progress or not dist_.is_main(), dynamic_ncols=True)
-    window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
-    last_val = None
-    model.train()
-    while step < cfg.max_steps:
-        started = time.perf_counter()
-        micro = [next(stream) for _ in range(cfg.gradient_accumulation_steps)]
-        step_loss, grad_norm, lr, real_tokens = optimizer_step(model, optimizer, scheduler, tokenizer, examples, micro, cfg, device)
-        step += 1
-        position += len(micro)
-        num_tokens += real_tokens
-        window["loss"] += step_loss
-        window["steps"] += 1
-        window["tokens"] += real_tokens
-        window["seconds"] += time.perf_counter() - started
-        bar.update(1)
+@dataclass
+class _LogWindow:
+    """Loss, steps, tokens and seconds since the last logged row."""
+    loss: float = 0.0
+    steps: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
 
-        evaluate_now = bool(eval_rows) and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == cfg.max_steps)
-        if evaluate_now:
-            last_val = greedy_scores(model, tokenizer, eval_rows, max_new_tokens=max_new_tokens)
-            model.train()
-        if dist_.is_main() and (step % cfg.logging_steps == 0 or evaluate_now or step == cfg.max_steps):
-            row = {
-                "epoch": round(micro[-1][0], 4),
-                "loss": window["loss"] / window["steps"],
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "tokens_per_second": window["tokens"] / max(window["seconds"], 1e-9),
-                "num_tokens": num_tokens,
-            }
-            if evaluate_now:
-                row["val_accuracy"] = last_val["accuracy"]
-                row["val_step_accuracy"] = last_val["step_accuracy"]
-            log_metrics(out_dir, STAGE, step, sink=sink, **row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_second']:.0f}", **({"val": f"{last_val['accuracy']:.2f}"} if evaluate_now else {}))
-            window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
-        if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
-            save_resumable()
-        if stop_after is not None and step >= stop_after and step < cfg.max_steps:
-            bar.close()
-            dist_.barrier()  # rank 0's files are complete before any rank goes on
-            return {"step": step, "stopped": True, "num_tokens": num_tokens}
-    bar.close()
-    model.eval()
+    def add(self, loss: float, tokens: int, seconds: float) -> None:
+        self.loss += loss
+        self.steps += 1
+        self.tokens += tokens
+        self.seconds += seconds
 
-    final_dir = out_dir / "sft"
+    def row(self, epoch: float, lr: float, grad_norm: float, num_tokens: int, val: dict | None) -> dict:
+        row = {"epoch": round(epoch, 4), "loss": self.loss / self.steps, "lr": lr, "grad_norm": grad_norm,
+               "tokens_per_second": self.tokens / max(self.seconds, 1e-9), "num_tokens": num_tokens}
+        if val is not None:
+            row["val_accuracy"] = val["accuracy"]
+            row["val_step_accuracy"] = val["step_accuracy"]
+        return row
+
+
+def _save_resumable(run: _SFTRun) -> None:
+    """A checkpoint in OUT/sft-checkpoints that resumes to the same weights (rank 0 writes)."""
+    if not dist_.is_main():
+        return
+    trainer_state = {
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "rng": ckpt_io.rng_states(),
+        "step": run.step, "position": run.position, "num_tokens": run.num_tokens, "config": asdict(run.cfg),
+        "param_names": ckpt_io.optimizer_param_names(run.model, run.optimizer),
+    }
+    ckpt_root = Run(run.out_dir).sft_checkpoints
+    ckpt_io.save_model_dir(ckpt_root / sft_checkpoint_name(run.step), run.model, run.tokenizer,
+                           {"sft_config.json": asdict(run.cfg)}, trainer_state)
+    ckpt_io.prune_checkpoints(ckpt_root, run.cfg.save_total_limit)
+
+
+def _save_final(run: _SFTRun) -> dict:
+    """OUT/sft, the clean final model (no optimizer state), and the run's summary."""
+    run.model.eval()
+    final_dir = Run(run.out_dir).sft
     if dist_.is_main():
-        ckpt_io.save_model_dir(final_dir, model, tokenizer, {"sft_config.json": asdict(cfg)})
+        ckpt_io.save_model_dir(final_dir, run.model, run.tokenizer, {"sft_config.json": asdict(run.cfg)})
     dist_.barrier()
-    return {"step": step, "stopped": False, "final_dir": str(final_dir), "num_tokens": num_tokens,
-            "val_accuracy": last_val["accuracy"] if last_val else None}
+    return {"step": run.step, "stopped": False, "final_dir": str(final_dir), "num_tokens": run.num_tokens}

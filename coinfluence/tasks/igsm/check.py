@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..answer import extract_answer
+from ..arithmetic import evaluate_numbers, tokenize
+from ..base import StepReport
 from . import templates as T
 
 NAME = r"(?:[A-Z][a-z]+ )*[A-Z][a-z]+"
 QUANT = rf"[Ee]ach {NAME}'s (?:total )?{NAME}"
 _QUANT_PARTS = re.compile(rf"[Ee]ach ({NAME})'s (total )?({NAME})")
 _CHAIN = re.compile(r"(?<![\w'])([A-Za-z]) = (.+?)\.?\s*$")
-_TOKEN = re.compile(r"\s*(\d+|[A-Za-z]|[-+*])")
 
 
 class ParseError(ValueError):
@@ -162,41 +163,6 @@ def _evaluate(problem: ParsedProblem) -> None:
     value(problem.target)
 
 
-# ----------------------------------------------------------------------------- arithmetic
-
-
-def tokenize(expr: str) -> list[str] | None:
-    expr = expr.strip()
-    tokens, pos = [], 0
-    while pos < len(expr):
-        m = _TOKEN.match(expr, pos)
-        if not m:
-            return None
-        tokens.append(m.group(1))
-        pos = m.end()
-    # terms and operators must alternate: term (op term)*
-    if not tokens or len(tokens) % 2 == 0:
-        return None
-    for i, t in enumerate(tokens):
-        if (i % 2 == 1) != (t in "+-*"):
-            return None
-    return tokens
-
-
-def evaluate_numbers(tokens: list[str]) -> int | None:
-    """Integer value of ``n (op n)*`` with ``*`` binding tighter; None if a term is not a number."""
-    if any(not t.isdigit() for t in tokens[::2]):
-        return None
-    terms, signs = [int(tokens[0])], [1]
-    for op, t in zip(tokens[1::2], tokens[2::2]):
-        if op == "*":
-            terms[-1] *= int(t)
-        else:
-            terms.append(int(t))
-            signs.append(1 if op == "+" else -1)
-    return sum(s * t for s, t in zip(signs, terms))
-
-
 # ----------------------------------------------------------------------------- step check
 
 VERDICTS = (
@@ -204,18 +170,6 @@ VERDICTS = (
     "undefined_variable", "wrong_inputs", "wrong_substitution", "wrong_arithmetic",
     "wrong_value", "missing_target", "no_answer", "wrong_final_answer",
 )
-
-
-@dataclass
-class StepReport:
-    verdict: str  # one of VERDICTS; "correct" when every step and the answer check out
-    n_steps: int  # solved steps read (lines with an equation)
-    first_error_step: int | None = None  # 1-based index among solved steps
-    detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.verdict == "correct"
 
 
 def _inputs_match(terms: list, ops: list[str], op: str, parents: tuple, const) -> bool:
