@@ -1,22 +1,18 @@
 """`coinfluence train` end to end on a nano model and a small data dir."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from toy_data import coinfluence, generated_data
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "coinfluence_cli.main", *args], capture_output=True, text=True)
+    return coinfluence(*args)
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("d") / "data"
-    r = run("data", "--out", str(out), "--sft-size", "40", "--rl-size", "20", "--eval-size", "4")
-    assert r.returncode == 0, r.stderr
-    return out
+    return generated_data(tmp_path_factory.mktemp("d"), sft_size=40, rl_size=20)
 
 
 SMALL = ["--preset", "nano", "--sft-steps", "6", "--grpo-steps", "2", "--prompts-per-step", "2", "--num-generations", "2",

@@ -4,15 +4,14 @@ non-finite options, torn logs, concurrent runs and kills (issue 14)."""
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
+from toy_data import coinfluence, generated_data
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "coinfluence_cli.main", "--threads", "1", *args],
-                          capture_output=True, text=True, cwd=cwd)
+    return coinfluence("--threads", "1", *args, cwd=cwd)
 
 
 def one_line_error(result) -> bool:
@@ -31,10 +30,7 @@ NANO = ["--preset", "nano", "--sft-steps", "4", "--save-steps", "2", "--grpo-ste
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("faults") / "data"
-    r = run("data", "--out", str(out), "--sft-size", "24", "--rl-size", "8", "--eval-size", "4")
-    assert r.returncode == 0, r.stderr
-    return out
+    return generated_data(tmp_path_factory.mktemp("faults"), sft_size=24, rl_size=8)
 
 
 @pytest.fixture(scope="module")

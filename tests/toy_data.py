@@ -4,6 +4,9 @@ must not depend on the real generator."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 PLACES = ["Zoo", "Park", "Farm", "School"]
 ANIMALS = ["Lion", "Bear", "Tiger", "Owl", "Fox"]
@@ -37,3 +40,17 @@ def toy_rows(n: int, seed: int = 0) -> list[dict]:
 
 def toy_texts(rows: list[dict]) -> list[str]:
     return [t for r in rows for t in (r["prompt"], r["completion"])]
+
+
+def coinfluence(*args, cwd=None) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it, in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "coinfluence_cli.main", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def generated_data(root: Path, sft_size: int, rl_size: int, eval_size: int = 4) -> Path:
+    """``coinfluence data`` of the given sizes into ROOT/data."""
+    out = root / "data"
+    r = coinfluence("--threads", "1", "data", "--out", str(out), "--sft-size", str(sft_size), "--rl-size", str(rl_size),
+                    "--eval-size", str(eval_size))
+    assert r.returncode == 0, r.stderr
+    return out
