@@ -45,6 +45,16 @@ def weights(model):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
+def test_grpo_eval_size_zero_skips_validation(tok, warm, tmp_path):
+    """``--eval-size 0`` with validation splits given: no validation, no crash at the last step."""
+    model = warm_model(tok, warm)
+    train_grpo(cfg(max_steps=2, eval_steps=1, eval_size=0, save_steps=0), model, tok, ROWS, {"val_id": ROWS[:4]}, tmp_path,
+               progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r.get("stage") == "grpo"] == [1, 2]
+    assert not any(key.startswith("val_id") for r in rows for key in r)
+
+
 def test_grpo_writes_metrics_and_checkpoints(tok, warm, tmp_path):
     model = warm_model(tok, warm)
     before = weights(model).clone()

@@ -174,7 +174,8 @@ def train_grpo(
     run = Run(out_dir)
     root = run.grpo
     loop, step = _start(cfg, model, tokenizer, train_rows, out_dir, root, resume, task)
-    evals = {name: list(rows)[: cfg.eval_size] for name, rows in (val_rows or {}).items() if rows and dist_.is_main()}
+    evals = {name: list(rows)[: cfg.eval_size] for name, rows in (val_rows or {}).items() if dist_.is_main()}
+    evals = {name: rows for name, rows in evals.items() if rows}  # --eval-size 0 or an empty split: nothing to validate
     if step == 0 and evals and cfg.eval_steps:  # the start of the accuracy curves: the model RL begins from
         log_metrics(out_dir, STAGE, 0, sink=sink, **_validation(loop, evals))
     bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", file=sys.stderr, disable=not progress or not dist_.is_main(), dynamic_ncols=True)
