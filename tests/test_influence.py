@@ -15,7 +15,7 @@ import torch
 
 from coinfluence.errors import UserError
 from coinfluence.influence import features as feat
-from coinfluence.influence.analyze import AnalyzeOptions, run_analysis, sample_groups
+from coinfluence.influence.analyze import AnalyzeOptions, informative_share, run_analysis, sample_groups
 from coinfluence.influence.kernel import K_plus_minus, co_influence, co_influence_kernel
 from coinfluence.influence.step import advantages, delta_J, delta_J_aggregated, weight
 from coinfluence.influence.validate import pearson, spearman, validate_first_order
@@ -437,6 +437,18 @@ def test_cli_writes_the_documented_files(checkpoint):
     again = checkpoint / "again"
     assert runner.invoke(app, args[:-3] + ["--out", str(again), "--quiet"]).exit_code == 0
     pd.testing.assert_frame_equal(pd.read_parquet(again / "queries.parquet"), q)
+
+
+def test_uninformative_targets_are_warned_about(checkpoint, tmp_path, monkeypatch, capsys):
+    """All target groups all-wrong: u = 0 and every ΔJ is 0, which the user is told."""
+    (tmp_path / "zero_reward.py").write_text("def never(completion, answer, prompt):\n    return 0.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = dict(ckpt=str(checkpoint / "model"), train=str(checkpoint / "train.jsonl"), targets=str(checkpoint / "targets.jsonl"),
+                queries=2, targets_n=2, num_generations=2, max_completion_length=4, kernel=False)
+    s = run_analysis(AnalyzeOptions(**base, reward="zero_reward:never", out=str(tmp_path / "zero")), progress=False)
+    assert s["frac_target_informative"] == 0 and s["mean_delta_J"] == 0
+    assert "target direction u is 0" in capsys.readouterr().err
+    assert informative_share(torch.tensor([1.0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1]), 4) == pytest.approx(1 / 3)
 
 
 def test_feature_engines_give_the_same_kernel(checkpoint, tmp_path):

@@ -406,6 +406,9 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
     tr = sample_groups(model, tok, train_rows, G, knobs, opts.seed, "train", progress)
     tg = sample_groups(model, tok, target_rows, G, knobs, opts.seed, "targets", progress)
     timings["sampling_s"] = time.perf_counter() - t
+    if dist_.is_main() and informative_share(tg["rewards"], G) == 0:
+        print(f"warning: every target group of {ckpt} is all right or all wrong, so the target direction u is 0 and "
+              "every ΔJ is 0; use more targets (--targets-n) or a higher --temperature", file=sys.stderr)
 
     t = time.perf_counter()
     agg = delta_J_aggregated(model, params, tr["prompts"], tr["completions"], tr["rewards"], tg["prompts"], tg["completions"],
@@ -528,6 +531,12 @@ def write_tables(out: Path, tr: dict, tg: dict, train_rows, target_rows, agg: di
     delta_J_by_alpha(out, out / "figures" / "delta_J_by_alpha.png")
 
 
+def informative_share(rewards: torch.Tensor, G: int) -> float:
+    """Share of groups whose rewards differ (0 < α < 1): only these carry a GRPO gradient."""
+    groups = rewards.reshape(-1, G)
+    return float((groups.amax(1) > groups.amin(1)).double().mean())
+
+
 def summary_numbers(tr: dict, tg: dict, agg: dict, G: int, target_objective: str, adam: dict | None) -> dict:
     """The headline numbers of summary.json: α histogram and means, target accuracy, mean
     co-influence and ΔJ, and what the target objective and the update were."""
@@ -535,6 +544,7 @@ def summary_numbers(tr: dict, tg: dict, agg: dict, G: int, target_objective: str
     informative = (a > 0) & (a < 1)
     return {
         "n_train_queries": len(a), "n_target_queries": len(tg["rewards"]) // G,
+        "frac_target_informative": informative_share(tg["rewards"], G),
         "alpha_hist": {"n_correct": list(range(G + 1)), "count": torch.bincount(tr["rewards"].reshape(-1, G).sum(1).long(), minlength=G + 1).tolist()},
         "frac_informative": float(informative.double().mean()),
         "mean_alpha": float(a.mean()),
