@@ -363,6 +363,9 @@ def _jsonable(obj: Any) -> Any:
 HF_DATASET_FILES = ("state.json", "dataset_info.json")
 HF_DATASET_DICT_FILE = "dataset_dict.json"
 ROW_FILE_SUFFIXES = (".jsonl", ".parquet")
+# ``coinfluence data`` creates this first and removes it last, so a dir a killed run left is told
+# apart from hand-made split files.
+UNFINISHED_DATA = ".unfinished"
 
 
 def hf_datasets():
@@ -396,6 +399,8 @@ def data_splits(path: str | os.PathLike) -> dict[str, Path]:
         return {path.stem: path}
     if not path.is_dir():
         raise UserError(f"data not found: {path}")
+    if (path / UNFINISHED_DATA).exists():
+        raise UserError(f"{path} is data that `coinfluence data` did not finish (it was stopped); rerun it with --overwrite")
     if is_saved_dataset(path):
         return {path.name: path}
     if is_saved_dataset_dict(path):

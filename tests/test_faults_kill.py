@@ -88,6 +88,9 @@ def test_data_killed_between_two_files_is_regenerated_whole(data_dir, tmp_path):
     args = ["data", "--out", out, "--sft-size", "24", "--rl-size", "8", "--eval-size", "4"]
     assert killed(coinfluence(*args, kill_at="os:replace:3"))  # val_id written, not yet renamed into place
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["rl_train.jsonl", "sft.jsonl"]
+    r = coinfluence("train", "--data", out, "--out", tmp_path / "run", *NANO, "--sft-steps", "1", "--grpo-steps", "1")  # refused, not taken for hand-made splits
+    assert r.returncode == 2 and "did not finish" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "run").exists()
     r = coinfluence(*args, "--overwrite")
     assert r.returncode == 0, r.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {p.name: p.read_bytes() for p in data_dir.iterdir()}

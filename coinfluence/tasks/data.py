@@ -18,7 +18,7 @@ from ..errors import UserError
 import json
 
 from ..io import (
-    HF_DATASET_DICT_FILE, atomic_path, file_manifest, hf_datasets, manifest_mismatch, read_json, write_dataset_dict,
+    HF_DATASET_DICT_FILE, UNFINISHED_DATA, atomic_path, file_manifest, hf_datasets, manifest_mismatch, read_json, write_dataset_dict,
     write_json, write_jsonl,
 )
 from .bridge import BEHAVIOURS, BehaviourConfig, behaviour_preset
@@ -161,6 +161,8 @@ def write_dataset(out_dir: str | Path, cfg: DataConfig, fmt: str = "jsonl") -> d
     splits = get_task(cfg.task).splits(cfg, task)
     splits = {s: splits[s] for s in SPLIT_FILES}
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / UNFINISHED_DATA).touch()
     if fmt == "hf":
         write_dataset_dict(out_dir, splits)
     elif fmt == "jsonl":
@@ -177,6 +179,7 @@ def write_dataset(out_dir: str | Path, cfg: DataConfig, fmt: str = "jsonl") -> d
         "counts": {s: len(r) for s, r in splits.items()},
         "files": file_manifest(out_dir, split_entries(fmt)),
     })
+    (out_dir / UNFINISHED_DATA).unlink()
     return splits
 
 
@@ -204,7 +207,7 @@ def is_partial_dataset(data_dir: str | Path) -> bool:
     data_dir = Path(data_dir)
     own = {name for fmt in FORMATS for name in dataset_files(fmt)}
     return not (data_dir / DATA_CONFIG).exists() and all(
-        e.name in own or (e.name.startswith(".") and e.name.endswith(".tmp")) for e in data_dir.iterdir())
+        e.name in own or e.name == UNFINISHED_DATA or (e.name.startswith(".") and e.name.endswith(".tmp")) for e in data_dir.iterdir())
 
 
 def dataset_stats(splits: dict[str, list[dict]]) -> dict[str, dict]:
