@@ -644,3 +644,22 @@ def test_models_import_of_a_file_that_is_not_gguf_is_one_line(tmp_path):
     truncated.write_bytes(b"GGUF" + bytes(4))
     assert refused_in_process(cli("models", "import", "--gguf", truncated, "--out", tmp_path / "b"), "cannot read the GGUF file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.gguf", "rows.jsonl"]
+
+
+def test_checkpoint_files_get_the_permissions_of_a_plain_write(tmp_path):
+    """safetensors writes through a 0600 temporary file; a checkpoint's files all read as 0666 & ~umask."""
+    from toy_data import toy_rows, toy_texts
+
+    from coinfluence.models.loading import load_model
+    from coinfluence.models.tokenizer import build_tokenizer
+    from coinfluence.training.checkpoint import save_model_dir
+
+    tok = build_tokenizer(toy_texts(toy_rows(4, seed=0)))
+    model, _ = load_model("nano", tok, seed=0)
+    old = os.umask(0o022)
+    try:
+        save_model_dir(tmp_path / "ckpt", model, tok, {"extra.json": {}})
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {0o644}, modes
