@@ -457,6 +457,20 @@ def test_analyze_runs_a_gpt2_model_on_the_default_engine(gpt2_run):
     assert json.loads((gpt2_run / "an" / "summary.json").read_text())["checkpoint"].endswith("gpt2")
 
 
+def test_the_layerwise_engine_refuses_a_gpt2_model_before_sampling(gpt2_run, monkeypatch):
+    import coinfluence.influence.analyze as analyze
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before refusing")
+
+    monkeypatch.setattr(analyze, "sample_groups", no_sampling)
+    rows = gpt2_run / "rows.jsonl"
+    r = cli("analyze", "--ckpt", gpt2_run / "gpt2", "--train", rows, "--targets", rows, "--out", gpt2_run / "an", *ANALYZE,
+            "--engine", "layerwise")
+    assert refused_in_process(r, "layerwise"), r.exception
+    assert not (gpt2_run / "an").exists()
+
+
 def test_an_output_dir_of_dot_is_written_in_place(tmp_path, monkeypatch):
     from coinfluence.io import output_dir
 

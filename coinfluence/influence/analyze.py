@@ -398,6 +398,8 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
         model, tok = load_model(ckpt)
     check_prompt_lengths(model, tok, [r["prompt"] for r in (*train_rows, *target_rows)], int(knobs["max_completion_length"]))
     params = feat.select_params(model, opts.params)
+    if opts.kernel:
+        feature_engine(model, params, opts.engine)  # an engine that cannot take the model says so before sampling
     adam = adam_update_options(model, ckpt, params, knobs) if opts.precondition == "adam" else None
     scales = feat.preconditioner_scales(adam["state"], params) if adam and adam["state"] else None
     G = int(knobs["num_generations"])
