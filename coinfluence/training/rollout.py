@@ -5,7 +5,7 @@ group) with a KV cache and left padding, and returns the tokens together with th
 log-probabilities under the sampling policy ``softmax(logits / temperature)`` — before top-p
 truncation, and with temperature 1 for greedy decoding — i.e. GRPO's "old" log-probs.
 
-Two engines produce the same tokens:
+Two engines (and a variant of the first) produce the same tokens:
 
 - ``lean``: for Llama-shaped models (Llama, Mistral, Qwen2: RMSNorm, RoPE, GQA, SwiGLU,
   optional q/k/v bias). It reads the weights from the HF modules and runs its own forward
