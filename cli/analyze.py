@@ -42,6 +42,9 @@ def analyze(
                                          "GRPO surrogate) | reward (their expected reward E[r])."),
     kernel: bool = typer.Option(True, "--kernel/--no-kernel", help="Per-rollout features for K_plus/K_minus (--no-kernel: ΔJ only, faster)."),
     save_kernel: bool = typer.Option(False, "--save-kernel", help="Write kernel.npy (rows target rollouts, cols train rollouts)."),
+    features_on_device: bool = typer.Option(False, "--features-on-device", help="Keep the per-rollout features on the model's "
+                                            "device (a GPU) until K_plus/K_minus are reduced there, instead of collecting them in "
+                                            "host memory: faster for large runs, needs target rollouts × feature dim floats of device memory."),
     validate: int = typer.Option(0, "--validate", help="Check the first order on K informative train queries: a small SGD step, and "
                                  "the trainer's own step (its optimizer, lr, clipping, micro-batching) against lr·ΔJ."),
     validate_step: float = typer.Option(1e-4, "--validate-step", help="Relative parameter change of the validation's small SGD step."),
@@ -63,7 +66,7 @@ def analyze(
         ckpt=ckpt, run=run, train=train, targets=targets, queries=queries, targets_n=targets_n,
         num_generations=num_generations, temperature=temperature, max_completion_length=max_completion_length,
         normalization=normalization, scale_rewards=scale_rewards, std=std, reward=reward, params=params, project_dim=project_dim,
-        kron_rank=kron_rank, engine=engine, precondition=precondition, target_objective=target_objective, kernel=kernel, save_kernel=save_kernel, validate=validate, validate_step=validate_step, validate_samples=validate_samples,
+        kron_rank=kron_rank, engine=engine, precondition=precondition, target_objective=target_objective, kernel=kernel, save_kernel=save_kernel, features_on_device=features_on_device, validate=validate, validate_step=validate_step, validate_samples=validate_samples,
         chunk_size=chunk_size, all_checkpoints=all_checkpoints, out=out, seed=seed, overwrite=overwrite, task=task,
     )
     result = run_analysis(opts, progress=not quiet)

@@ -74,6 +74,7 @@ class AnalyzeOptions:
     target_objective: str = "surrogate"
     kernel: bool = True
     save_kernel: bool = False
+    features_on_device: bool = False
     validate: int = 0
     validate_step: float = 1e-4
     validate_samples: int = 0
@@ -219,6 +220,8 @@ def check_analysis_options(opts: AnalyzeOptions, knobs: dict) -> None:
         raise UserError(f"--target-objective must be one of {', '.join(TARGET_OBJECTIVES)}, got {opts.target_objective!r}")
     if opts.save_kernel and not opts.kernel:
         raise UserError("--save-kernel needs the kernel; drop --no-kernel")
+    if opts.features_on_device and not opts.kernel:
+        raise UserError("--features-on-device concerns the kernel's features; drop --no-kernel")
     if opts.params:
         try:
             re.compile(opts.params)
@@ -355,8 +358,11 @@ def engine_features(engine: str, model, prompts, completions, pad_id: int, **kw)
 
 
 def kernel_streaming(model, params, tr: dict, tg: dict, pad_id: int, *, scales, project_dim, knobs, seed, chunk_size, progress,
-                     engine: str = "vmap", kron_rank: int | None = None, num_generations: int = 1):
+                     engine: str = "vmap", kron_rank: int | None = None, num_generations: int = 1,
+                     on_device: bool = False):
     """``K`` [target rollouts, train rollouts]: target features held, train features in chunks.
+    With ``on_device`` the features and ``K`` stay on the model's device (see
+    :func:`features.feature_rows`); otherwise both are in host memory.
 
     Under torchrun each rank makes the features of its share of the target groups, all-gathered
     (N'·D numbers; exchanging tiles of K instead would move the train features, Q·G·D, which
@@ -365,7 +371,7 @@ def kernel_streaming(model, params, tr: dict, tg: dict, pad_id: int, *, scales, 
     """
     kw = dict(normalization=knobs["normalization"], max_length=int(knobs["max_completion_length"]),
               temperature=float(knobs["temperature"]), params=params, chunk_size=chunk_size,
-              project_dim=project_dim or None, seed=seed, scales=scales)
+              project_dim=project_dim or None, seed=seed, scales=scales, on_device=on_device)
     if kron_rank:
         kw["kron_rank"] = kron_rank
     with feat.projection_cache():  # target and train rows share one draw of the sketch blocks
@@ -377,7 +383,7 @@ def kernel_streaming(model, params, tr: dict, tg: dict, pad_id: int, *, scales, 
             K = co_influence_kernel(F_t, engine_features(engine, model, prompts, completions, pad_id, **kw))
         else:
             n = len(prompts)
-            K = torch.empty(F_t.shape[0], n, dtype=torch.float64)
+            K = torch.empty(F_t.shape[0], n, dtype=torch.float64, device=F_t.device)
             step = 4 * chunk_size
             for s in tqdm(range(0, n, step), desc="train features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
                 F = engine_features(engine, model, prompts[s : s + step], completions[s : s + step], pad_id, **kw)
@@ -465,12 +471,12 @@ def kernel_columns(model, params, tr: dict, tg: dict, pad_id: int, scales, opts:
     engine = feature_engine(model, params, opts.engine)
     K, feature_dim = kernel_streaming(model, params, tr, tg, pad_id, scales=scales, project_dim=opts.project_dim, knobs=knobs,
                                       seed=opts.seed, chunk_size=opts.chunk_size, progress=progress, engine=engine,
-                                      kron_rank=opts.kron_rank, num_generations=G)
-    Kp, Km = K_plus_minus(K, tr["rewards"], G)
+                                      kron_rank=opts.kron_rank, num_generations=G, on_device=opts.features_on_device)
+    Kp, Km = K_plus_minus(K, tr["rewards"], G)  # reduced where K is; only [Q] numbers come back
     if opts.save_kernel and out is not None:
         with atomic_path(out / "kernel.npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, K.numpy())
-    return {"K_plus": mean_over_targets(Kp).numpy(), "K_minus": mean_over_targets(Km).numpy(),
+            np.save(f, K.cpu().numpy())
+    return {"K_plus": mean_over_targets(Kp).cpu().numpy(), "K_minus": mean_over_targets(Km).cpu().numpy(),
             "feature_dim": feature_dim, "engine": engine}
 
 

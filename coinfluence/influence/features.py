@@ -284,12 +284,20 @@ def finish(grads: dict[str, torch.Tensor], *, scales: dict | None, project_dim: 
     return torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], dim=1)
 
 
+def feature_rows(n: int, chunk: torch.Tensor, on_device: bool) -> torch.Tensor:
+    """The ``[n, D]`` buffer per-rollout features collect in: host memory (N×D floats can exceed
+    a GPU's), or with ``on_device`` the device they were made on, for a caller that reduces
+    them there (the kernel) and copies back only the results."""
+    return torch.empty(n, chunk.shape[1], dtype=chunk.dtype, device=chunk.device if on_device else "cpu")
+
+
 def features_vmap(model, prompts, completions, pad_id: int, *, normalization: str = "seq-mean",
                   max_length: int | None = None, temperature: float = 1.0, params: dict | None = None,
                   chunk_size: int = 32, project_dim: int | None = None, seed: int = 0,
-                  scales: dict | None = None, project_budget_mb: float = 256, progress: bool = False) -> torch.Tensor:
+                  scales: dict | None = None, project_budget_mb: float = 256, progress: bool = False,
+                  on_device: bool = False) -> torch.Tensor:
     """Features ``[N, D]`` (``D`` = selected parameter count, or ``project_dim``) by vmap,
-    computed on the model's device and returned on the CPU.
+    computed on the model's device and returned on the CPU (``on_device``: left there).
 
     Rollouts are taken in order of length so each chunk pads little; rows come back in input
     order. At most ``chunk_size × P`` gradient entries are alive at once.
@@ -320,8 +328,8 @@ def features_vmap(model, prompts, completions, pad_id: int, *, normalization: st
         pending.clear()
         chunk = finish(grads, scales=scales, project_dim=project_dim, seed=seed)
         if out is None:
-            out = torch.empty(n, chunk.shape[1], dtype=chunk.dtype)
-        out[torch.tensor(idx)] = chunk.cpu()
+            out = feature_rows(n, chunk, on_device)
+        out[torch.tensor(idx)] = chunk.to(out.device)
 
     bar = tqdm(total=n, desc="features", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False)
     with eval_mode(model), bar:
@@ -337,8 +345,10 @@ def features_vmap(model, prompts, completions, pad_id: int, *, normalization: st
 
 def features_loop(model, prompts, completions, pad_id: int, *, normalization: str = "seq-mean",
                   max_length: int | None = None, temperature: float = 1.0, params: dict | None = None,
-                  project_dim: int | None = None, seed: int = 0, scales: dict | None = None) -> torch.Tensor:
-    """The reference: one unpadded forward and ``torch.autograd.grad`` per rollout."""
+                  project_dim: int | None = None, seed: int = 0, scales: dict | None = None,
+                  on_device: bool = False) -> torch.Tensor:
+    """The reference: one unpadded forward and ``torch.autograd.grad`` per rollout (on the CPU,
+    or with ``on_device`` on the model's device)."""
     params = params if params is not None else select_params(model)
     names, tensors = list(params), list(params.values())
     rows = []
@@ -348,5 +358,6 @@ def features_loop(model, prompts, completions, pad_id: int, *, normalization: st
             ell = ell_rows(model, ids, mask, normalization=normalization, max_length=max_length, temperature=temperature)[0]
             grads = torch.autograd.grad(ell, tensors, allow_unused=True)
             grads = {n: (g if g is not None else torch.zeros_like(t))[None] for n, g, t in zip(names, grads, tensors)}
-            rows.append(finish(grads, scales=scales, project_dim=project_dim, seed=seed).cpu())
+            row = finish(grads, scales=scales, project_dim=project_dim, seed=seed)
+            rows.append(row if on_device else row.cpu())
     return torch.cat(rows)

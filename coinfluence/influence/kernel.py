@@ -9,20 +9,33 @@ from __future__ import annotations
 import torch
 
 
-def co_influence_kernel(F_targets: torch.Tensor, F_train: torch.Tensor) -> torch.Tensor:
-    """``K[(q',o'), (q,o)] = ⟨g(q',o'), g(q,o)⟩``: rows target rollouts, columns train rollouts."""
-    return F_targets.double() @ F_train.double().T
+# Rollouts per side of one kernel tile: only a tile's features are upcast to float64 at a time.
+KERNEL_TILE = 256
+
+
+def co_influence_kernel(F_targets: torch.Tensor, F_train: torch.Tensor, tile: int = KERNEL_TILE) -> torch.Tensor:
+    """``K[(q',o'), (q,o)] = ⟨g(q',o'), g(q,o)⟩``: rows target rollouts, columns train rollouts.
+
+    Computed in float64 on the target features' device, ``tile`` rollouts of each side at a
+    time, so features on a GPU stay there and a float64 copy of all of them never exists."""
+    device = F_targets.device
+    K = torch.empty(F_targets.shape[0], F_train.shape[0], dtype=torch.float64, device=device)
+    for j in range(0, F_train.shape[0], tile):
+        train = F_train[j : j + tile].to(device).double()
+        for i in range(0, F_targets.shape[0], tile):
+            K[i : i + tile, j : j + tile] = F_targets[i : i + tile].double() @ train.T
+    return K
 
 
 def K_plus_minus(K: torch.Tensor, train_rewards: torch.Tensor, num_generations: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``K⁺``, ``K⁻`` ``[N_targets, Q_train]``: the mean of ``K`` over each train query's correct
-    (reward 1) and incorrect rollouts; NaN where the query has none of that kind."""
+    (reward 1) and incorrect rollouts; NaN where the query has none of that kind. On ``K``'s device."""
     k = K.reshape(K.shape[0], -1, num_generations)
-    correct = (train_rewards.reshape(-1, num_generations) > 0.5).to(k.dtype)
+    correct = (train_rewards.reshape(-1, num_generations) > 0.5).to(k.device, k.dtype)
     n_plus, n_minus = correct.sum(1), (1 - correct).sum(1)
     plus = (k * correct).sum(-1) / n_plus
     minus = (k * (1 - correct)).sum(-1) / n_minus
-    nan = torch.tensor(float("nan"), dtype=k.dtype)
+    nan = torch.tensor(float("nan"), dtype=k.dtype, device=k.device)
     return torch.where(n_plus > 0, plus, nan), torch.where(n_minus > 0, minus, nan)
 
 

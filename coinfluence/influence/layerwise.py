@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from coinfluence.errors import UserError
-from coinfluence.influence.features import ell_rows, finish, rollout_rows_on, row_lengths, select_params
+from coinfluence.influence.features import ell_rows, feature_rows, finish, rollout_rows_on, row_lengths, select_params
 from coinfluence.training.rollout import chunks_by_length, eval_mode
 
 
@@ -138,10 +138,11 @@ def features_layerwise(model, prompts: Sequence[Sequence[int]], completions: Seq
                        normalization: str = "seq-mean", max_length: int | None = None, temperature: float = 1.0,
                        params: dict | None = None, chunk_size: int = 32, project_dim: int | None = None,
                        kron_rank: int | None = None, seed: int = 0, scales: dict | None = None,
-                       progress: bool = False) -> torch.Tensor:
+                       progress: bool = False, on_device: bool = False) -> torch.Tensor:
     """Features ``[N, D]`` equal to :func:`features.features_vmap`'s (same layout, same dense
     sketch), or with ``kron_rank`` the per-layer Kronecker sketch (``D`` =
-    :func:`kron_feature_dim`); computed on the model's device, returned on the CPU."""
+    :func:`kron_feature_dim`); computed on the model's device, returned on the CPU (``on_device``:
+    left there)."""
     if kron_rank and (project_dim or scales):
         raise UserError("the Kronecker sketch cannot be combined with --project-dim or --precondition adam")
     params = params if params is not None else select_params(model)
@@ -183,7 +184,7 @@ def features_layerwise(model, prompts: Sequence[Sequence[int]], completions: Seq
             else:
                 chunk = finish(grads, scales=scales, project_dim=project_dim, seed=seed)
             if out is None:
-                out = torch.empty(n, chunk.shape[1], dtype=chunk.dtype)
-            out[torch.tensor(idx)] = chunk.cpu()
+                out = feature_rows(n, chunk, on_device)
+            out[torch.tensor(idx)] = chunk.to(out.device)
             bar.update(B)
     return out

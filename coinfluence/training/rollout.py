@@ -5,7 +5,7 @@ group) with a KV cache and left padding, and returns the tokens together with th
 log-probabilities under the sampling policy ``softmax(logits / temperature)`` — before top-p
 truncation, and with temperature 1 for greedy decoding — i.e. GRPO's "old" log-probs.
 
-Two engines produce the same tokens:
+Two engines (and a variant of the first) produce the same tokens:
 
 - ``lean``: for Llama-shaped models (Llama, Mistral, Qwen2: RMSNorm, RoPE, GQA, SwiGLU,
   optional q/k/v bias). It reads the weights from the HF modules and runs its own forward
@@ -14,7 +14,8 @@ Two engines produce the same tokens:
   is what makes sampling fast.
 - ``hf``: any causal LM, through its own forward with ``past_key_values``.
 
-``backend="auto"`` picks ``lean`` whenever the model qualifies.
+``backend="auto"`` picks ``lean`` whenever the model qualifies. ``backend="static"`` is the lean
+engine with fixed-shape decode steps that CUDA graphs can replay (``rollout_static``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ import torch.nn.functional as F
 
 from coinfluence.device import model_device
 
-Backend = Literal["auto", "lean", "hf"]
+Backend = Literal["auto", "lean", "static", "hf"]
 
 # RoPE variants whose cos/sin depend only on the position, so a table built once is exact.
 # ("dynamic" and "longrope" rescale with the sequence length seen so far.)
 STATIC_ROPE_TYPES = {"default", "linear", "llama3", "yarn"}
+BACKENDS = ("auto", "lean", "static", "hf")
 LEAN_ARCHITECTURES = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"}
 
 # Compact the batch (drop finished rows) once this share of its rows is done.
@@ -99,8 +101,10 @@ def sample(
     ``temperature=0`` is greedy decoding. ``top_p < 1`` samples from the smallest set of
     tokens whose probability reaches ``top_p``. Rows stop at ``eos_token_id`` or any of
     ``stop_token_ids``. ``batch_size`` splits the prompts into chunks (all at once by default).
-    ``backend`` forces an engine ("lean" raises if the model does not qualify).
-    ``compile`` wraps the lean decode step in ``torch.compile``. Off by default: on a 2-core
+    ``backend`` forces an engine ("lean" and "static" raise if the model does not qualify).
+    "static" is the lean engine with a fixed-shape decode step, replayed as a CUDA graph on a
+    GPU (see ``rollout_static``); opt-in, as its GPU speed has not been measured yet.
+    ``compile`` wraps the lean decode step in ``torch.compile`` (not with "static"). Off by default: on a 2-core
     CPU it cost ~110 s on the first call and ~10 s of recompilation on each later one against
     ~1.5 s for a whole uncompiled batch-64 run, so it never paid off in our measurements.
     ``rows_of=(first, total)``: these prompts are rows ``[first, first + len(prompts))`` of a batch
@@ -108,6 +112,8 @@ def sample(
     the draws it would get in the whole batch, so sharding does not change the rollouts.
     """
     check_options(prompts, max_new_tokens, temperature, top_p)
+    if compile and backend == "static":
+        raise ValueError("compile=True applies to the lean engine, not to backend='static'")
     if rows_of is not None and batch_size is not None:
         raise ValueError("rows_of and batch_size cannot be combined")
     stops = stop_set(eos_token_id, stop_token_ids)
@@ -140,12 +146,18 @@ def stop_set(eos_token_id, stop_token_ids: Sequence[int]) -> list[int]:
 
 
 def choose_engine(model, backend: Backend) -> Callable:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "hf":
         return sample_hf
     reason = lean_unsupported_reason(model)
+    if reason is None and backend == "static":
+        from coinfluence.training.rollout_static import StaticDecoder
+
+        return StaticDecoder(model)
     if reason is None:
         return sample_lean
-    if backend == "lean":
+    if backend in ("lean", "static"):
         raise ValueError(f"the lean rollout engine does not support this model: {reason}")
     return sample_hf
 
@@ -431,11 +443,12 @@ class LeanLlama:
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * xf.to(x.dtype)
 
-    def forward(self, tokens, rope, bias, cache, start: int) -> torch.Tensor:
+    def forward(self, tokens, rope, bias, cache, start: int | torch.Tensor) -> torch.Tensor:
         """Run ``tokens`` [B, S] at cache slots [start, start+S); return last-position logits.
 
         ``rope`` [B, S, 1, 2, hd] holds cos/sin per token; ``bias`` [B, 1, 1, S, start+S] is
-        the additive attention mask (0 or the dtype's min, like HF).
+        the additive attention mask (0 or the dtype's min, like HF). With ``start`` a LongTensor
+        [S] of slots (see :func:`store_kv`), ``bias`` spans the whole cache instead.
         """
         x = F.embedding(tokens, self.embed)
         cos, sin = rope[..., 0, :], rope[..., 1, :]
@@ -444,12 +457,12 @@ class LeanLlama:
         x = self.rms_norm(x[:, -1], self.final_norm)
         return F.linear(x, *self.lm_head)
 
-    def layer(self, x, w: LayerWeights, cos, sin, bias, cache, start: int) -> torch.Tensor:
+    def layer(self, x, w: LayerWeights, cos, sin, bias, cache, start) -> torch.Tensor:
         x = x + self.attention(self.rms_norm(x, w.attn_norm), w, cos, sin, bias, cache, start)
         gate, up = F.linear(self.rms_norm(x, w.mlp_norm), *w.gate_up).chunk(2, dim=-1)
         return x + F.linear(F.silu(gate) * up, *w.down)
 
-    def attention(self, h, w: LayerWeights, cos, sin, bias, cache, start: int) -> torch.Tensor:
+    def attention(self, h, w: LayerWeights, cos, sin, bias, cache, start) -> torch.Tensor:
         batch, steps, _ = h.shape
         nh, nkv, hd = self.n_heads, self.n_kv, self.head_dim
         qkv = F.linear(h, *w.qkv).view(batch, steps, nh + 2 * nkv, hd)
@@ -457,10 +470,8 @@ class LeanLlama:
         # with the sign already folded into ``sin``.
         qk = qkv[:, :, : nh + nkv]
         qk = qk * cos + qk.roll(hd // 2, dims=-1) * sin
-        end = start + steps
-        cache[0, :, :, start:end].copy_(qk[:, :, nh:].transpose(1, 2))
-        cache[1, :, :, start:end].copy_(qkv[:, :, nh + nkv :].transpose(1, 2))
-        keys, values = cache[0, :, :, :end], cache[1, :, :, :end]
+        keys, values = store_kv(cache, qk[:, :, nh:].transpose(1, 2), qkv[:, :, nh + nkv :].transpose(1, 2), start)
+        end = keys.shape[2]
         # Grouped-query attention without repeating k/v: query head h reads kv head h // group,
         # so fold the group into the query-row dimension of each kv head.
         group = nh // nkv
@@ -471,6 +482,21 @@ class LeanLlama:
         out = torch.matmul(probs.view(batch, nkv, group * steps, end), values)
         out = out.view(batch, nh, steps, hd).transpose(1, 2).reshape(batch, steps, nh * hd)
         return F.linear(out, *w.out)
+
+
+def store_kv(cache: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, start: int | torch.Tensor):
+    """Write ``keys``/``values`` [B, kv head, S, hd] at cache slots from ``start``; return the slots
+    to attend over. An int ``start`` reads the slots filled so far; a slot tensor (the static
+    decode step, whose shapes must not change) writes with index_copy_ and reads every slot,
+    relying on the bias to mask the ones not yet written."""
+    if isinstance(start, int):
+        end = start + keys.shape[2]
+        cache[0, :, :, start:end].copy_(keys)
+        cache[1, :, :, start:end].copy_(values)
+        return cache[0, :, :, :end], cache[1, :, :, :end]
+    cache[0].index_copy_(2, start, keys)
+    cache[1].index_copy_(2, start, values)
+    return cache[0], cache[1]
 
 
 def sample_lean(model, prompts, max_new: int, chooser: TokenChooser, stops, pad_id: int, compile: bool = False):
