@@ -451,6 +451,24 @@ def test_uninformative_targets_are_warned_about(checkpoint, tmp_path, monkeypatc
     assert informative_share(torch.tensor([1.0, 0, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1]), 4) == pytest.approx(1 / 3)
 
 
+def test_a_parameter_filter_saves_no_activations_below_the_selected_layer(checkpoint, tmp_path):
+    """With --params on the last block, the ΔJ gradients keep far fewer activations for the backward
+    than with every parameter selected (autograd tracks only the selected weights)."""
+    saved = []
+
+    def pack(t):
+        saved[-1] += t.numel() * t.element_size()
+        return t
+
+    base = dict(ckpt=str(checkpoint / "model"), train=str(checkpoint / "train.jsonl"), targets=str(checkpoint / "targets.jsonl"),
+                queries=4, targets_n=2, num_generations=4, max_completion_length=14, kernel=False)
+    for name, params in (("all", None), ("last", r"layers\.1\.")):
+        saved.append(0)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            run_analysis(AnalyzeOptions(**base, params=params, out=str(tmp_path / name)), progress=False)
+    assert saved[1] < 0.75 * saved[0], saved
+
+
 def test_feature_engines_give_the_same_kernel(checkpoint, tmp_path):
     base = dict(ckpt=str(checkpoint / "model"), train=str(checkpoint / "train.jsonl"), targets=str(checkpoint / "targets.jsonl"),
                 queries=4, targets_n=2, num_generations=4, max_completion_length=14, save_kernel=True)

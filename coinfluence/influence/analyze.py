@@ -418,19 +418,20 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
         print(f"warning: every target group of {ckpt} is all right or all wrong, so the target direction u is 0 and "
               "every ΔJ is 0; use more targets (--targets-n) or a higher --temperature", file=sys.stderr)
 
-    t = time.perf_counter()
-    agg = delta_J_aggregated(model, params, tr["prompts"], tr["completions"], tr["rewards"], tg["prompts"], tg["completions"],
-                             tg["rewards"], tok.pad_token_id, num_generations=G, scale_rewards=knobs["scale_rewards"],
-                             std=knobs["std"], scales=scales, adam=adam, target_objective=opts.target_objective,
-                             micro_batch=4 * opts.chunk_size, progress=progress, **_ell_knobs(knobs))
-    timings["delta_J_s"] = time.perf_counter() - t
-
-    kernel = {"K_plus": np.full(len(train_rows), np.nan), "K_minus": np.full(len(train_rows), np.nan),
-              "feature_dim": None, "engine": None}
-    if opts.kernel:
+    with feat.grad_only_for(model, params):  # gradients of the selected parameters only
         t = time.perf_counter()
-        kernel = kernel_columns(model, params, tr, tg, tok.pad_token_id, scales, opts, knobs, out, progress)
-        timings["kernel_s"] = time.perf_counter() - t
+        agg = delta_J_aggregated(model, params, tr["prompts"], tr["completions"], tr["rewards"], tg["prompts"], tg["completions"],
+                                 tg["rewards"], tok.pad_token_id, num_generations=G, scale_rewards=knobs["scale_rewards"],
+                                 std=knobs["std"], scales=scales, adam=adam, target_objective=opts.target_objective,
+                                 micro_batch=4 * opts.chunk_size, progress=progress, **_ell_knobs(knobs))
+        timings["delta_J_s"] = time.perf_counter() - t
+
+        kernel = {"K_plus": np.full(len(train_rows), np.nan), "K_minus": np.full(len(train_rows), np.nan),
+                  "feature_dim": None, "engine": None}
+        if opts.kernel:
+            t = time.perf_counter()
+            kernel = kernel_columns(model, params, tr, tg, tok.pad_token_id, scales, opts, knobs, out, progress)
+            timings["kernel_s"] = time.perf_counter() - t
 
     validation = None
     if opts.validate and dist_.is_main():

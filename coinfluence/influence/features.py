@@ -62,6 +62,22 @@ def select_params(model, pattern: str | None = None) -> dict[str, torch.Tensor]:
     return chosen
 
 
+@contextlib.contextmanager
+def grad_only_for(model, params: dict[str, torch.Tensor]):
+    """Inside the block autograd tracks only ``params``: the other weights act as constants, so a
+    forward saves no activations below the first selected layer and a backward stops there (with
+    ``--params`` on the last blocks, memory and time of the gradients shrink with the depth cut)."""
+    chosen = {id(p) for p in params.values()}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in chosen]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
 def num_features(params: dict[str, torch.Tensor]) -> int:
     return sum(p.numel() for p in params.values())
 
