@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import random
 import shlex
@@ -37,6 +38,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 INSTRUCTION = "Solve it step by step and end with the final answer as a number."
 READERS = ("answer", "last-number", "first-number", "boxed")
+ANALYSIS_TOKENS = 16  # "a + b = c" in digit tokens; 8 cut two-digit sums off
+ANALYSIS_TEMPERATURE = 0.5  # at T=1 the untrained model mostly rambles, so nearly every group is all wrong
 LAST_MLP = r"layers\.{last}\.mlp\."
 
 
@@ -135,7 +138,7 @@ def arithmetic_rows(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        a, b = rng.randint(2, 60), rng.randint(2, 60)
+        a, b = rng.randint(2, 20), rng.randint(2, 20)  # small enough that some rollouts of a group are right
         rows.append({"id": f"add-{seed}-{i}", "prompt": f"What is {a} plus {b}? Reply with the number only.", "answer": a + b})
     return rows
 
@@ -156,10 +159,10 @@ def analysis(model_dir: str, n_layers: int, queries: int, kron_rank: int, valida
             (tmp / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in arithmetic_rows(queries, seed)))
         params = LAST_MLP.format(last=n_layers - 1)
         opts = AnalyzeOptions(ckpt=model_dir, train=str(tmp / "train.jsonl"), targets=str(tmp / "targets.jsonl"), queries=queries,
-                              targets_n=queries, num_generations=8, max_completion_length=8, reward="last-number", params=params,
+                              targets_n=queries, num_generations=8, max_completion_length=ANALYSIS_TOKENS, temperature=ANALYSIS_TEMPERATURE, reward="last-number", params=params,
                               kron_rank=kron_rank, validate=validate, out=str(tmp / "analysis"))
         wall, s = timed(lambda: run_analysis(opts, progress=False))
-        setting = (f"{queries} train + {queries} target arithmetic queries x 8 rollouts, 8 new tokens, --params '{params}', "
+        setting = (f"{queries} train + {queries} target arithmetic queries x 8 rollouts at T={ANALYSIS_TEMPERATURE}, {ANALYSIS_TOKENS} new tokens, --params '{params}', "
                    f"--kron-rank {kron_rank}, --validate {validate}, reward last-number")
         out += [{"measure": f"analyze {k}", "setting": setting, "value": v, "unit": "s"} for k, v in s["timings"].items()]
         out += [{"measure": "analyze wall", "setting": setting, "value": wall, "unit": "s"},
@@ -175,10 +178,11 @@ def analysis(model_dir: str, n_layers: int, queries: int, kron_rank: int, valida
         prompts = [list(p) for p in rollouts["prompt_ids"]]
         comps = [list(c) for c in rollouts["completion_ids"]]
 
-        def floor():
-            for k in range(0, len(prompts), 16):
-                logps, mask = token_logps_rows(model, prompts[k : k + 16], comps[k : k + 16], tok.pad_token_id, 1.0)
-                torch.autograd.grad(normalize_logprob(logps, mask).sum(), list(selected.values()), allow_unused=True)
+        def floor():  # tracking only the selected weights, as the analysis does
+            with feat.grad_only_for(model, selected):
+                for k in range(0, len(prompts), 16):
+                    logps, mask = token_logps_rows(model, prompts[k : k + 16], comps[k : k + 16], tok.pad_token_id, 1.0)
+                    torch.autograd.grad(normalize_logprob(logps, mask).sum(), list(selected.values()), allow_unused=True)
 
         t_floor, _ = timed(floor)
         features = s["timings"].get("kernel_s", 0.0) + s["timings"].get("delta_J_s", 0.0)
@@ -193,7 +197,8 @@ def write_outputs(rows: list[dict], csv_path: Path, md_path: Path, command: str)
         w.writeheader()
         w.writerows(rows)
     lines = ["# SmolLM2-135M-Instruct on the CPU", "", f"Command: `{command}`", "",
-             f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}.", "",
+             f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+             f"load average {os.getloadavg()[0]:.1f} when written (other jobs share the cores: compare times within this run).", "",
              "| section | measure | setting | value |", "|---|---|---|---|"]
     for r in rows:
         value = r["value"].replace("|", "\\|") if r["unit"] == "text" else f"{r['value']:.4g} {r['unit']}"
@@ -223,7 +228,7 @@ def main() -> None:
     model_dir = str(check_checkpoint_dir(args.model))
     model, tok = load_model(model_dir, device="cpu")
     rows: list[dict] = []
-    command = "nice -n 10 .venv/bin/python benchmarks/bench_smollm2.py " + shlex.join(sys.argv[1:])
+    command = "python benchmarks/bench_smollm2.py " + shlex.join(sys.argv[1:])
     runs = {
         "accuracy": [partial(accuracy, model, tok, preset, args.rows, shots, args.max_new_tokens)
                      for shots in sorted({0, args.shots}) for preset in ("mini", "paper")],
