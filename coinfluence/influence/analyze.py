@@ -414,9 +414,7 @@ def analyze_checkpoint(ckpt: Path, train_rows, target_rows, opts: AnalyzeOptions
     tr = sample_groups(model, tok, train_rows, G, knobs, opts.seed, "train", progress)
     tg = sample_groups(model, tok, target_rows, G, knobs, opts.seed, "targets", progress)
     timings["sampling_s"] = time.perf_counter() - t
-    if dist_.is_main() and informative_share(tg["rewards"], G) == 0:
-        print(f"warning: every target group of {ckpt} is all right or all wrong, so the target direction u is 0 and "
-              "every ΔJ is 0; use more targets (--targets-n) or a higher --temperature", file=sys.stderr)
+    warn_if_u_is_zero(ckpt, tg["rewards"], G)
 
     with feat.grad_only_for(model, params):  # gradients of the selected parameters only
         t = time.perf_counter()
@@ -538,6 +536,13 @@ def write_tables(out: Path, tr: dict, tg: dict, train_rows, target_rows, agg: di
     (out / "figures").mkdir(exist_ok=True)
     alpha_histogram(out, out / "figures" / "alpha_hist.png")
     delta_J_by_alpha(out, out / "figures" / "delta_J_by_alpha.png")
+
+
+def warn_if_u_is_zero(ckpt: Path, target_rewards: torch.Tensor, G: int) -> None:
+    """One warning line when no target group carries a gradient (then u = 0 and every ΔJ is 0)."""
+    if dist_.is_main() and informative_share(target_rewards, G) == 0:
+        print(f"warning: every target group of {ckpt} is all right or all wrong, so the target direction u is 0 and "
+              "every ΔJ is 0; use more targets (--targets-n) or a higher --temperature", file=sys.stderr)
 
 
 def informative_share(rewards: torch.Tensor, G: int) -> float:
