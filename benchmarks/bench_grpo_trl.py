@@ -46,6 +46,8 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 import torch  # noqa: E402
 from machine import lscpu_model, package_versions  # noqa: E402  (benchmarks/machine.py)
 
+from coinfluence.run import Run  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -84,19 +86,19 @@ def run_ours(model, tok, rows, args) -> dict:
         max_completion_length=args.max_completion_length, max_grad_norm=1.0, eval_steps=0, save_steps=0, seed=args.seed)
     grpo.sample, grpo._optimise = timed("sample", real_sample), timed("optimise", real_optimise)
     lengths = []
-    real_score = grpo.score
+    real_reward = grpo.reward_completions
 
-    def score(texts, answers, fmt):
+    def counted_reward(texts, *rest):
         lengths.append(len(texts))
-        return real_score(texts, answers, fmt)
+        return real_reward(texts, *rest)
 
-    grpo.score = score
+    grpo.reward_completions = counted_reward
     try:
         with tempfile.TemporaryDirectory() as out:
             grpo.train_grpo(cfg, model, tok, rows, None, out, progress=False)
-            metrics = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]
+            metrics = [json.loads(line) for line in open(Run(out).metrics)]
     finally:
-        grpo.sample, grpo._optimise, grpo.score = real_sample, real_optimise, real_score
+        grpo.sample, grpo._optimise, grpo.reward_completions = real_sample, real_optimise, real_reward
     steps = [m for m in metrics if m.get("stage", "grpo") == "grpo"][args.warmup:]
     step_s = [m["step_time"] for m in steps]
     gen_s = timings["sample"][args.warmup:]

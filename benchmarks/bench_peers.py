@@ -50,7 +50,7 @@ from pathlib import Path
 
 import torch
 from floor import backward_floor  # noqa: E402  (benchmarks/floor.py)
-from machine import lscpu_model, package_versions  # noqa: E402  (benchmarks/machine.py)
+from machine import lscpu_model, package_versions, rss_now_mib  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
 LINEAR_REGEX = r"^model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$"
@@ -242,11 +242,6 @@ def run_floor(model, tok, train, target, scope, args):
 
 
 RUNNERS = {"floor": run_floor, "ours-vmap": run_ours_vmap, "ours-layerwise": run_ours_layerwise, "ours-loop": run_ours_loop, "dattri": run_dattri, "kronfluence": run_kronfluence}
-
-
-def rss_now_mib() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def child(args) -> None:

@@ -34,14 +34,9 @@ import time
 from pathlib import Path
 
 import torch
-from machine import lscpu_model  # noqa: E402  (benchmarks/machine.py)
+from machine import lscpu_model, rss_now_mib  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
-
-
-def rss_now_mib() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def rollouts(tok, n: int, lo: int, hi: int, seed: int, offset: int = 0):

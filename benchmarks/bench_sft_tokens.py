@@ -24,7 +24,7 @@ from coinfluence.models import load_model
 from coinfluence.training.sft import SFTConfig, collate, encode_rows, epoch_batches, make_optimizer, summed_token_loss
 
 
-def load_rows(n: int, seed: int) -> tuple[list[dict], str]:
+def sft_rows(n: int, seed: int) -> tuple[list[dict], str]:
     try:
         from coinfluence.tasks.data import DataConfig, make_dataset
 
@@ -97,7 +97,7 @@ def main() -> None:
 
     from coinfluence.models.tokenizer import build_tokenizer
 
-    rows, source = load_rows(args.rows, args.seed)
+    rows, source = sft_rows(args.rows, args.seed)
     tokenizer = build_tokenizer([t for r in rows for t in (r["prompt"], r["completion"])])
     examples = encode_rows(tokenizer, rows, 1024)
     lengths = [len(ids) for ids, _ in examples]

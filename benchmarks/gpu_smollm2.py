@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "figures"))
 from run_unit import run_unit  # noqa: E402
 
 from coinfluence.io import read_json  # noqa: E402
+from coinfluence.run import TRAINED_CHECKPOINTS, Run  # noqa: E402
 
 LAST_MLP = r"layers\.{last}\.mlp\."
 VARIANTS = ("vanilla", "bridge")
@@ -72,11 +73,12 @@ def ensure_model(model: str) -> None:
 
 def unit_summary(unit: Path) -> list[dict]:
     """One line per checkpoint of a unit's results: test accuracy and the analysis' headline numbers."""
-    evals = read_json(unit / "eval.json")["checkpoints"] if (unit / "eval.json").exists() else {}
+    run = Run(unit)
+    evals = read_json(run.eval_json)["checkpoints"] if run.eval_json.exists() else {}
     lines = []
-    for ckpt in ("sft", "grpo/final"):
+    for ckpt in TRAINED_CHECKPOINTS:
         test = evals.get(ckpt, {})
-        analysis = unit / "analysis" / ckpt.replace("/", "-") / "summary.json"
+        analysis = run.analysis_summary(ckpt)
         a = read_json(analysis) if analysis.exists() else {}
         lines.append({"unit": unit.name, "checkpoint": ckpt,
                       "test_id_accuracy": test.get("test_id", {}).get("accuracy"),

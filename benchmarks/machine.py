@@ -1,7 +1,8 @@
-"""The machine line of a benchmark table: CPU model and package versions."""
+"""The machine line of a benchmark table (CPU model and package versions), and the resident memory now."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 
@@ -24,3 +25,9 @@ def package_versions(*packages: str) -> str:
         except PackageNotFoundError:
             out.append(f"{pkg} missing")
     return ", ".join(out)
+
+
+def rss_now_mib() -> float:
+    """This process's resident memory, in MiB."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

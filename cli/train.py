@@ -74,28 +74,17 @@ def train(
     """Train on generated or given data: SFT, then GRPO, then greedy test accuracy."""
     check_finite(locals())
     from coinfluence.distributed import is_main
-    from coinfluence.pipeline import Pipeline, model_name, run_pipeline
-    from coinfluence.training.grpo import GRPOConfig
-    from coinfluence.training.sft import SFTConfig
-    from coinfluence.tasks.registry import resolve_task
+    from coinfluence.pipeline import Pipeline, run_pipeline
 
-    chosen = resolve_behaviours(bridge, vanilla, behaviours)
-    if data is not None and chosen is not None:
-        raise UserError("--bridge/--vanilla/--behaviours choose how data is generated; they cannot be combined with --data")
-    task = resolve_task(task, data)
-    if sft_steps is not None and sft_epochs is not None:
-        raise UserError("--sft-steps and --sft-epochs both set the SFT length; pass one")
-    sft = SFTConfig(seed=seed, eval_size=eval_size, completion_only_loss=not full_loss, **given(
-        max_steps=sft_steps, num_train_epochs=sft_epochs, learning_rate=learning_rate, tokens_per_batch=tokens_per_batch,
-        gradient_accumulation_steps=gradient_accumulation_steps, eval_steps=eval_steps, save_steps=save_steps))
-    grpo = GRPOConfig(seed=seed, eval_size=eval_size, **given(
-        max_steps=grpo_steps, learning_rate=grpo_learning_rate, num_generations=num_generations,
-        prompts_per_step=prompts_per_step, beta=beta, loss_type=loss_type, scale_rewards=scale_rewards, std=std,
-        temperature=temperature, reward=reward, max_completion_length=max_completion_length, eval_steps=eval_steps, save_steps=save_steps))
-    data_cfg = generated_data(task, task_preset, seed, chosen) if data is None else None
-    variant = variant_name(data_cfg.behaviours) if data_cfg else Path(data).name
-    prefix = "" if task.name == DEFAULT_TASK else f"{task.name}-"
-    request = Pipeline(out=out or Path("runs") / f"{prefix}{variant}-{model_name(preset)}-s{seed}", sft=sft, grpo=grpo, stage=stage, task=task,
+    task, data_cfg, variant = training_data(data, task, task_preset, seed, resolve_behaviours(bridge, vanilla, behaviours))
+    sft = sft_config(seed, eval_size, full_loss, max_steps=sft_steps, num_train_epochs=sft_epochs, learning_rate=learning_rate,
+                     tokens_per_batch=tokens_per_batch, gradient_accumulation_steps=gradient_accumulation_steps,
+                     eval_steps=eval_steps, save_steps=save_steps)
+    grpo = grpo_config(seed, eval_size, max_steps=grpo_steps, learning_rate=grpo_learning_rate, num_generations=num_generations,
+                       prompts_per_step=prompts_per_step, beta=beta, loss_type=loss_type, scale_rewards=scale_rewards, std=std,
+                       temperature=temperature, reward=reward, max_completion_length=max_completion_length,
+                       eval_steps=eval_steps, save_steps=save_steps)
+    request = Pipeline(out=out or default_run_dir(task.name, variant, preset, seed), sft=sft, grpo=grpo, stage=stage, task=task,
                        data=data, data_config=data_cfg, task_preset=task_preset, model=preset, from_sft=from_sft, seed=seed,
                        eval_size=eval_size, resume=resume, progress=progress, report_to=report_to,
                        auto_completion_length=max_completion_length is None)
@@ -107,6 +96,44 @@ def train(
 def given(**options) -> dict:
     """The options the command line set (None: the config's default applies)."""
     return {k: v for k, v in options.items() if v is not None}
+
+
+def training_data(data: Optional[Path], task_name: Optional[str], task_preset: Optional[str], seed: int,
+                  behaviours: Optional[str]):
+    """``(task, DataConfig to generate or None for given --data, variant name)``."""
+    from coinfluence.tasks.registry import resolve_task
+
+    if data is not None and behaviours is not None:
+        raise UserError("--bridge/--vanilla/--behaviours choose how data is generated; they cannot be combined with --data")
+    task = resolve_task(task_name, data)
+    if data is not None:
+        return task, None, Path(data).name
+    data_cfg = generated_data(task, task_preset, seed, behaviours)
+    return task, data_cfg, variant_name(data_cfg.behaviours)
+
+
+def sft_config(seed: int, eval_size: int, full_loss: bool, **options):
+    """The SFTConfig of the command line: its defaults, overridden by the ``options`` it set."""
+    from coinfluence.training.sft import SFTConfig
+
+    if options["max_steps"] is not None and options["num_train_epochs"] is not None:
+        raise UserError("--sft-steps and --sft-epochs both set the SFT length; pass one")
+    return SFTConfig(seed=seed, eval_size=eval_size, completion_only_loss=not full_loss, **given(**options))
+
+
+def grpo_config(seed: int, eval_size: int, **options):
+    """The GRPOConfig of the command line: its defaults, overridden by the ``options`` it set."""
+    from coinfluence.training.grpo import GRPOConfig
+
+    return GRPOConfig(seed=seed, eval_size=eval_size, **given(**options))
+
+
+def default_run_dir(task_name: str, variant: str, preset: str, seed: int) -> Path:
+    """runs/[TASK-]VARIANT-MODEL-sSEED (the default task goes unnamed)."""
+    from coinfluence.pipeline import model_name
+
+    prefix = "" if task_name == DEFAULT_TASK else f"{task_name}-"
+    return Path("runs") / f"{prefix}{variant}-{model_name(preset)}-s{seed}"
 
 
 def generated_data(task, task_preset: Optional[str], seed: int, behaviours: Optional[str]):
@@ -136,8 +163,11 @@ def print_train_result(result: dict, report_to: str) -> None:
 
 def infer_run_dir(ckpt: Path) -> Path:
     """The run a checkpoint belongs to (runs/NAME/sft -> runs/NAME), else the checkpoint itself."""
+    from coinfluence.run import Run
+
     for parent in (ckpt.parent, ckpt.parent.parent):
-        if (parent / "metrics.jsonl").exists() or (parent / "config.json").exists() and (parent / "data").is_dir():
+        run = Run(parent)
+        if run.metrics.exists() or run.config_path.exists() and run.data.is_dir():
             return parent
     return ckpt
 
@@ -166,8 +196,7 @@ def eval_cmd(
     from coinfluence.pipeline import read_splits
     from coinfluence.training.evaluate import check_sampling_options, evaluate_checkpoint
     from coinfluence.training.sft import auto_max_new_tokens
-
-    from coinfluence.io import data_splits, is_one_split
+    from coinfluence.run import Run
     from coinfluence.tasks.registry import resolve_task
 
     task = resolve_task(task, data)
@@ -179,9 +208,10 @@ def eval_cmd(
         if value is not None and value <= 0:
             raise UserError(f"--{opt} must be > 0, got {value}")
     run_dir = out or infer_run_dir(ckpt)
-    check_writable(run_dir / "eval.json")
-    if (run_dir / "eval.json").exists():  # merged into, so it must read
-        read_json(run_dir / "eval.json")
+    eval_json = Run(run_dir).eval_json
+    check_writable(eval_json)
+    if eval_json.exists():  # merged into, so it must read
+        read_json(eval_json)
     rows = read_splits(sources, wanted)
     with quiet_hf_progress():
         model, tokenizer = load_model(ckpt)
@@ -194,7 +224,7 @@ def eval_cmd(
     )
     for split, r in results.items():
         print_split_result(split, r)
-    typer.echo(f"eval: {run_dir / 'eval.json'}")
+    typer.echo(f"eval: {eval_json}")
 
 
 def eval_sources(data: Path, splits: Optional[str]) -> tuple[dict[str, Path], list[str]]:

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 from coinfluence.errors import UserError
 from coinfluence.io import RUN_LOCK
-from coinfluence.run import Run
+from coinfluence.run import GRPO_FINAL, SFT, Run
 from coinfluence.training.grpo import GRPOConfig
 from coinfluence.training.sft import SFTConfig
 
@@ -329,10 +329,10 @@ def run_pipeline(p: Pipeline, say: Callable[[str], None] = lambda line: None, an
         if p.stage in ("sft", "all"):
             if not (p.resume and sft_done):
                 sft_stage(p, rows, data, sink, say)
-            trained.append(("sft", run.sft))
+            trained.append((SFT, run.sft))
         if p.stage in ("grpo", "all"):
             grpo_stage(p, rows, sink, say)
-            trained.append(("grpo/final", run.grpo_final))
+            trained.append((GRPO_FINAL, run.grpo_final))
         if not is_main():  # under torchrun rank 0 evaluates and reports
             return {"run": run, "checkpoints": trained, "results": {}}
         results = evaluate_stage(p, rows, trained)

@@ -20,6 +20,13 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.json"
 TENSORBOARD_DIR = "tensorboard"
+ANALYSIS_DIR = "analysis"
+SUMMARY_FILE = "summary.json"  # an analysis dir's headline numbers, written last
+TIMESERIES_FILE = "timeseries.csv"
+# A run's trained checkpoints by name: their paths inside the run, and their keys in eval.json.
+SFT = "sft"
+GRPO_FINAL = "grpo/final"
+TRAINED_CHECKPOINTS = (SFT, GRPO_FINAL)
 
 
 def step_dir_name(step: int) -> str:
@@ -30,6 +37,12 @@ def step_dir_name(step: int) -> str:
 def sft_checkpoint_name(step: int) -> str:
     """``checkpoint-NNNNNN``: a resumable SFT checkpoint's directory name."""
     return f"checkpoint-{step:06d}"
+
+
+def analysis_dir_name(checkpoint: str) -> str:
+    """The analysis dir name of a checkpoint named by its path inside the run: ``-`` for ``/``
+    (``grpo/final`` -> ``grpo-final``)."""
+    return checkpoint.replace("/", "-")
 
 
 def checkpoint_step(ckpt: Path) -> int:
@@ -57,9 +70,20 @@ class Run:
         return self.root / "data"
 
     @property
+    def data_config(self) -> Path:
+        """RUN/data/data_config.json: the generator settings of data ``train`` generated."""
+        from coinfluence.tasks.data import DATA_CONFIG
+
+        return self.data / DATA_CONFIG
+
+    def checkpoint(self, name: str) -> Path:
+        """RUN/NAME of a checkpoint named as in eval.json (``sft``, ``grpo/final``, ``grpo/step-N``)."""
+        return self.root / name
+
+    @property
     def sft(self) -> Path:
         """The final SFT model (its ``config.json`` marks the SFT stage done)."""
-        return self.root / "sft"
+        return self.checkpoint(SFT)
 
     @property
     def sft_checkpoints(self) -> Path:
@@ -71,7 +95,7 @@ class Run:
 
     @property
     def grpo_final(self) -> Path:
-        return self.grpo / "final"
+        return self.checkpoint(GRPO_FINAL)
 
     def grpo_step(self, step: int) -> Path:
         return self.grpo / step_dir_name(step)
@@ -100,7 +124,19 @@ class Run:
 
     @property
     def analysis(self) -> Path:
-        return self.root / "analysis"
+        return self.root / ANALYSIS_DIR
+
+    def analysis_of(self, checkpoint: str) -> Path:
+        """RUN/analysis/NAME: the analysis of the checkpoint at RUN/``checkpoint`` (see :func:`analysis_dir_name`)."""
+        return self.analysis / analysis_dir_name(checkpoint)
+
+    def analysis_summary(self, checkpoint: str) -> Path:
+        return self.analysis_of(checkpoint) / SUMMARY_FILE
+
+    @property
+    def timeseries(self) -> Path:
+        """RUN/analysis/timeseries.csv, written by ``analyze --all-checkpoints``."""
+        return self.analysis / TIMESERIES_FILE
 
     @property
     def lds(self) -> Path:
@@ -110,7 +146,7 @@ class Run:
         """A checkpoint's analysis directory name: its path inside the run with ``-`` for ``/``
         (``sft``, ``grpo-step-000050``), else its own name."""
         try:
-            return "-".join(Path(ckpt).resolve().relative_to(self.root.resolve()).parts) or Path(ckpt).name
+            return analysis_dir_name("/".join(Path(ckpt).resolve().relative_to(self.root.resolve()).parts)) or Path(ckpt).name
         except ValueError:
             return Path(ckpt).name
 

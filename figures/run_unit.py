@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 from coinfluence.io import atomic_dir, read_json, write_json
+from coinfluence.run import TRAINED_CHECKPOINTS, Run
 from coinfluence.tasks.registry import DEFAULT_TASK, TASKS, get_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,12 +60,13 @@ SETTING = {
     "num_generations": 8, "grpo_learning_rate": 1e-4, "temperature": 1.0, "reward": "answer", "validation_rows": 200,
     "threads": 1,
 }
-KEEP = ["config.json", "metrics.jsonl", "eval.json", "data/data_config.json", "analysis/*/summary.json",
-        "analysis/*/queries.parquet"]
+_LAYOUT = Run(Path())  # the run layout as paths relative to a run
+KEEP = [str(p) for p in (_LAYOUT.config_path, _LAYOUT.metrics, _LAYOUT.eval_json, _LAYOUT.data_config,
+                         _LAYOUT.analysis_summary("*"), _LAYOUT.analysis_of("*") / "queries.parquet")]
 MAX_BYTES = 400_000
 SAMPLES = 8
 SAMPLED_NAME = f"@n{SAMPLES}-t1"  # the suffix `coinfluence eval` gives sampled results in eval.json
-CHECKPOINTS = ("sft", "grpo/final")
+CHECKPOINTS = TRAINED_CHECKPOINTS
 _VARIANT = re.compile(r"^(?P<base>[a-z-]+?)(?:-pe(?P<pe>[0-9.]+))?(?:-px(?P<px>[0-9.]+))?$")
 
 
@@ -110,7 +112,7 @@ def coinfluence(args: list[str]) -> float:
 
 def evaluated(run: Path, checkpoint: str, split: str, rows: int | None = None) -> bool:
     """Does RUN/eval.json hold ``split`` of ``checkpoint`` (on at least ``rows`` rows)?"""
-    path = ROOT / run / "eval.json"
+    path = Run(ROOT / run).eval_json
     if not path.exists():
         return False
     result = read_json(path).get("checkpoints", {}).get(checkpoint, {}).get(split)
@@ -118,7 +120,7 @@ def evaluated(run: Path, checkpoint: str, split: str, rows: int | None = None) -
 
 
 def split_rows(run: Path, split: str) -> int:
-    counts = read_json(ROOT / run / "data" / "data_config.json")["counts"]
+    counts = read_json(Run(ROOT / run).data_config)["counts"]
     return counts[split]
 
 
@@ -126,35 +128,36 @@ def unit_steps(variant: str, seed: int, run: Path, setting: dict, aug_k: int, ex
     """``(name, coinfluence arguments, done())`` for every step of a unit, in order."""
     behaviours, data_opts = parse_variant(variant, aug_k)
     threads = ["--threads", str(setting["threads"])]
+    layout, done = Run(run), Run(ROOT / run)  # paths for the commands (run in ROOT), and to look at
+    data = str(layout.data)
     epochs = setting["sft_epochs"] / (aug_k if any(o in data_opts for o in ("--question-aug", "--answer-aug")) else 1)
     steps = [
-        ("data", ["data", "--out", str(run / "data"), "--overwrite", *(["--task", setting["task"]] if "task" in setting else []),
+        ("data", ["data", "--out", data, "--overwrite", *(["--task", setting["task"]] if "task" in setting else []),
                   "--preset", setting["task_preset"], "--behaviours", behaviours,
                   "--seed", str(seed), *data_opts, *extra.get("data", [])],
-         lambda: (ROOT / run / "data" / "data_config.json").exists()),
-        ("train", [*threads, "train", "--data", str(run / "data"), "--out", str(run), "--seed", str(seed), "--resume",
+         lambda: done.data_config.exists()),
+        ("train", [*threads, "train", "--data", data, "--out", str(run), "--seed", str(seed), "--resume",
                    "--task-preset", setting["task_preset"], "--preset", setting["model"], "--sft-epochs", f"{epochs:g}",
                    "--grpo-steps", str(setting["grpo_steps"]), "--prompts-per-step", str(setting["prompts_per_step"]),
                    "--num-generations", str(setting["num_generations"]),
                    "--grpo-learning-rate", f"{setting['grpo_learning_rate']:g}",
                    "--temperature", f"{setting['temperature']:g}", "--reward", setting["reward"],
                    "--eval-size", str(setting["validation_rows"]), "--no-progress", *extra.get("train", [])],
-         lambda: (ROOT / run / "grpo" / "final" / "config.json").exists()),
+         lambda: (done.grpo_final / "config.json").exists()),  # the model's config, saved last
     ]
     for ckpt in CHECKPOINTS:
-        steps.append((f"test {ckpt}", [*threads, "eval", "--ckpt", str(run / ckpt), "--data", str(run / "data"),
+        steps.append((f"test {ckpt}", [*threads, "eval", "--ckpt", str(layout.checkpoint(ckpt)), "--data", data,
                                        "--splits", "test_id,test_ood", "--seed", str(seed), *extra.get("eval", [])],
                       lambda c=ckpt: all(evaluated(run, c, s, split_rows(run, s)) for s in ("test_id", "test_ood"))))
     for ckpt in CHECKPOINTS:
-        steps.append((f"sampled test {ckpt}", [*threads, "eval", "--ckpt", str(run / ckpt), "--data", str(run / "data"),
+        steps.append((f"sampled test {ckpt}", [*threads, "eval", "--ckpt", str(layout.checkpoint(ckpt)), "--data", data,
                                                "--splits", "test_id", "--n", str(SAMPLES), "--temperature", "1",
                                                "--seed", str(seed), *extra.get("eval", [])],
                       lambda c=ckpt: evaluated(run, c + SAMPLED_NAME, "test_id")))
     for ckpt in CHECKPOINTS:
-        name = ckpt.replace("/", "-")
-        steps.append((f"analyze {ckpt}", [*threads, "analyze", "--ckpt", str(run / ckpt), "--run", str(run), "--no-kernel",
+        steps.append((f"analyze {ckpt}", [*threads, "analyze", "--ckpt", str(layout.checkpoint(ckpt)), "--run", str(run), "--no-kernel",
                                           "--seed", str(seed), "--quiet", *extra.get("analyze", [])],
-                      lambda n=name: (ROOT / run / "analysis" / n / "summary.json").exists()))
+                      lambda c=ckpt: done.analysis_summary(c).exists()))
     return steps
 
 
@@ -200,7 +203,7 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
     if dest.is_dir() and not refresh:
         print(f"skip {name}: {dest} exists", flush=True)
         return dest
-    if dest.is_dir() and not (ROOT / run / "data").is_dir():
+    if dest.is_dir() and not Run(ROOT / run).data.is_dir():
         print(f"skip {name}: nothing to refresh from ({run} is gone)", flush=True)
         return dest
     steps = unit_steps(variant, seed, run, setting, aug_k, extra or {})

@@ -14,17 +14,17 @@ import json
 import sys
 from pathlib import Path
 
+from coinfluence.io import read_jsonl
+from coinfluence.run import Run
+
 ROOT = Path(__file__).resolve().parent
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def curve(probe: Path) -> list[tuple[int, float, float | None]]:
     """``(stage step, answer accuracy, step-verified accuracy)`` at each validation, SFT then GRPO."""
     out = []
-    for row in read_jsonl(probe / "metrics.jsonl"):
+    metrics = Run(probe).metrics
+    for row in read_jsonl(metrics) if metrics.exists() else []:
         for answer, step in (("val_accuracy", "val_step_accuracy"), ("val_id_accuracy", "val_id_step_accuracy")):
             if row.get(answer) is not None:
                 out.append((row["stage"], row["step"], row[answer], row.get(step)))
@@ -38,7 +38,8 @@ def describe(probe: Path) -> str:
     if points:
         lines.append("    " + "  ".join(f"{stage} {step}: {100 * a:.1f}/{'-' if s is None else f'{100 * s:.1f}'}"
                                           for stage, step, a, s in points))
-    saved = json.loads((probe / "eval.json").read_text()).get("checkpoints", {}) if (probe / "eval.json").exists() else {}
+    evals = Run(probe).eval_json
+    saved = json.loads(evals.read_text()).get("checkpoints", {}) if evals.exists() else {}
     for ckpt, splits in saved.items():
         for split, r in splits.items():
             step = r.get("step_accuracy")

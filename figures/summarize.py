@@ -23,6 +23,7 @@ import pandas as pd
 from coinfluence.plots.claims import accuracy_table, claims_table
 from coinfluence.plots.gains import rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label
+from coinfluence.run import SFT, Run
 
 ROOT = Path(__file__).resolve().parent
 WINDOW = 10  # steps per mean at each end of the GRPO curve
@@ -38,8 +39,8 @@ def curve_ends(metrics: pd.DataFrame, column: str, window: int = WINDOW) -> tupl
 def unit_row(unit: Path) -> dict:
     """One line of numbers for one unit directory."""
     row = {"unit": unit.name, "variant": run_label(unit)}
-    sft = unit / "analysis" / "sft"
-    if (sft / "summary.json").exists():
+    if Run(unit).analysis_summary(SFT).exists():
+        sft = Run(unit).analysis_of(SFT)
         s = read_summary(sft)
         alpha = read_queries(sft)["alpha"]
         row.update(informative=s["frac_informative"], mean_alpha=s["mean_alpha"], alpha0=float((alpha == 0).mean()),
@@ -59,7 +60,7 @@ def unit_row(unit: Path) -> dict:
 
 
 def main(results: Path) -> None:
-    units = sorted(p for p in results.iterdir() if (p / "config.json").exists())
+    units = sorted(p for p in results.iterdir() if Run(p).config_path.exists())
     if not units:
         sys.exit(f"error: no unit directories under {results}")
     rows = pd.DataFrame([unit_row(u) for u in units])
@@ -89,7 +90,7 @@ def main(results: Path) -> None:
     print("## influence through training: mean over seeds at each analysed step\n")
     series = []
     for u in units:
-        path = u / "analysis" / "timeseries.csv"
+        path = Run(u).timeseries
         if path.exists():
             series.append(read_timeseries(path).assign(variant=run_label(u)))
     if series:

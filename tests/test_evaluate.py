@@ -18,7 +18,7 @@ from coinfluence.training.evaluate import (
     generate_completions,
     hf_generate,
     sample_accuracy,
-    score_rows,
+    evaluate_rows,
 )
 from coinfluence.training.sft import SFTConfig, train_sft
 from toy_data import toy_rows, toy_texts
@@ -104,7 +104,7 @@ def test_sample_accuracy_with_a_replaced_generator(tok):
     alphas = sample_accuracy(None, tok, rows, n=4, temperature=1.0, generate_fn=fake_generate)
     assert alphas == [0.0, 0.25, 0.5, 0.75]
     assert alpha_spread(alphas) == 0.75
-    summary, records = score_rows(None, tok, rows, n=4, temperature=1.0, generate_fn=fake_generate)
+    summary, records = evaluate_rows(None, tok, rows, n=4, temperature=1.0, generate_fn=fake_generate)
     assert summary["mean@4"] == pytest.approx(1.5 / 4) and summary["pass@4"] == 0.75 and summary["alpha_spread"] == 0.75
     assert len(records) == 16
 
@@ -135,7 +135,7 @@ def test_scored_records_count_the_behaviours_of_each_completion():
         texts = [attempt + "<answer>1</answer>", "<answer>1</answer>"]
         return [[tokenizer.encode(t, add_special_tokens=False) for t in texts] for _ in prompt_ids]
 
-    summary, records = score_rows(None, tok, rows, n=2, temperature=1.0, generate_fn=fake_generate)
+    summary, records = evaluate_rows(None, tok, rows, n=2, temperature=1.0, generate_fn=fake_generate)
     assert [r["behaviours"]["attempts"] for r in records] == [1, 0, 1, 0]
     assert summary["behaviours/attempts"] == 0.5 and summary["behaviours/frac"] == 0.5
     assert summary["paired_queries"] == 2
@@ -145,7 +145,7 @@ def test_greedy_with_many_samples_is_a_user_error(tok):
     with pytest.raises(UserError, match="temperature"):
         sample_accuracy(None, tok, toy_rows(1), n=4, temperature=0.0)
     with pytest.raises(UserError):
-        score_rows(None, tok, toy_rows(1), n=0)
+        evaluate_rows(None, tok, toy_rows(1), n=0)
 
 
 def test_alpha_spread():
@@ -181,7 +181,7 @@ def test_step_verified_accuracy_and_guess_baseline_of_scored_samples():
             out.append([tokenizer.encode(t, add_special_tokens=False) for t in texts])
         return out
 
-    summary, records = score_rows(None, tok, rows, n=3, temperature=1.0, generate_fn=fake_generate)
+    summary, records = evaluate_rows(None, tok, rows, n=3, temperature=1.0, generate_fn=fake_generate)
     assert [r["verdict"] == "correct" for r in records[:3]] == [True, False, False]
     assert all(r["prompt"] == rows[0]["prompt"] for r in records[:3])  # `coinfluence score` can read them
     assert summary["accuracy"] == pytest.approx(2 / 3)  # the garbled sample still has the right answer

@@ -121,7 +121,7 @@ def test_bad_options_are_user_errors(tok, tmp_path, field, value):
 
 def test_step_reward_pays_only_for_right_steps():
     from coinfluence.tasks.data import DataConfig, make_dataset
-    from coinfluence.training.grpo import score
+    from coinfluence.training.grpo import reward_completions
 
     row = make_dataset(DataConfig(preset="mini2", behaviours="none", seed=2, sft_size=5, rl_size=5, eval_size=5))["sft"][0]
     lines = row["completion"].splitlines()
@@ -130,8 +130,8 @@ def test_step_reward_pays_only_for_right_steps():
     wrong_step = "\n".join(lines)
     assert wrong_step != row["completion"]
     texts, answers, prompts = [row["completion"], wrong_step], [row["answer"]] * 2, [row["prompt"]] * 2
-    answer_correct, _ = score(texts, answers, 0.0, prompts, "answer")
-    step_correct, rewards = score(texts, answers, 0.0, prompts, "steps")
+    answer_correct, _ = reward_completions(texts, answers, 0.0, prompts, "answer")
+    step_correct, rewards = reward_completions(texts, answers, 0.0, prompts, "steps")
     assert answer_correct.tolist() == [1.0, 1.0] and step_correct.tolist() == rewards.tolist() == [1.0, 0.0]
 
 

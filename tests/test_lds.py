@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from coinfluence.errors import UserError
-from coinfluence.influence.lds import LDSOptions, bootstrap_interval, run_lds, subset_members
+from coinfluence.influence.lds import LDSOptions, spearman_interval, run_lds, subset_members
 from coinfluence.models.loading import load_model
 from coinfluence.models.tokenizer import build_tokenizer
 from coinfluence.training.checkpoint import save_model_dir
@@ -82,7 +82,7 @@ def test_bad_input_is_a_user_error_and_writes_nothing(data, change, message):
 
 def test_bootstrap_interval_brackets_a_clear_correlation():
     x = np.arange(30.0)
-    lo, hi = bootstrap_interval(x, x + np.random.default_rng(0).normal(0, 3, 30), 500, seed=0)
+    lo, hi = spearman_interval(x, x + np.random.default_rng(0).normal(0, 3, 30), 500, seed=0)
     assert 0.7 < lo <= hi <= 1.0
-    lo, hi = bootstrap_interval(x, np.random.default_rng(1).normal(size=30), 500, seed=0)
+    lo, hi = spearman_interval(x, np.random.default_rng(1).normal(size=30), 500, seed=0)
     assert lo < 0 < hi

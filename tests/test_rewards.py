@@ -14,8 +14,8 @@ from coinfluence.errors import UserError
 from coinfluence.influence.analyze import AnalyzeOptions, resolve_options, sample_groups
 from coinfluence.models import build_tokenizer, load_model
 from coinfluence.tasks.rewards import REWARDS, last_boxed, reward_fn, reward_scores
-from coinfluence.training.evaluate import score_rows
-from coinfluence.training.grpo import GRPOConfig, score, validate_config
+from coinfluence.training.evaluate import evaluate_rows
+from coinfluence.training.grpo import GRPOConfig, reward_completions, validate_config
 from toy_data import toy_rows, toy_texts
 
 TEXTS = [
@@ -84,10 +84,10 @@ def test_every_listed_reward_resolves():
 
 
 def test_grpo_scores_with_the_chosen_reward():
-    correct, total = score(["it is 5", "<answer>5</answer>"], [5, 5], 0.5, ["q", "q"], "last-number")
+    correct, total = reward_completions(["it is 5", "<answer>5</answer>"], [5, 5], 0.5, ["q", "q"], "last-number")
     assert correct.tolist() == [1.0, 1.0]
     assert total.tolist() == [1.0, 1.5]  # the format bonus still reads the marker
-    assert score(["it is 5"], [5], 0.0, None, "answer")[0].tolist() == [0.0]
+    assert reward_completions(["it is 5"], [5], 0.0, None, "answer")[0].tolist() == [0.0]
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,8 @@ def test_eval_accuracy_uses_and_records_the_reward(tok):
     def says_the_number(model, tokenizer, prompt_ids, *, num_samples, **_):
         return [[tokenizer.encode(f"it is {row['answer']}", add_special_tokens=False)] * num_samples for row in rows]
 
-    plain, _ = score_rows(None, tok, rows, generate_fn=says_the_number)
-    read, records = score_rows(None, tok, rows, generate_fn=says_the_number, reward="last-number")
+    plain, _ = evaluate_rows(None, tok, rows, generate_fn=says_the_number)
+    read, records = evaluate_rows(None, tok, rows, generate_fn=says_the_number, reward="last-number")
     assert plain["accuracy"] == 0.0 and plain["reward"] == "answer"
     assert read["accuracy"] == 1.0 and read["reward"] == "last-number"
     assert [r["reward"] for r in records] == [1.0, 1.0, 1.0]

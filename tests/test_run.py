@@ -7,7 +7,7 @@ from dataclasses import asdict
 from toy_data import toy_rows
 
 from coinfluence.influence.analyze import AnalyzeOptions, resolve_options, trainer_config
-from coinfluence.run import Run, checkpoint_step, run_of_checkpoint
+from coinfluence.run import GRPO_FINAL, SFT, TRAINED_CHECKPOINTS, Run, checkpoint_step, run_of_checkpoint
 from coinfluence.training.grpo import GRPOConfig
 
 
@@ -23,6 +23,16 @@ def test_run_paths_and_step_directories(tmp_path):
     assert checkpoint_step(run.grpo_step(12)) == 12 and checkpoint_step(run.sft) == 0
     assert checkpoint_step(run.sft_checkpoints / "checkpoint-000040") == 40
     assert run.analysis_name(run.grpo_step(3)) == "grpo-step-000003" and run.analysis_name(tmp_path.parent) == tmp_path.parent.name
+
+
+def test_readers_find_the_analysis_dir_analyze_names_for_each_trained_checkpoint(tmp_path):
+    run = Run(tmp_path)
+    for name in TRAINED_CHECKPOINTS:
+        assert run.analysis_of(name) == run.analysis / run.analysis_name(run.checkpoint(name))
+        assert run.analysis_summary(name).parent == run.analysis_of(name)
+    assert run.checkpoint(SFT) == run.sft and run.checkpoint(GRPO_FINAL) == run.grpo_final
+    assert run.analysis_of(GRPO_FINAL).name == "grpo-final" and run.analysis_name(tmp_path) == tmp_path.name
+    assert run.timeseries.parent == run.analysis and run.data_config.parent == run.data
 
 
 def test_record_merges_one_key_at_a_time(tmp_path):

@@ -42,7 +42,7 @@ from coinfluence.influence.kernel import K_plus_minus, co_influence_kernel, mean
 from coinfluence.influence.step import TARGET_OBJECTIVES, advantages, delta_J_aggregated
 from coinfluence.influence.validate import grpo_resume_step, validate_first_order, validate_trainer_step
 from coinfluence.io import atomic_dir, atomic_path, check_output_dir, data_splits, output_dir, write_json
-from coinfluence.io import read_rows as io_read_rows
+from coinfluence.io import read_rows
 from coinfluence.run import Run, checkpoint_step, run_of_checkpoint
 from coinfluence.tasks.registry import get_task, resolve_task
 from coinfluence.tasks.rewards import RewardFn, reward_fn
@@ -95,8 +95,8 @@ SAMPLING_KNOBS = ("num_generations", "temperature", "max_completion_length", "no
 # ----------------------------------------------------------------------------- resolving inputs
 
 
-def read_rows(path: Path) -> list[dict]:
-    return io_read_rows(path, ("prompt", "answer"))
+def read_answered_rows(path: Path) -> list[dict]:
+    return read_rows(path, ("prompt", "answer"))
 
 
 def analysis_name(ckpt: Path, run: Path | None) -> str:
@@ -632,7 +632,7 @@ def run_analysis(opts: AnalyzeOptions, progress: bool = True) -> dict:
     if opts.validate:
         for c in paths["ckpts"]:
             grpo_resume_step(c)  # a state GRPO cannot resume is refused before any work
-    train_all, target_all = read_rows(paths["train"]), read_rows(paths["targets"])
+    train_all, target_all = read_answered_rows(paths["train"]), read_answered_rows(paths["targets"])
     train_rows = [train_all[i] for i in pick(train_all, opts.queries, opts.seed, "train")]
     target_rows = [target_all[i] for i in pick(target_all, opts.targets_n, opts.seed, "targets")]
     sources = {"train_file": str(paths["train"]), "targets_file": str(paths["targets"])}

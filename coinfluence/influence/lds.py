@@ -25,7 +25,7 @@ import torch
 from coinfluence.errors import UserError
 from coinfluence.influence import features as feat
 from coinfluence.influence.analyze import (
-    AnalyzeOptions, adam_update_options, check_analysis_options, pick, read_rows, resolve_inputs, resolve_options, sample_groups,
+    AnalyzeOptions, adam_update_options, check_analysis_options, pick, read_answered_rows, resolve_inputs, resolve_options, sample_groups,
     trainer_config,
 )
 from coinfluence.influence.step import TARGET_OBJECTIVES, delta_J_aggregated
@@ -79,7 +79,7 @@ def train_subset(ckpt: Path, rows: list[dict], cfg, steps: int, work: Path, task
     return model
 
 
-def bootstrap_interval(x, y, n: int, seed: int, level: float = 0.95) -> list[float]:
+def spearman_interval(x, y, n: int, seed: int, level: float = 0.95) -> list[float]:
     """Percentile interval of the Spearman correlation over ``n`` resamples of the (x, y) pairs."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     rng = np.random.default_rng(feat.stream_seed(seed, "lds", "bootstrap"))
@@ -114,7 +114,7 @@ def run_lds(opts: LDSOptions, progress: bool = True) -> dict:
     ckpt = paths["ckpts"][0]
     knobs = {**resolve_options(aopts, ckpt, paths["run"]), "task": paths["task"]}
     check_analysis_options(aopts, knobs)
-    train_all, target_all = read_rows(paths["train"]), read_rows(paths["targets"])
+    train_all, target_all = read_answered_rows(paths["train"]), read_answered_rows(paths["targets"])
     pool_rows = [train_all[i] for i in pick(train_all, opts.pool, opts.seed, "train")]
     target_rows = [target_all[i] for i in pick(target_all, opts.targets_n, opts.seed, "targets")]
     if len(pool_rows) < opts.pool:
@@ -167,7 +167,7 @@ def write_lds(out: Path, opts: LDSOptions, pool_rows, members, predicted: dict, 
         with atomic_path(out / name) as tmp:
             df.to_parquet(tmp, index=False)
     lds = {kind: {"spearman": spearman(sums[kind], observed),
-                  "interval_95": bootstrap_interval(sums[kind], observed, opts.bootstrap, opts.seed)} for kind in sums}
+                  "interval_95": spearman_interval(sums[kind], observed, opts.bootstrap, opts.seed)} for kind in sums}
     summary = {
         "checkpoint": str(ckpt), "train_file": str(paths["train"]), "targets_file": str(paths["targets"]),
         "options": {**asdict(opts), **knobs}, "resumed_optimizer_at_step": grpo_resume_step(ckpt) or None,

@@ -83,19 +83,21 @@ def unit_numbers(unit) -> dict:
     from pathlib import Path
 
     from coinfluence.plots.runs import run_label, run_seed
+    from coinfluence.run import GRPO_FINAL, SFT, Run
 
     unit = Path(unit)
-    saved = json.loads((unit / "eval.json").read_text()).get("checkpoints", {}) if (unit / "eval.json").exists() else {}
+    run = Run(unit)
+    saved = json.loads(run.eval_json.read_text()).get("checkpoints", {}) if run.eval_json.exists() else {}
     row = {"unit": unit.name, "variant": run_label(unit), "seed": run_seed(unit)}
     for split in SPLITS:
         for metric in METRICS:
             for tag, suffix in (("greedy", ""), ("mean@8", SAMPLED_SUFFIX)):
-                sft, rft = (_eval_value(saved, c + suffix, split, metric) for c in ("sft", "grpo/final"))
+                sft, rft = (_eval_value(saved, c + suffix, split, metric) for c in (SFT, GRPO_FINAL))
                 key = f"{tag}/{split}/{metric}"
                 row.update({f"{key}/sft": sft, f"{key}/rft": rft, f"{key}/gain": rft - sft})
     for guess in GUESSES:
-        row[f"test_id/{guess}"] = _eval_value(saved, "sft", "test_id", guess)
-    summary = unit / "analysis" / "sft" / "summary.json"
+        row[f"test_id/{guess}"] = _eval_value(saved, SFT, "test_id", guess)
+    summary = run.analysis_summary(SFT)
     if summary.exists():
         s = json.loads(summary.read_text())
         row["sft/frac_informative"] = s.get("frac_informative", float("nan"))

@@ -35,6 +35,7 @@ from coinfluence.plots.runs import (
     read_json_or_empty, read_timeseries, run_analyses, run_label, run_of_analysis, run_seed,
 )
 from coinfluence.plots.style import theme
+from coinfluence.run import Run
 
 REPORT_NAME = "report.html"
 FIGURE_DPI = 100  # a PAGE_WIDTH figure is then 1,000 px: the page's width
@@ -294,7 +295,7 @@ def stage_options(run: Path, stage: str) -> dict:
     options = read_config(run).get(stage)
     if options or stage != "grpo":
         return options or {}
-    for ckpt in [run / "grpo" / "final"] + sorted((run / "grpo").glob("step-*"), reverse=True):
+    for ckpt in [Run(run).grpo_final] + [path for _, path in reversed(Run(run).grpo_steps())]:
         if (ckpt / "grpo_config.json").is_file():
             return read_json_or_empty(ckpt / "grpo_config.json")
     return {}
@@ -306,13 +307,13 @@ def stage_section(run: Path, stage: str, base: Path | None) -> str | None:
     options = stage_options(run, stage)
     if not len(metrics) and not options:
         return None
-    final = run / ("sft" if stage == "sft" else "grpo/final")
+    final = Run(run).sft if stage == "sft" else Run(run).grpo_final
     parts = [f"<p>checkpoint: {link(final, base)}" + ("" if final.exists() else " (not here)") + "</p>"]
     draw = training.sft_curves if stage == "sft" else training.reward_curves
     columns = training.SFT_CURVES if stage == "sft" else training.CURVES
     if len(metrics) and any(c in metrics for c, _, _ in columns):
         parts.append(figure_img(draw([run]), f"{stage} curves"))
-    parts += [f"<h3>Metrics ({link(run / 'metrics.jsonl', base)})</h3>", table(metric_summary(metrics)),
+    parts += [f"<h3>Metrics ({link(Run(run).metrics, base)})</h3>", table(metric_summary(metrics)),
               "<h3>Options</h3>", key_values(options or {})]
     return section(stage, training.STAGE_NAMES[stage], *parts)
 
@@ -325,17 +326,18 @@ def eval_section(run: Path, base: Path | None) -> str | None:
     wide = df.pivot_table(index="checkpoint", columns="split", values="accuracy", aggfunc="first", sort=False)
     rows = [{"checkpoint": ckpt, **{s: wide.at[ckpt, s] for s in wide.columns}} for ckpt in wide.index]
     details = df.drop(columns=[c for c in df.columns if df[c].isna().all()]).to_dict("records")
-    return section("eval", "Evaluation", f"<p>Accuracy per checkpoint and split ({link(run / 'eval.json', base)}).</p>",
+    return section("eval", "Evaluation", f"<p>Accuracy per checkpoint and split ({link(Run(run).eval_json, base)}).</p>",
                    table(rows), "<details><summary>every number of eval.json</summary>" + table(details) + "</details>")
 
 
 def run_stages(run: Path, sections: dict[str, str | None], analyses: dict[str, Path]) -> list[tuple[str, str, Path]]:
     """(name, anchor on the page, files) of each stage the run has, in the order they ran."""
-    data = run / "data"
+    layout = Run(run)
+    data = layout.data
     recorded = (read_config(run).get("train") or {}).get("data")
     if recorded and Path(recorded).exists():  # recorded relative to where `train` ran
         data = Path(recorded)
-    stages = [("data", "data", data), ("SFT", "sft", run / "sft"), ("GRPO", "grpo", run / "grpo"), ("evaluation", "eval", run / "eval.json")]
+    stages = [("data", "data", data), ("SFT", "sft", layout.sft), ("GRPO", "grpo", layout.grpo), ("evaluation", "eval", layout.eval_json)]
     stages = [s for s in stages if s[1] == "data" or sections.get(s[1])]
     return stages + [(f"analysis of {name}", analysis_anchor(name), d) for name, d in analyses.items()]
 
@@ -358,9 +360,9 @@ def run_report(run, base: Path | None) -> str:
                 section("data", "Data", key_values(data_config(run)), "<h3>Training options</h3>",
                         key_values({k: v for k, v in train.items() if k != "data_config"}))]
     sections += [s for s in stages.values() if s is not None]
-    series = is_timeseries_dir(run / "analysis")
+    series = is_timeseries_dir(Run(run).analysis)
     if series:
-        sections.append(timeseries_section(run / "analysis"))
+        sections.append(timeseries_section(Run(run).analysis))
     sections += [analysis_section(d, name, base, checkpoint_anchor(name)) for name, d in analyses.items()]
     nav = [("overview", "run"), ("data", "data")] + [(a, training.STAGE_NAMES.get(a, "evaluation")) for a, s in stages.items() if s]
     nav += [("timeseries", "through training")] * series + [(analysis_anchor(name), f"analysis: {name}") for name in analyses]

@@ -18,6 +18,7 @@ from coinfluence.plots import analysis, gains, training
 from coinfluence.plots.runs import (
     is_analysis_dir, is_run_dir, is_timeseries_dir, read_metrics, rl_gain, run_label, sft_analysis,
 )
+from coinfluence.run import SFT, Run, analysis_dir_name
 
 # What draw_all can write, by output name (without suffix).
 NAMES = ("reward_curves", "alpha_histograms", "influence_by_alpha", "influence_through_training", "table1",
@@ -66,10 +67,11 @@ def plan(paths) -> dict[str, tuple]:
     """What can be drawn from ``paths``: figure name -> (function, inputs, kwargs)."""
     found = classify(paths)
     runs = _unique(found["runs"])
+    sft = analysis_dir_name(SFT)
     # A run (or an --all-checkpoints output dir) brings along the analysis of its SFT checkpoint.
     analyses = _unique(found["analyses"] + [a for r in runs if (a := sft_analysis(r)) is not None]
-                       + [t / "sft" for t in found["timeseries"] if is_analysis_dir(t / "sft")])
-    series = _unique(found["timeseries"] + [r / "analysis" for r in runs if is_timeseries_dir(r / "analysis")])
+                       + [t / sft for t in found["timeseries"] if is_analysis_dir(t / sft)])
+    series = _unique(found["timeseries"] + [Run(r).analysis for r in runs if is_timeseries_dir(Run(r).analysis)])
     todo: dict[str, tuple] = {}
     if any("reward" in read_metrics(r, "grpo") for r in runs):
         todo["reward_curves"] = (training.reward_curves, runs, {})

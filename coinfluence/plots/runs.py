@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from coinfluence.io import read_jsonl
+from coinfluence.run import GRPO_FINAL, SFT, SUMMARY_FILE, TIMESERIES_FILE, Run, analysis_dir_name
 from coinfluence.plots.style import VARIANT_NAMES, order_variants
 
 
@@ -31,36 +32,38 @@ def is_run_dir(path) -> bool:
     path = Path(path)
     if not path.is_dir():
         return False
-    if (path / "metrics.jsonl").is_file() or (path / "eval.json").is_file():
+    run = Run(path)
+    if run.metrics.is_file() or run.eval_json.is_file():
         return True
-    config = read_json_or_empty(path / "config.json") if (path / "config.json").is_file() else None
+    config = read_json_or_empty(run.config_path) if run.config_path.is_file() else None
     return bool(config) and "model_type" not in config
 
 
 def is_analysis_dir(path) -> bool:
-    return (Path(path) / "summary.json").is_file()
+    return (Path(path) / SUMMARY_FILE).is_file()
 
 
 def is_timeseries_dir(path) -> bool:
-    return (Path(path) / "timeseries.csv").is_file()
+    return (Path(path) / TIMESERIES_FILE).is_file()
 
 
 def read_config(run_dir) -> dict:
     """RUN/config.json ({} when absent or unreadable)."""
-    return read_json_or_empty(Path(run_dir) / "config.json")
+    return read_json_or_empty(Run(run_dir).config_path)
 
 
 def data_config(run_dir) -> dict:
     """The data options a run trained on: ``train.data_config`` of RUN/config.json (data generated
     by ``train``), else the ``data`` entry of the data dir's data_config.json (``train --data DIR``
     records no data options itself)."""
-    run_dir = Path(run_dir)
+    from coinfluence.tasks.data import DATA_CONFIG
+
     train = read_config(run_dir).get("train") or {}
     if train.get("data_config"):
         return train["data_config"]
-    candidates = [run_dir / "data" / "data_config.json"]
+    candidates = [Run(run_dir).data_config]
     if train.get("data"):
-        candidates.append(Path(train["data"]) / "data_config.json")
+        candidates.append(Path(train["data"]) / DATA_CONFIG)
     for path in candidates:
         saved = read_json_or_empty(path)
         if saved.get("data"):
@@ -99,7 +102,7 @@ def run_seed(run_dir) -> int | None:
 
 def read_metrics(run_dir, stage: str = "grpo") -> pd.DataFrame:
     """Rows of RUN/metrics.jsonl with ``"stage": stage``, sorted by step (empty frame if none)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Run(run_dir).metrics
     rows = []
     if path.is_file():
         rows = [r for r in read_jsonl(path, torn_tail_ok=True) if isinstance(r, dict) and r.get("stage") == stage]
@@ -110,14 +113,14 @@ def read_metrics(run_dir, stage: str = "grpo") -> pd.DataFrame:
 def read_eval(run_dir) -> pd.DataFrame:
     """RUN/eval.json (``{"checkpoints": {ckpt: {split: {"accuracy", "num_rows", ...}}}}``) as rows
     ``checkpoint, split, accuracy, num_rows, n, temperature``."""
-    saved = read_json_or_empty(Path(run_dir) / "eval.json").get("checkpoints", {})
+    saved = read_json_or_empty(Run(run_dir).eval_json).get("checkpoints", {})
     rows = [{"checkpoint": ckpt, "split": split, **res} for ckpt, splits in saved.items() for split, res in splits.items()]
     df = pd.DataFrame(rows)
     cols = ["checkpoint", "split", "accuracy", "num_rows", "n", "temperature"]
     return df.reindex(columns=list(dict.fromkeys(cols + list(df.columns))))  # the core columns even when empty
 
 
-def rl_gain(run_dir, sft: str = "sft", rft: str = "grpo/final", metric: str = "accuracy") -> dict[str, dict[str, float]]:
+def rl_gain(run_dir, sft: str = SFT, rft: str = GRPO_FINAL, metric: str = "accuracy") -> dict[str, dict[str, float]]:
     """Greedy ``metric`` (``accuracy``, or ``step_accuracy``: answer and every step right) per split
     of the SFT and the RL-finetuned checkpoint (eval.json), and their difference:
     ``{split: {"sft", "rft", "gain"}}`` for the splits both were scored on."""
@@ -139,7 +142,7 @@ def read_queries(analysis_dir, role: str = "train") -> pd.DataFrame:
 
 
 def read_summary(analysis_dir) -> dict:
-    return read_json_or_empty(Path(analysis_dir) / "summary.json")
+    return read_json_or_empty(Path(analysis_dir) / SUMMARY_FILE)
 
 
 def run_of_analysis(analysis_dir) -> Path | None:
@@ -165,16 +168,16 @@ def analysis_label(analysis_dir) -> str:
 def run_analyses(run_dir) -> dict[str, Path]:
     """Analysis dirs of a run by checkpoint name: RUN/analysis/<name>/summary.json (and
     RUN/analysis itself when it is one analysis)."""
-    root = Path(run_dir) / "analysis"
-    found = {p.parent.name: p.parent for p in sorted(root.glob("*/summary.json"))}
+    root = Run(run_dir).analysis
+    found = {p.parent.name: p.parent for p in sorted(root.glob(f"*/{SUMMARY_FILE}"))}
     if is_analysis_dir(root):
-        found.setdefault(Path(read_summary(root).get("checkpoint", "analysis")).name, root)
+        found.setdefault(Path(read_summary(root).get("checkpoint", root.name)).name, root)
     return found
 
 
 def sft_analysis(run_dir) -> Path | None:
     """The analysis of the run's SFT checkpoint (RUN/analysis/sft), if there is one."""
-    return run_analyses(run_dir).get("sft")
+    return run_analyses(run_dir).get(analysis_dir_name(SFT))
 
 
 def read_timeseries(path) -> pd.DataFrame:
@@ -182,7 +185,7 @@ def read_timeseries(path) -> pd.DataFrame:
     mean_co_influence, mean_delta_J, frac_informative, mean_alpha), given the file, its dir,
     or a run dir (RUN/analysis/timeseries.csv)."""
     path = Path(path)
-    for candidate in (path, path / "timeseries.csv", path / "analysis" / "timeseries.csv"):
+    for candidate in (path, path / TIMESERIES_FILE, Run(path).timeseries):
         if candidate.is_file():
             return pd.read_csv(candidate).sort_values("step", kind="stable").reset_index(drop=True)
     raise FileNotFoundError(f"no timeseries.csv in {path}")

@@ -7,7 +7,7 @@ from coinfluence.training.evaluate import (
     greedy_accuracy,
     hf_generate,
     sample_accuracy,
-    score_rows,
+    evaluate_rows,
 )
 from coinfluence.training.sft import SFTConfig, train_sft
 
@@ -19,6 +19,6 @@ __all__ = [
     "greedy_accuracy",
     "hf_generate",
     "sample_accuracy",
-    "score_rows",
+    "evaluate_rows",
     "train_sft",
 ]

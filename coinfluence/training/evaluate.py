@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from coinfluence.device import model_device
-from coinfluence.run import Run
+from coinfluence.run import SFT, Run
 from coinfluence.io import read_json, read_jsonl, write_json, write_jsonl
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.rewards import DEFAULT_REWARD, accuracy_reward, reward_scores
@@ -149,7 +149,7 @@ def check_sampling_options(n: int, temperature: float) -> None:
         raise UserError("n > 1 samples per prompt needs a temperature > 0 (greedy decoding gives n identical samples)")
 
 
-def score_rows(model, tokenizer, rows: Sequence[dict], *, n: int = 1, temperature: float = 0.0, reward: str = DEFAULT_REWARD,
+def evaluate_rows(model, tokenizer, rows: Sequence[dict], *, n: int = 1, temperature: float = 0.0, reward: str = DEFAULT_REWARD,
                task=None, **gen_kwargs) -> tuple[dict, list[dict]]:
     """Accuracy summary (under ``reward``, see ``accuracy_reward``) and one record per (row, sample):
     id, prompt, sample, completion, reward, the step verdict of ``task``'s checker (a Task or a
@@ -210,7 +210,7 @@ def behaviour_summary(records: Sequence[dict], n: int) -> dict:
     kind per completion, the share of completions with any, and the accuracy of completions
     with and without them. Harder problems invite more behaviours, so the ``paired`` pair
     compares the two kinds of samples within the same queries only (queries that have both).
-    ``records`` hold the ``n`` samples of each query one after another, as ``score_rows`` makes them."""
+    ``records`` hold the ``n`` samples of each query one after another, as ``evaluate_rows`` makes them."""
     if not records:
         return {}
     has = [any(r["behaviours"].values()) for r in records]
@@ -232,12 +232,12 @@ def behaviour_summary(records: Sequence[dict], n: int) -> dict:
 
 
 def greedy_accuracy(model, tokenizer, rows: Sequence[dict], **gen_kwargs) -> float:
-    return score_rows(model, tokenizer, rows, n=1, temperature=0.0, **gen_kwargs)[0]["accuracy"]
+    return evaluate_rows(model, tokenizer, rows, n=1, temperature=0.0, **gen_kwargs)[0]["accuracy"]
 
 
 def greedy_scores(model, tokenizer, rows: Sequence[dict], **gen_kwargs) -> dict[str, float | None]:
     """Greedy ``accuracy`` and ``step_accuracy`` of ``rows`` (the validation metrics of both trainers)."""
-    summary = score_rows(model, tokenizer, rows, n=1, temperature=0.0, **gen_kwargs)[0]
+    summary = evaluate_rows(model, tokenizer, rows, n=1, temperature=0.0, **gen_kwargs)[0]
     return {"accuracy": summary["accuracy"], "step_accuracy": summary.get("step_accuracy")}
 
 
@@ -260,7 +260,7 @@ def evaluate_checkpoint(
     tokenizer,
     rows_by_split: dict[str, Sequence[dict]],
     run_dir: str | Path,
-    checkpoint: str = "sft",
+    checkpoint: str = SFT,
     *,
     n: int = 1,
     temperature: float = 0.0,
@@ -275,7 +275,7 @@ def evaluate_checkpoint(
     results, records = {}, []
     for split, rows in rows_by_split.items():
         rows = list(rows)[:limit] if limit else list(rows)
-        summary, split_records = score_rows(model, tokenizer, rows, n=n, temperature=temperature, **gen_kwargs)
+        summary, split_records = evaluate_rows(model, tokenizer, rows, n=n, temperature=temperature, **gen_kwargs)
         results[split] = summary
         records += [{"split": split, **r} for r in split_records]
     eval_path = Run(run_dir).eval_json

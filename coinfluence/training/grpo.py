@@ -105,7 +105,7 @@ def query_order(n_rows: int, seed: int, step: int, per_step: int) -> list[int]:
     return out
 
 
-def score(completions: Sequence[str], answers: Sequence, format_weight: float, prompts: Sequence[str] | None = None,
+def reward_completions(completions: Sequence[str], answers: Sequence, format_weight: float, prompts: Sequence[str] | None = None,
           kind: str = DEFAULT_REWARD, task=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(correctness: the reward ``kind`` of ``coinfluence.tasks.rewards``, total reward = correctness
     + format bonus). ``prompts`` are needed by rewards that read the question (``steps``, graded by
@@ -304,7 +304,7 @@ def _scored_batch(loop: _Loop, rows: list[int], completions, ro) -> dict[str, to
     texts = [decode_completion(loop.tokenizer, c) for c in completions]
     group_prompts = [loop.train_rows[i]["prompt"] for i in rows for _ in range(G)]
     group_answers = [loop.train_rows[i]["answer"] for i in rows for _ in range(G)]
-    correct, rewards = score(texts, group_answers, cfg.format_reward, group_prompts, cfg.reward, loop.task)
+    correct, rewards = reward_completions(texts, group_answers, cfg.format_reward, group_prompts, cfg.reward, loop.task)
     verified = [loop.task.check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
     right_answer = reward_scores(accuracy_reward(cfg.reward), group_prompts, texts, group_answers)
     columns = (correct, rewards, torch.tensor(verified), torch.tensor(right_answer), ro.lengths, ro.finished, ro.entropies.sum(1))

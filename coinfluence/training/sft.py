@@ -318,11 +318,7 @@ def train_sft(
     last_val = None
     model.train()
     while run.step < cfg.max_steps:
-        started = time.perf_counter()
-        micro = [next(stream) for _ in range(cfg.gradient_accumulation_steps)]
-        step_loss, grad_norm, lr, real_tokens = optimizer_step(model, run.optimizer, run.scheduler, tokenizer, examples, micro, cfg, device)
-        run.step, run.position, run.num_tokens = run.step + 1, run.position + len(micro), run.num_tokens + real_tokens
-        window.add(step_loss, real_tokens, time.perf_counter() - started)
+        micro, lr, grad_norm = _advance(run, stream, examples, device, window)
         bar.update(1)
         step = run.step
         evaluate_now = bool(eval_rows) and ((cfg.eval_steps and step % cfg.eval_steps == 0) or step == cfg.max_steps)
@@ -342,6 +338,18 @@ def train_sft(
             return {"step": step, "stopped": True, "num_tokens": run.num_tokens}
     bar.close()
     return {**_save_final(run), "val_accuracy": last_val["accuracy"] if last_val else None}
+
+
+def _advance(run: _SFTRun, stream, examples, device, window: "_LogWindow") -> tuple[list, float, float]:
+    """One optimizer step over the stream's next micro-batches; moves the run's step, stream
+    position and token count on, and adds the step to ``window``. Returns (micro-batches, lr, grad norm)."""
+    started = time.perf_counter()
+    micro = [next(stream) for _ in range(run.cfg.gradient_accumulation_steps)]
+    step_loss, grad_norm, lr, real_tokens = optimizer_step(run.model, run.optimizer, run.scheduler, run.tokenizer,
+                                                           examples, micro, run.cfg, device)
+    run.step, run.position, run.num_tokens = run.step + 1, run.position + len(micro), run.num_tokens + real_tokens
+    window.add(step_loss, real_tokens, time.perf_counter() - started)
+    return micro, lr, grad_norm
 
 
 def _start(cfg: SFTConfig, model, tokenizer, lengths: list[int], out_dir: Path, resume: bool) -> _SFTRun:

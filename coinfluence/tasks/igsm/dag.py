@@ -272,7 +272,7 @@ def assign_values(rng: random.Random, nodes: list[Node], max_value: int, const_r
     return False
 
 
-def stated_numbers(nodes: list[Node]) -> set[int]:
+def stated_constants(nodes: list[Node]) -> set[int]:
     """The constants a question states (every number in its text)."""
     return {n.const for n in nodes if n.op != "abstract" and n.const is not None}
 
@@ -320,7 +320,7 @@ def build_problem(
         redundant = _add_redundant(b, n_redundant)
         if not assign_values(rng, b.nodes, max_value, const_range):
             continue
-        if answer_not_stated and b.nodes[target].value in stated_numbers(b.nodes):
+        if answer_not_stated and b.nodes[target].value in stated_constants(b.nodes):
             continue
         necessary = ancestors(b.nodes, target)
         assert op_count(b.nodes, necessary) == op and len(necessary) == target + 1

@@ -41,13 +41,13 @@ def _slots(problem: Problem, node: Node) -> dict:
 SOLUTION_FORMATS = ("variables", "names")
 
 
-def pick(rng: random.Random, templates: tuple[str, ...], fixed: bool) -> str:
+def pick_template(rng: random.Random, templates: tuple[str, ...], fixed: bool) -> str:
     """One template of a kind: the first when ``fixed`` (no draw), else a random one."""
     return templates[0] if fixed else rng.choice(templates)
 
 
 def statement(problem: Problem, node: Node, rng: random.Random, fixed: bool = False) -> str:
-    return pick(rng, T.STATEMENTS[node.op], fixed).format(**_slots(problem, node))
+    return pick_template(rng, T.STATEMENTS[node.op], fixed).format(**_slots(problem, node))
 
 
 def stated_nodes(problem: Problem) -> list[int]:
@@ -69,7 +69,7 @@ def render_question(problem: Problem, rng: random.Random, order_rng: random.Rand
     """Every stated quantity (necessary and redundant; abstract ones are implicit) in a
     shuffled order, then the question."""
     sentences = {i: statement(problem, problem.nodes[i], rng, fixed_templates) for i in stated_nodes(problem)}
-    question = pick(rng, T.QUESTIONS, fixed_templates).format(x=phrase(problem.nodes[problem.target].key))
+    question = pick_template(rng, T.QUESTIONS, fixed_templates).format(x=phrase(problem.nodes[problem.target].key))
     # Templates are drawn before the shuffle, so ``order_rng=None`` keeps the one-stream behaviour.
     order = statement_order(problem, order_rng or rng)
     return " ".join([sentences[i] for i in order] + [question])
@@ -130,10 +130,10 @@ def equation_chain(problem: Problem, node: Node, names: dict[int, str], expand: 
 def _restate(problem: Problem, node: Node, rng: random.Random, fixed: bool) -> str:
     slots = _slots(problem, node)
     if node.op == "const":
-        return pick(rng, T.RESTATE_CONST, fixed).format(**slots)
+        return pick_template(rng, T.RESTATE_CONST, fixed).format(**slots)
     facts = join_list([f"{phrase(problem.nodes[p].key)} is {problem.nodes[p].value}" for p in node.parents])
     desc = T.DESC[node.op].format(**slots)
-    return pick(rng, T.RESTATE, fixed).format(desc=desc, facts=facts, **slots)
+    return pick_template(rng, T.RESTATE, fixed).format(desc=desc, facts=facts, **slots)
 
 
 def render_solution(
@@ -169,16 +169,16 @@ def render_solution(
         if isinstance(ev, Attempt):
             missing = [phrase(nodes[m].key) for m in ev.missing]
             be = "is" if len(missing) == 1 else "are"
-            lines.append(pick(text_rng, T.ATTEMPT, fixed_templates).format(x=x, missing=join_list(missing), be=be))
+            lines.append(pick_template(text_rng, T.ATTEMPT, fixed_templates).format(x=x, missing=join_list(missing), be=be))
             continue
         if ev.early:
-            lines.append(pick(text_rng, T.EARLY, fixed_templates).format(x=x))
+            lines.append(pick_template(text_rng, T.EARLY, fixed_templates).format(x=x))
         if ev.revisit:
-            lines.append(pick(text_rng, T.REVISIT, fixed_templates).format(x=x))
+            lines.append(pick_template(text_rng, T.REVISIT, fixed_templates).format(x=x))
         if ev.restate:
             lines.append(_restate(problem, node, text_rng, fixed_templates))
         rhs = equation_chain(problem, node, names, ev.expand)
-        template = pick(text_rng, T.SOLVE_NAMED if named else T.SOLVE, fixed_templates)
+        template = pick_template(text_rng, T.SOLVE_NAMED if named else T.SOLVE, fixed_templates)
         lines.append(template.format(x=x, X=cap(x), v=names[ev.node], rhs=rhs))
     lines.append(format_answer(problem.answer))
     return "\n".join(lines), stats
