@@ -34,9 +34,16 @@ def root(threads: Optional[int] = typer.Option(
         None, "--threads", help="CPU threads for torch (default: torch's choice). On a machine busy with other jobs, "
                                 "--threads 1 can be many times faster than oversubscribed cores."),
          device: str = typer.Option(
-        "auto", "--device", help="where models run: auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N")) -> None:
+        "auto", "--device", help="where models run: auto (a CUDA GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"),
+         sampler: str = typer.Option(
+        "auto", "--sampler", help="rollout engine of train, eval and analyze: auto (lean where the architecture allows, "
+                                  "else hf), lean, hf, or static (lean with a fixed-shape decode step, replayed as CUDA "
+                                  "graphs on a GPU; opt-in, its GPU speed not yet measured)")) -> None:
     from coinfluence.device import set_default_device
     from coinfluence.distributed import init_from_env
+    from coinfluence.training.rollout import set_default_backend
+
+    set_default_backend(sampler)
 
     set_default_device(init_from_env(device))  # under torchrun: join its process group, one GPU per local rank
     if threads is not None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from coinfluence.errors import UserError
 from coinfluence.training.rollout import LeanLlama, Rollouts, lean_unsupported_reason, sample
 
 PAD, EOS, VOCAB = 0, 1, 97
@@ -239,3 +240,30 @@ def test_chunks_by_length_cover_every_row_once_shortest_first():
     chunks = chunks_by_length(lengths, 3)
     assert chunks == [[4, 1, 3], [6, 0, 5], [2]]
     assert chunks_by_length([], 3) == []
+
+
+def test_the_default_engine_is_what_sampler_chose(monkeypatch):
+    """``--sampler`` (set_default_backend) picks the engine of every sample() call that names none."""
+    import coinfluence.training.rollout as rollout
+
+    used = []
+    real_hf = rollout.sample_hf
+    monkeypatch.setattr(rollout, "sample_hf", lambda *a, **k: used.append("hf") or real_hf(*a, **k))
+    monkeypatch.setattr(rollout, "_default_backend", ["auto"])
+    model, prompts = tiny_llama(7), random_prompts(7)
+    auto = run(model, prompts)
+    rollout.set_default_backend("hf")
+    hf = run(model, prompts)
+    assert used == ["hf"] and auto.completions() == hf.completions()
+    with pytest.raises(UserError, match="--sampler must be one of"):
+        rollout.set_default_backend("fast")
+
+
+def test_a_bad_sampler_is_one_line_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from coinfluence_cli.main import app
+
+    r = CliRunner().invoke(app, ["--sampler", "fast", "data", "--out", str(tmp_path / "d")])
+    assert isinstance(r.exception, UserError) and "--sampler" in str(r.exception)
+    assert not (tmp_path / "d").exists()

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from coinfluence.device import model_device
+from coinfluence.errors import UserError
 
 Backend = Literal["auto", "lean", "static", "hf"]
 
@@ -92,7 +93,7 @@ def sample(
     stop_token_ids: Sequence[int] = (),
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
-    backend: Backend = "auto",
+    backend: Backend | None = None,
     compile: bool = False,
     rows_of: tuple[int, int] | None = None,
 ) -> Rollouts:
@@ -101,7 +102,8 @@ def sample(
     ``temperature=0`` is greedy decoding. ``top_p < 1`` samples from the smallest set of
     tokens whose probability reaches ``top_p``. Rows stop at ``eos_token_id`` or any of
     ``stop_token_ids``. ``batch_size`` splits the prompts into chunks (all at once by default).
-    ``backend`` forces an engine ("lean" and "static" raise if the model does not qualify).
+    ``backend`` forces an engine ("lean" and "static" raise if the model does not qualify); None
+    takes the process's default (:func:`set_default_backend`, the CLI's ``--sampler``; "auto").
     "static" is the lean engine with a fixed-shape decode step, replayed as a CUDA graph on a
     GPU (see ``rollout_static``); opt-in, as its GPU speed has not been measured yet.
     ``compile`` wraps the lean decode step in ``torch.compile`` (not with "static"). Off by default: on a 2-core
@@ -112,6 +114,7 @@ def sample(
     the draws it would get in the whole batch, so sharding does not change the rollouts.
     """
     check_options(prompts, max_new_tokens, temperature, top_p)
+    backend = backend or _default_backend[0]
     if compile and backend == "static":
         raise ValueError("compile=True applies to the lean engine, not to backend='static'")
     if rows_of is not None and batch_size is not None:
@@ -143,6 +146,16 @@ def check_options(prompts, max_new_tokens: int, temperature: float, top_p: float
 def stop_set(eos_token_id, stop_token_ids: Sequence[int]) -> list[int]:
     eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     return sorted({int(t) for t in [*eos, *stop_token_ids]})
+
+
+_default_backend: list[str] = ["auto"]
+
+
+def set_default_backend(backend: str) -> None:
+    """The engine every :func:`sample` call without ``backend`` uses (train, eval and analyze)."""
+    if backend not in BACKENDS:
+        raise UserError(f"--sampler must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    _default_backend[0] = backend
 
 
 def choose_engine(model, backend: Backend) -> Callable:
