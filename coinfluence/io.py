@@ -170,10 +170,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         with disk_full_as_user_error(path):
             yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 directories
+        mask = _umask()
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp creates 0700 directories
         for file in tmp.rglob("*"):  # and libraries that write through mkstemp (safetensors) 0600 files
             if file.is_file() and not file.is_symlink():
-                os.chmod(file, 0o666 & ~_umask())
+                os.chmod(file, 0o666 & ~mask)
         replace_entry(tmp, path)
     finally:
         if tmp.exists():

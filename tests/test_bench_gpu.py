@@ -33,11 +33,11 @@ def test_cpu_smoke_run_measures_every_section(bench, tmp_path):
     rows = rows_of(out)
     assert [s for s, _ in bench.SECTIONS] == list(dict.fromkeys(r["section"] for r in rows))
     assert not [r["method"] for r in rows if r["method"].startswith(("failed", "skipped"))]
-    assert all(float(r["seconds"]) >= 0 for r in rows)
     floor = next(r for r in rows if r["method"].startswith("weights-read floor"))
     assert floor["static_same_tokens_as_lean"] == "True" and float(floor["static_max_logprob_gap"]) <= 1e-5
     assert {r["results_finite"] for r in rows if r["section"] == "analysis"} == {"True"}
-    assert "| section | method | seconds |" in (out / "gpu.md").read_text()
+    table = (out / "gpu.md").read_text()
+    assert all(f"| {section} |" in table for section, _ in bench.SECTIONS)
 
 
 def test_a_spent_budget_skips_the_remaining_sections_and_a_failure_is_recorded(bench, tmp_path, monkeypatch):
