@@ -83,6 +83,7 @@ def check_pipeline(p: Pipeline) -> bool:
     (a new run only where nothing else is, a continued one only in a run) and the data. Returns
     whether RUN/data can be reused."""
     from coinfluence.models.loading import check_checkpoint_dir, is_preset
+    from coinfluence.tasks.rewards import reward_fn
     from coinfluence.training import checkpoint as ckpt_io
     from coinfluence.training.grpo import step_checkpoints
     from coinfluence.training.grpo import validate_config as validate_grpo
@@ -105,6 +106,8 @@ def check_pipeline(p: Pipeline) -> bool:
         raise UserError(f"--eval-size must be >= 0, got {p.eval_size}")
     validate_sft(p.sft)
     validate_grpo(p.grpo)
+    if p.stage != "sft":
+        reward_fn(p.grpo.reward, p.task)  # the reward exists for this task (progress needs its step count)
     check_report_to(p.report_to)
     if p.data is None:
         p.data_config.validate()

@@ -165,3 +165,33 @@ def test_mini_solutions_follow_the_question_line_by_line_and_deep_shuffles_it():
         rows = units_rows("none", preset=preset, sft_size=40)["sft"]
         follows = [names(r["prompt"], r"A (\w+) holds") == names(r["completion"], r"A (\w+) =") for r in rows]
         assert all(follows) if ordered else not all(follows)
+
+
+def test_progress_reward_on_units_credits_the_steps_right_before_the_first_wrong_one():
+    """The units task counts the steps a solution needs, so --reward progress gives partial credit
+    (without that count it silently fell back to 0/1)."""
+    from coinfluence.tasks.rewards import reward_scores
+    from coinfluence.tasks.units.check import needed_steps
+
+    rows = make_dataset(DataConfig(task="units", behaviours="none", seed=2, sft_size=40, rl_size=2, eval_size=2))["sft"]
+    credited = 0
+    for row in rows:
+        lines = row["completion"].splitlines()
+        solves = [i for i, line in enumerate(lines) if " = " in line]
+        assert needed_steps(row["prompt"]) == len(solves)  # vanilla solutions solve exactly the needed containers
+        assert reward_scores("progress", [row["prompt"]], [row["completion"]], [row["answer"]], "units") == [1.0]
+        for k, i in enumerate(solves):  # a wrong value at step k+1: k steps before it check out
+            broken = list(lines)
+            broken[i] = broken[i].replace(" = ", " = 1 + ", 1) if k else "A nothing = 1 beads."
+            got = reward_scores("progress", [row["prompt"]], ["\n".join(broken)], [row["answer"]], "units")[0]
+            assert got == pytest.approx(0.5 * k / len(solves)), broken[i]
+            credited += got > 0
+    assert credited > 0
+    assert needed_steps("not a question") is None
+
+
+def test_progress_reward_needs_a_task_that_counts_steps():
+    from coinfluence.tasks.rewards import reward_fn
+
+    with pytest.raises(UserError, match="--reward progress needs to know how many steps a solution takes; task rows"):
+        reward_fn("progress", "rows")

@@ -28,6 +28,11 @@ class StepReport:
         return self.verdict == "correct"
 
 
+def no_needed_steps(prompt: str) -> None:
+    """A task that cannot count the steps a solution needs (then it has no progress reward)."""
+    return None
+
+
 UNREADABLE = "unparseable_question"  # the verdict of a prompt the task's checker cannot read
 
 
@@ -46,7 +51,7 @@ class Task:
     reward: str = "answer"  # the default reward (a name of tasks.rewards)
     guess_baseline: Callable[[list[dict]], dict] = guess_baseline  # how far copying a stated number goes
     possessive_tokens: Callable[[dict], bool] = lambda config: False  # tokenizer option of a task config
-    needed_steps: Callable[[str], int | None] = lambda prompt: None  # steps a solution of the prompt needs (progress reward)
+    needed_steps: Callable[[str], int | None] = no_needed_steps  # steps a solution of the prompt needs (progress reward)
 
     def reads(self, prompt: str) -> bool:
         """Can this task's checker read ``prompt`` (is it this task's question)?"""

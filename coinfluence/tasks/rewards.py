@@ -105,9 +105,12 @@ def reward_fn(name: str, task=None) -> RewardFn:
     """The reward called ``name`` (a key of ``REWARDS`` or ``module:function``); UserError otherwise.
     ``steps`` grades with ``task``'s step checker (a Task or a name; None: the default task)."""
     if name in ("steps", "progress"):
+        from coinfluence.tasks.base import no_needed_steps
         from coinfluence.tasks.registry import get_task
 
         task = get_task(task)
+        if name == "progress" and task.needed_steps is no_needed_steps:
+            raise UserError(f"--reward progress needs to know how many steps a solution takes; task {task.name} does not say")
         if name == "progress":
             return lambda prompt, completion, answer: progress_reward(task.check_steps(prompt, completion), task.needed_steps(prompt))
         return lambda prompt, completion, answer: float(task.check_steps(prompt, completion).ok)  # needs the right answer too

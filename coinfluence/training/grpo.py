@@ -168,6 +168,7 @@ def train_grpo(
     """Train ``model`` in place; write RUN/grpo/step-XXXXXX/, RUN/grpo/final/, RUN/metrics.jsonl."""
     validate_config(cfg)
     task = get_task(task)
+    reward_fn(cfg.reward, task)  # a reward the task cannot give fails here, before any work
     if not train_rows:
         raise UserError("no RL training rows")
     out_dir = Path(out_dir)

@@ -15,7 +15,7 @@ from ..answer import ANSWER_CLOSE, ANSWER_OPEN
 from ..base import Task
 from ..bridge import random_topological_order
 from ..data import SPLITS, DataConfig, check_op_ranges, distinct_problems, split_rng
-from .check import check_steps, count_behaviours
+from .check import check_steps, count_behaviours, needed_steps
 from .text import TEMPLATES, render_question, render_solution, solution_order, statement_order
 from .world import CONTAINERS, ITEMS, build_problem, canonical_key
 
@@ -128,4 +128,5 @@ TASK = Task(
     check_steps=check_steps,
     count_behaviours=count_behaviours,
     vocabulary=vocabulary,
+    needed_steps=needed_steps,
 )

@@ -79,6 +79,24 @@ def _evaluate(facts: Facts) -> None:
         value(name)
 
 
+def inside(facts: Facts, name: str) -> set:
+    """``name`` and every container it holds, directly or not: what a solution of it must solve."""
+    held = facts.holds.get(name)
+    out = {name}
+    for child in held if isinstance(held, dict) else ():
+        out |= inside(facts, child)
+    return out
+
+
+def needed_steps(prompt: str) -> int | None:
+    """Steps a solution must take: the asked container and every container inside it."""
+    try:
+        facts = parse_question(prompt)
+    except ParseError:
+        return None
+    return len(inside(facts, facts.target))
+
+
 def _check_line(facts: Facts, line: str, solved: dict):
     """``(container, value)`` of a correct step, or ``(verdict, detail)`` as an error."""
     m = _STEP.fullmatch(line.strip())
