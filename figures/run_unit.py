@@ -64,6 +64,7 @@ _LAYOUT = Run(Path())  # the run layout as paths relative to a run
 KEEP = [str(p) for p in (_LAYOUT.config_path, _LAYOUT.metrics, _LAYOUT.eval_json, _LAYOUT.data_config,
                          _LAYOUT.analysis_summary("*"), _LAYOUT.analysis_of("*") / "queries.parquet")]
 MAX_BYTES = 400_000
+HEARTBEAT_S = 30.0
 SAMPLES = 8
 SAMPLED_NAME = f"@n{SAMPLES}-t1"  # the suffix `coinfluence eval` gives sampled results in eval.json
 CHECKPOINTS = TRAINED_CHECKPOINTS
@@ -102,12 +103,41 @@ def task_roots(task: str) -> tuple[Path, Path]:
     return (RUNS, RESULTS) if task == DEFAULT_TASK else (ROOT / "runs" / f"figures-{task}", ROOT / "figures" / f"results-{task}")
 
 
-def coinfluence(args: list[str]) -> float:
-    """Run one ``coinfluence`` command of this interpreter's install; returns its wall time."""
+def coinfluence(args: list[str], heartbeat=None) -> float:
+    """Run one ``coinfluence`` command of this interpreter's install; returns its wall time.
+    ``heartbeat(seconds so far)`` is called every ``HEARTBEAT_S`` while it runs."""
     print("$ coinfluence " + shlex.join(args), flush=True)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "coinfluence_cli.main", *args], check=True, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "coinfluence_cli.main", *args], cwd=ROOT)
+    while True:
+        try:
+            code = proc.wait(timeout=HEARTBEAT_S)
+            break
+        except subprocess.TimeoutExpired:
+            if heartbeat is not None:
+                heartbeat(time.perf_counter() - started)
+    if code:
+        raise subprocess.CalledProcessError(code, proc.args)
     return time.perf_counter() - started
+
+
+def ledger_path(run: Path) -> Path:
+    """Seconds each step of a unit has run so far, kept beside its run dir (train refuses a run dir
+    with files it did not write), so a step killed with its session keeps the time it had run."""
+    return run.parent / f"{run.name}.seconds.json"
+
+
+def timed_step(args: list[str], step: str, ledger: Path) -> float:
+    """Run one step of a unit, adding its wall time to ``ledger`` as it runs; its total seconds."""
+    spent = read_json(ledger) if ledger.exists() else {}
+    before = spent.get(step, 0.0)
+
+    def save(seconds: float) -> None:
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        write_json(ledger, {**spent, step: round(before + seconds, 1)})
+
+    save(coinfluence(args, heartbeat=save))
+    return read_json(ledger)[step]
 
 
 def evaluated(run: Path, checkpoint: str, split: str, rows: int | None = None) -> bool:
@@ -207,10 +237,11 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
         print(f"skip {name}: nothing to refresh from ({run} is gone)", flush=True)
         return dest
     steps = unit_steps(variant, seed, run, setting, aug_k, extra or {})
-    seconds = {}
+    ledger = ledger_path(ROOT / run)
     for step, args, done in steps:
         if not done():
-            seconds[step] = round(coinfluence(args), 1)
+            timed_step(args, step, ledger)
+    seconds = read_json(ledger) if ledger.exists() else {}  # steps of earlier sessions included
     old = read_json(dest / "unit.json") if (dest / "unit.json").exists() else {}
     record = {
         "variant": variant, "seed": seed, "run": str(run), "setting": setting,

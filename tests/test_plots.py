@@ -431,10 +431,25 @@ def test_run_unit_variants():
         ru.parse_variant("bridge-x")
 
 
+def test_run_unit_step_times_are_saved_while_the_step_runs(tmp_path, monkeypatch):
+    """A step killed with its session keeps the seconds it ran: the ledger is written as it runs."""
+    ru = figure_scripts()
+    monkeypatch.setattr(ru, "HEARTBEAT_S", 0.05)
+    ledger = tmp_path / "runs" / "u.seconds.json"
+    ledger.parent.mkdir()
+    ledger.write_text(json.dumps({"train": 50.0, "data": 3.0}))
+    seen = []
+    real_write = ru.write_json
+    monkeypatch.setattr(ru, "write_json", lambda path, obj: (seen.append(obj["train"]), real_write(path, obj)))
+    total = ru.timed_step(["--help"], "train", ledger)
+    assert len(seen) >= 3 and seen == sorted(seen) and seen[0] > 50.0  # beats while running, then the total
+    assert total == seen[-1] and json.loads(ledger.read_text()) == {"train": total, "data": 3.0}
+
+
 def test_run_unit_skips_a_unit_whose_results_exist(tmp_path, monkeypatch):
     ru = figure_scripts()
     shutil.copytree(BRIDGE, tmp_path / "results" / "bridge-s0")
-    monkeypatch.setattr(ru, "coinfluence", lambda args: pytest.fail(f"ran {args}"))
+    monkeypatch.setattr(ru, "coinfluence", lambda args, heartbeat=None: pytest.fail(f"ran {args}"))
     assert ru.run_unit("bridge", 0, runs_root=tmp_path / "runs", results_root=tmp_path / "results") == tmp_path / "results" / "bridge-s0"
 
 
@@ -453,7 +468,7 @@ def test_run_unit_runs_only_the_missing_steps_and_keeps_the_record(tmp_path, mon
         (run / "analysis" / name / "summary.json").write_text("{}")
     calls = []
 
-    def fake_coinfluence(args):
+    def fake_coinfluence(args, heartbeat=None):
         command = args[args.index("eval")] if "eval" in args else args[0]
         calls.append(command)
         assert command == "eval", f"ran {args}"
@@ -469,6 +484,7 @@ def test_run_unit_runs_only_the_missing_steps_and_keeps_the_record(tmp_path, mon
     monkeypatch.setattr(ru, "coinfluence", fake_coinfluence)
     assert ru.run_unit("bridge", 0, runs_root=runs, results_root=results) == results / "bridge-s0"
     assert calls == []  # without --refresh a finished unit is left alone
+    ru.ledger_path(run).write_text(json.dumps({"test sft": 100.0}))  # 100 s of it ran in a session that was killed
     ru.run_unit("bridge", 0, runs_root=runs, results_root=results, refresh=True)
     assert calls == ["eval"] * 4  # full tests of sft and grpo/final, then their sampled tests
     saved = json.loads((results / "bridge-s0" / "eval.json").read_text())["checkpoints"]
@@ -476,6 +492,7 @@ def test_run_unit_runs_only_the_missing_steps_and_keeps_the_record(tmp_path, mon
     record = json.loads((results / "bridge-s0" / "unit.json").read_text())
     assert set(record["seconds"]) == {"train", "test sft", "test grpo/final", "sampled test sft", "sampled test grpo/final"}
     assert record["seconds"]["train"] == 12.0 and record["finished"] == "then" and "refreshed" in record
+    assert record["seconds"]["test sft"] == 102.0 and record["seconds"]["sampled test sft"] == 2.0
     assert record["machine"]["threads"] == ru.SETTING["threads"] and record["setting"] == ru.SETTING
     ru.run_unit("bridge", 0, runs_root=runs, results_root=results, refresh=True)
     assert calls == ["eval"] * 4  # nothing left to do
