@@ -1,6 +1,7 @@
 """Does a unit's training repeat? Rerun its first steps and compare with its committed metrics.
 
     python figures/check_repeat.py figures/results/bridge-s0 --sft-steps 300 [--threads N] [--out DIR]
+    python figures/check_repeat.py figures/results/bridge-s0 --grpo-steps 20   # GRPO from the unit's SFT model
 
 Runs the unit's recorded ``data`` and ``train`` commands (unit.json) into a scratch run dir,
 stops training once SFT has logged step ``--sft-steps``, and compares every logged number that
@@ -8,7 +9,9 @@ does not measure time (loss, grad_norm, lr, epoch, token counts, validation accu
 unit's metrics.jsonl, row by row. Prints the first row that differs, or that all compared rows are
 equal to the last bit. ``--threads`` replaces the recorded thread count, to see whether the
 thread count alone breaks the repeat. The learning-rate schedule is the unit's own: training is
-stopped, not shortened.
+stopped, not shortened. With ``--grpo-steps N`` the rerun is GRPO alone, from the SFT checkpoint in
+the unit's run dir (which must still be on this machine), compared up to GRPO step N: sampling,
+rewards and updates, given the same SFT weights.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ from coinfluence.io import read_json
 
 ROOT = Path(__file__).resolve().parent.parent
 # Logged keys that measure time or speed, so differ between any two runs.
-TIMING_KEYS = {"time", "tokens_per_second", "step_time", "sampling_time", "seconds"}
+TIMING_KEYS = {"time", "tokens_per_second", "step_time", "seconds"}
 
 
 def comparable(row: dict) -> dict:
     """A metrics row without its timing keys."""
-    return {k: v for k, v in row.items() if k not in TIMING_KEYS and not k.endswith("_time")}
+    return {k: v for k, v in row.items() if k not in TIMING_KEYS and not k.startswith("time/")}
 
 
 def first_difference(recorded: list[dict], rerun: list[dict]) -> dict | None:
@@ -74,13 +77,19 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
 
 
-def train_until(args: list[str], metrics: Path, sft_steps: int, poll_s: float = 0.5) -> list[dict]:
-    """Run ``coinfluence ARGS`` until SFT has logged step ``sft_steps`` (or it exits); its rows."""
+def within(rows: list[dict], stage: str, steps: int) -> list[dict]:
+    return [r for r in rows if r.get("stage") == stage and r.get("step", 0) <= steps]
+
+
+def train_until(args: list[str], metrics: Path, stage: str, steps: int, poll_s: float = 0.5) -> list[dict]:
+    """Run ``coinfluence ARGS`` until ``stage`` has logged step ``steps`` or training moved past
+    that stage (or it exits); the rows of ``stage`` up to ``steps``."""
     proc = subprocess.Popen([sys.executable, "-m", "coinfluence_cli.main", *args], cwd=ROOT)
     try:
         while proc.poll() is None:
             rows = read_rows(metrics)
-            if any(r.get("stage") != "sft" or r.get("step", 0) >= sft_steps for r in rows):
+            if any(r.get("stage") == stage and r.get("step", 0) >= steps for r in rows) or \
+                    (stage == "sft" and any(r.get("stage") != "sft" for r in rows)):
                 break
             time.sleep(poll_s)
     finally:
@@ -89,39 +98,60 @@ def train_until(args: list[str], metrics: Path, sft_steps: int, poll_s: float = 
             proc.wait()
     if proc.returncode not in (0, -15):
         sys.exit(f"error: the rerun exited with code {proc.returncode}")
-    return [r for r in read_rows(metrics) if r.get("stage") == "sft" and r.get("step", 0) <= sft_steps]
+    return within(read_rows(metrics), stage, steps)
 
 
-def main(argv: list[str] | None = None) -> int:
+def code_version() -> str:
+    """The commit of the code that reran, with ``-dirty`` for uncommitted changes (or "unknown")."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("unit", type=Path, help="a unit's results dir (with unit.json and metrics.jsonl)")
     p.add_argument("--sft-steps", type=int, default=300, help="stop once SFT has logged this step")
+    p.add_argument("--grpo-steps", type=int, default=0,
+                   help="instead, rerun GRPO from the unit's SFT checkpoint and stop once it has logged this step")
     p.add_argument("--threads", type=int, default=None, help="thread count of the rerun (default: the unit's)")
     p.add_argument("--out", type=Path, default=None, help="scratch run dir, must not exist (default: a temp dir)")
     a = p.parse_args(argv)
     if not (a.unit / "unit.json").is_file() or not (a.unit / "metrics.jsonl").is_file():
         sys.exit(f"error: {a.unit} is not a unit's results dir (needs unit.json and metrics.jsonl)")
-    if a.sft_steps < 1 or (a.threads is not None and a.threads < 1):
-        sys.exit("error: --sft-steps and --threads must be positive")
+    if a.sft_steps < 1 or a.grpo_steps < 0 or (a.threads is not None and a.threads < 1):
+        sys.exit("error: --sft-steps and --threads must be positive, --grpo-steps >= 0")
     if a.out is not None and a.out.exists():
         sys.exit(f"error: --out {a.out} exists; give a new dir")
-    unit = read_json(a.unit / "unit.json")
+    a.record = read_json(a.unit / "unit.json")
+    a.sft = ROOT / a.record["run"] / "sft"
+    if a.grpo_steps and not (a.sft / "config.json").is_file():
+        sys.exit(f"error: --grpo-steps needs the unit's SFT checkpoint, and {a.sft} is not here")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    unit = a.record
+    stage, steps = ("grpo", a.grpo_steps) if a.grpo_steps else ("sft", a.sft_steps)
     data_cmd, train_cmd = (next(c for c in unit["commands"] if subcommand(c) == word) for word in ("data", "train"))
-    out = a.out or Path(tempfile.mkdtemp(prefix="repeat-")) / "run"
-    out = out.resolve()
-    coinfluence_args = [retarget(c, unit["run"], str(out), a.threads) for c in (data_cmd, train_cmd)]
-    subprocess.run([sys.executable, "-m", "coinfluence_cli.main", *coinfluence_args[0]], cwd=ROOT, check=True)
-    rerun = train_until(coinfluence_args[1], out / "metrics.jsonl", a.sft_steps)
-    recorded = [r for r in read_rows(a.unit / "metrics.jsonl") if r.get("stage") == "sft" and r.get("step", 0) <= a.sft_steps]
-    diff = first_difference(recorded, rerun)
+    out = (a.out or Path(tempfile.mkdtemp(prefix="repeat-")) / "run").resolve()
+    data_args, train_args = (retarget(c, unit["run"], str(out), a.threads) for c in (data_cmd, train_cmd))
+    if stage == "grpo":
+        train_args += ["--stage", "grpo", "--from-sft", str(a.sft)]
+    subprocess.run([sys.executable, "-m", "coinfluence_cli.main", *data_args], cwd=ROOT, check=True)
+    rerun = train_until(train_args, out / "metrics.jsonl", stage, steps)
+    diff = first_difference(within(read_rows(a.unit / "metrics.jsonl"), stage, steps), rerun)
     threads = a.threads if a.threads is not None else unit["machine"]["threads"]
-    print(f"{a.unit.name}: {len(rerun)} SFT rows rerun at {threads} thread(s) (recorded at {unit['machine']['threads']}, "
-          f"on {unit['machine']['cpu']}), run dir {out}")
+    print(f"{a.unit.name}: {len(rerun)} {stage.upper()} rows rerun at {threads} thread(s) with code {code_version()} "
+          f"(recorded at {unit['machine']['threads']}, on {unit['machine']['cpu']}), run dir {out}")
     if not rerun:
-        print("nothing to compare: the rerun logged no SFT row")
+        print(f"nothing to compare: the rerun logged no {stage.upper()} row")
         return 1
     if diff is None:
-        print(f"repeat: every compared value is equal, up to SFT step {rerun[-1]['step']}")
+        print(f"repeat: every compared value is equal, up to {stage.upper()} step {rerun[-1]['step']}")
         return 0
     print(f"differs first at {diff['stage']} step {diff['step']}, {diff['key']}: recorded {diff['recorded']!r}, rerun {diff['rerun']!r}")
     return 1

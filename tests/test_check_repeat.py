@@ -41,8 +41,9 @@ def _recorded_unit(tmp_path: Path) -> Path:
     run = tmp_path / "orig"
     commands = [
         f"coinfluence data --out {run}/data --sft-size 40 --rl-size 8 --eval-size 4 --seed 0",
-        f"coinfluence --threads 1 train --stage sft --data {run}/data --out {run} --seed 0 --preset nano "
-        "--sft-steps 30 --eval-steps 0 --eval-size 2 --no-progress",
+        f"coinfluence --threads 1 train --data {run}/data --out {run} --seed 0 --preset nano --sft-steps 30 "
+        "--eval-steps 0 --eval-size 2 --grpo-steps 3 --prompts-per-step 2 --num-generations 4 "
+        "--max-completion-length 8 --no-progress",
     ]
     for c in commands:
         r = coinfluence(*shlex.split(c)[1:])
@@ -55,7 +56,7 @@ def _recorded_unit(tmp_path: Path) -> Path:
     return unit
 
 
-@pytest.mark.slow  # five CLI processes: about 40 s of CPU
+@pytest.mark.slow  # nine CLI processes: about a minute of CPU
 def test_rerun_of_a_unit_repeats_and_a_changed_record_is_found(tmp_path, capsys):
     unit = _recorded_unit(tmp_path)
     assert check_repeat.main([str(unit), "--sft-steps", "20", "--out", str(tmp_path / "rerun")]) == 0
@@ -69,6 +70,15 @@ def test_rerun_of_a_unit_repeats_and_a_changed_record_is_found(tmp_path, capsys)
     (unit / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert check_repeat.main([str(unit), "--sft-steps", "20", "--out", str(tmp_path / "rerun2")]) == 1
     assert "differs first at sft step 20, loss" in capsys.readouterr().out
+    # GRPO alone from the unit's SFT model: sampling, rewards and updates repeat too
+    assert check_repeat.main([str(unit), "--grpo-steps", "2", "--out", str(tmp_path / "rerun3")]) == 0
+    assert "repeat: every compared value is equal, up to GRPO step 2" in capsys.readouterr().out
+    rows = check_repeat.read_rows(unit / "metrics.jsonl")
+    row = next(r for r in rows if r["stage"] == "grpo" and r["step"] == 2)
+    row["reward"] += 0.25
+    (unit / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert check_repeat.main([str(unit), "--grpo-steps", "2", "--out", str(tmp_path / "rerun4")]) == 1
+    assert "differs first at grpo step 2, reward" in capsys.readouterr().out
 
 
 def test_bad_input_ends_with_one_line(tmp_path):
