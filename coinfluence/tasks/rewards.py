@@ -109,9 +109,9 @@ def reward_fn(name: str, task=None) -> RewardFn:
         from coinfluence.tasks.registry import get_task
 
         task = get_task(task)
-        if name == "progress" and task.needed_steps is no_needed_steps:
-            raise UserError(f"--reward progress needs to know how many steps a solution takes; task {task.name} does not say")
         if name == "progress":
+            if task.needed_steps is no_needed_steps:
+                raise UserError(f"--reward progress needs to know how many steps a solution takes; task {task.name} does not say")
             return lambda prompt, completion, answer: progress_reward(task.check_steps(prompt, completion), task.needed_steps(prompt))
         return lambda prompt, completion, answer: float(task.check_steps(prompt, completion).ok)  # needs the right answer too
     if name in BUILTIN:
