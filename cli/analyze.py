@@ -50,7 +50,7 @@ def analyze(
     validate_step: float = typer.Option(1e-4, "--validate-step", help="Relative parameter change of the validation's small SGD step."),
     validate_samples: int = typer.Option(0, "--validate-samples", help="With --validate: also measure the change of E[r] after the "
                                          "trainer's real step by sampling this many fresh rollouts per target query (0: skip)."),
-    chunk_size: int = typer.Option(16, "--chunk-size", help="Rollouts per vmap chunk (memory: chunk × parameters)."),
+    chunk_size: int = typer.Option(16, "--chunk-size", help="Rollouts per vmap chunk (memory: chunk × parameters) and per forward of the first-order check (memory: chunk × tokens × vocabulary)."),
     all_checkpoints: bool = typer.Option(False, "--all-checkpoints", help="With --run: RUN/sft and every RUN/grpo/step-*, plus timeseries.csv."),
     out: Optional[str] = typer.Option(None, "--out", help="Output dir (default CKPT/analysis, or RUN/analysis/<ckpt-name>); refused when it is not empty, unless --overwrite."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out, replacing the analysis files of the same name (other files stay)."),

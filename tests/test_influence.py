@@ -561,3 +561,31 @@ def test_delta_J_of_each_target_objective_is_its_first_order_change(model64, tok
     predicted = float(res["delta_J"][q])
     assert abs(predicted) > 0
     assert abs(observed - predicted) <= 1e-2 * abs(predicted), (observed, predicted)
+
+
+def test_first_order_check_runs_the_targets_a_micro_batch_at_a_time(model64, tok, groups):
+    """The targets' full-vocabulary logits are never all in memory at once (SmolLM2's analysis of
+    64 target rollouts ran out of memory), and chunking changes no number."""
+    tr, tg = groups
+    alpha = tr["rewards"].view(-1, G).mean(1)
+    queries = [q for q in range(len(alpha)) if 0 < alpha[q] < 1][:2]
+    n_targets = len(tg["prompts"])
+    assert n_targets > max(G, 2)
+    seen = []
+    hook = model64.register_forward_pre_hook(lambda m, args, kwargs: seen.append(len(kwargs.get("input_ids", args[0] if args else None))),
+                                             with_kwargs=True)
+    try:
+        run = lambda mb: validate_first_order(model64, feat.select_params(model64), tr["prompts"], tr["completions"], tr["rewards"],
+                                              queries, tg["prompts"], tg["completions"], tg["rewards"], tok.pad_token_id,
+                                              num_generations=G, normalization="seq-mean", relative_step=1e-4, micro_batch=mb)
+        whole = run(None)
+        assert max(seen) == n_targets
+        seen.clear()
+        chunked = run(2)
+    finally:
+        hook.remove()
+    assert max(seen) <= max(G, 2)
+    for key in ("dlogp_observed", "dlogp_predicted"):
+        assert torch.allclose(chunked[key], whole[key], rtol=1e-9, atol=1e-12)
+    for key in ("dJ_observed", "dJ_predicted"):
+        assert chunked[key] == pytest.approx(whole[key], rel=1e-9, abs=1e-15)

@@ -489,7 +489,8 @@ def validation_of(model, tok, ckpt: Path, params, tr: dict, tg: dict, target_row
     res = validate_first_order(model, params, tr["prompts"], tr["completions"], tr["rewards"], chosen, tg["prompts"],
                                tg["completions"], tg["rewards"], tok.pad_token_id, num_generations=G,
                                scale_rewards=knobs["scale_rewards"], std=knobs["std"], scales=scales,
-                               relative_step=opts.validate_step, progress=progress, **_ell_knobs(knobs))
+                               relative_step=opts.validate_step, micro_batch=opts.chunk_size, progress=progress,
+                               **_ell_knobs(knobs))
     # The small SGD step's numbers at the top level (the report reads them), the trainer's step beside them.
     return {**{k: v for k, v in res.items() if k not in ("dlogp_observed", "dlogp_predicted")},
             "trainer_step": validate_against_trainer(model, tok, ckpt, tr, tg, target_rows, chosen, knobs, opts)}

@@ -58,10 +58,18 @@ def spearman(x, y) -> float:
     return pearson(ranks(x), ranks(y)) if len(x) >= 3 else float("nan")
 
 
-def ell_and_s(model, params: dict, ids, mask, *, normalization: str, max_length, temperature: float):
-    """``(ℓ, s)`` of each row, with ``params`` swapped into ``model``."""
-    logps, m = row_logprobs(model, ids, mask, temperature, params)
-    return normalize_logprob(logps, m, normalization, max_length), (logps * m).sum(-1)
+def ell_and_s(model, params: dict, ids, mask, *, normalization: str, max_length, temperature: float,
+              micro_batch: int | None = None):
+    """``(ℓ, s)`` of each row, with ``params`` swapped into ``model``, ``micro_batch`` rows per
+    forward (all at once when None): the full-vocabulary logits of every target rollout at once
+    would dominate memory for a large vocabulary."""
+    step = micro_batch or len(ids)
+    ells, sums = [], []
+    for start in range(0, len(ids), step):
+        logps, m = row_logprobs(model, ids[start : start + step], mask[start : start + step], temperature, params)
+        ells.append(normalize_logprob(logps, m, normalization, max_length))
+        sums.append((logps * m).sum(-1))
+    return torch.cat(ells), torch.cat(sums)
 
 
 def validate_first_order(model, params: dict, train_prompts: Sequence, train_completions: Sequence, train_rewards: torch.Tensor,
@@ -69,11 +77,13 @@ def validate_first_order(model, params: dict, train_prompts: Sequence, train_com
                          target_rewards: torch.Tensor, pad_id: int, *, num_generations: int, normalization: str = "seq-mean",
                          max_length: int | None = None, temperature: float = 1.0, scale_rewards: str = "group",
                          std: str = "population", scales: dict | None = None, eta: float | None = None,
-                         relative_step: float = DEFAULT_RELATIVE_STEP, progress: bool = False) -> dict:
+                         relative_step: float = DEFAULT_RELATIVE_STEP, micro_batch: int | None = 16,
+                         progress: bool = False) -> dict:
     """Observed vs predicted changes for each query in ``queries`` (indices of train groups).
 
     ``eta`` defaults to the step whose relative change of the selected parameters is
-    ``relative_step``. The model is restored exactly after each step.
+    ``relative_step``. The model is restored exactly after each step. Target rollouts go through
+    the model ``micro_batch`` at a time.
     """
     G = num_generations
     ids, mask = rollout_rows_on(model, target_prompts, target_completions, pad_id)
@@ -81,10 +91,11 @@ def validate_first_order(model, params: dict, train_prompts: Sequence, train_com
     base = {n: p.detach().clone() for n, p in params.items()}
     theta_norm = math.sqrt(sum(float(p.double().pow(2).sum()) for p in base.values()))
     kw = dict(normalization=normalization, max_length=max_length, temperature=temperature)
+    chunked = dict(kw, micro_batch=micro_batch)
     rows = []
     with eval_mode(model):
         with torch.no_grad():
-            ell0, s0 = ell_and_s(model, base, ids, mask, **kw)
+            ell0, s0 = ell_and_s(model, base, ids, mask, **chunked)
         for q in tqdm(list(queries), desc="validate", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=False):
             sl = slice(q * G, (q + 1) * G)
             gJ = objective_gradient(model, params, train_prompts[sl], train_completions[sl], train_rewards[sl], pad_id,
@@ -94,10 +105,10 @@ def validate_first_order(model, params: dict, train_prompts: Sequence, train_com
             if v_norm == 0:
                 continue
             step = eta if eta is not None else relative_step * theta_norm / v_norm
-            _, (dell, ds) = jvp(lambda p: ell_and_s(model, p, ids, mask, **kw), (base,), (v,))
+            _, (dell, ds) = jvp(lambda p: ell_and_s(model, p, ids, mask, **chunked), (base,), (v,))
             with torch.no_grad():
                 moved = {n: base[n] + step * v[n] for n in base}
-                ell1, s1 = ell_and_s(model, moved, ids, mask, **kw)
+                ell1, s1 = ell_and_s(model, moved, ids, mask, **chunked)
             rows.append({
                 "query": int(q), "eta": step,
                 "dlogp_observed": (ell1 - ell0).double().cpu(), "dlogp_predicted": (step * dell).double().cpu(),
