@@ -72,6 +72,18 @@ def ell_and_s(model, params: dict, ids, mask, *, normalization: str, max_length,
     return torch.cat(ells), torch.cat(sums)
 
 
+def tangents(model, base: dict, v: dict, ids, mask, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dℓ, ds)``: the directional derivatives of each row's ``(ℓ, s)`` along ``v`` at ``base``.
+
+    Forward-mode AD needs no tape, so this runs under no_grad: otherwise the weights not in
+    ``base`` (embedding, LM head), which still require grad, record one that keeps every
+    micro-batch's full-vocabulary logits alive until the end.
+    """
+    with torch.no_grad():
+        _, out = jvp(lambda p: ell_and_s(model, p, ids, mask, **kw), (base,), (v,))
+    return out
+
+
 def validate_first_order(model, params: dict, train_prompts: Sequence, train_completions: Sequence, train_rewards: torch.Tensor,
                          queries: Sequence[int], target_prompts: Sequence, target_completions: Sequence,
                          target_rewards: torch.Tensor, pad_id: int, *, num_generations: int, normalization: str = "seq-mean",
@@ -105,7 +117,7 @@ def validate_first_order(model, params: dict, train_prompts: Sequence, train_com
             if v_norm == 0:
                 continue
             step = eta if eta is not None else relative_step * theta_norm / v_norm
-            _, (dell, ds) = jvp(lambda p: ell_and_s(model, p, ids, mask, **chunked), (base,), (v,))
+            dell, ds = tangents(model, base, v, ids, mask, **chunked)
             with torch.no_grad():
                 moved = {n: base[n] + step * v[n] for n in base}
                 ell1, s1 = ell_and_s(model, moved, ids, mask, **chunked)
