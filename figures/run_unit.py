@@ -21,9 +21,9 @@ A step whose output exists is not run again, so a killed unit resumes where it s
 lacks while its run dir is still here.
 
 VARIANT is one of vanilla (behaviours none), bridge (both), explore, exploit, question-aug,
-answer-aug (vanilla data with K sentence orders / solution orders of each SFT problem; they train
-``sft_epochs / K`` passes over their K-fold rows, so every problem is seen as often as in the other
-variants), with an optional injection-probability suffix for the sweep: ``bridge-pe0.6``
+answer-aug (vanilla data with up to K distinct sentence orders / solution orders of each SFT
+problem; they train ``sft_epochs × problems / rows`` passes over their rows, so every problem is
+seen as often as in the other variants), with an optional injection-probability suffix for the sweep: ``bridge-pe0.6``
 (p_explore 0.6), ``exploit-px0.5`` (p_exploit 0.5), or both.
 
 ``--task NAME`` runs the unit on another task (``coinfluence data --task NAME``, at that task's
@@ -34,6 +34,7 @@ figures/results-NAME/, apart from the iGSM study's.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -154,13 +155,25 @@ def split_rows(run: Path, split: str) -> int:
     return counts[split]
 
 
+def problem_epochs(epochs: float, data_opts: list[str], aug_k: int, sft_rows: Path) -> float:
+    """Passes over a variant's SFT rows that show each problem ``epochs`` times. An augmented
+    variant holds up to ``aug_k`` rows per problem, fewer where a problem has fewer distinct
+    orders, so its rows are counted once generated (``epochs / aug_k`` before)."""
+    if not any(o in data_opts for o in ("--question-aug", "--answer-aug")):
+        return epochs
+    if not sft_rows.is_file():
+        return epochs / aug_k
+    problems = [json.loads(line)["meta"]["index"] for line in sft_rows.read_text().splitlines() if line.strip()]
+    return epochs * len(set(problems)) / len(problems)
+
+
 def unit_steps(variant: str, seed: int, run: Path, setting: dict, aug_k: int, extra: dict) -> list[tuple[str, list[str], object]]:
     """``(name, coinfluence arguments, done())`` for every step of a unit, in order."""
     behaviours, data_opts = parse_variant(variant, aug_k)
     threads = ["--threads", str(setting["threads"])]
     layout, done = Run(run), Run(ROOT / run)  # paths for the commands (run in ROOT), and to look at
     data = str(layout.data)
-    epochs = setting["sft_epochs"] / (aug_k if any(o in data_opts for o in ("--question-aug", "--answer-aug")) else 1)
+    epochs = problem_epochs(setting["sft_epochs"], data_opts, aug_k, done.data / "sft.jsonl")
     steps = [
         ("data", ["data", "--out", data, "--overwrite", *(["--task", setting["task"]] if "task" in setting else []),
                   "--preset", setting["task_preset"], "--behaviours", behaviours,
@@ -238,9 +251,12 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
         return dest
     steps = unit_steps(variant, seed, run, setting, aug_k, extra or {})
     ledger = ledger_path(ROOT / run)
-    for step, args, done in steps:
+    for index in range(len(steps)):
+        # Rebuilt before each step: the training options of augmented variants read the generated data.
+        step, args, done = unit_steps(variant, seed, run, setting, aug_k, extra or {})[index]
         if not done():
             timed_step(args, step, ledger)
+    steps = unit_steps(variant, seed, run, setting, aug_k, extra or {})  # as run
     seconds = read_json(ledger) if ledger.exists() else {}  # steps of earlier sessions included
     old = read_json(dest / "unit.json") if (dest / "unit.json").exists() else {}
     record = {

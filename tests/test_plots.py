@@ -520,6 +520,24 @@ def test_augmented_variants_train_the_same_passes_per_problem():
     assert epochs("question-aug") == epochs("answer-aug") == epochs("bridge") / 4 == ru.SETTING["sft_epochs"] / 4
 
 
+def test_augmented_variants_count_the_orders_each_problem_really_has(tmp_path):
+    """A problem with fewer distinct orders than K has fewer rows; passes over the rows are set so
+    that each problem is still seen sft_epochs times (mini2's answer-aug held 10,033 rows for
+    4,000 problems, and sft_epochs / 4 passes showed each problem 7.5 times instead of 12)."""
+    ru = figure_scripts()
+    data = tmp_path / "data"
+    data.mkdir()
+    per_problem = [4, 4, 2, 1, 4]  # 15 rows for 5 problems
+    rows = [{"id": f"sft-{i:06d}-{j}", "meta": {"index": i}} for i, n in enumerate(per_problem) for j in range(n)]
+    (data / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    steps = ru.unit_steps("answer-aug", 0, tmp_path, ru.SETTING, 4, {})
+    train = dict((n, a) for n, a, _ in steps)["train"]
+    passes = float(train[train.index("--sft-epochs") + 1])
+    assert passes * len(rows) / len(per_problem) == pytest.approx(ru.SETTING["sft_epochs"])
+    vanilla = dict((n, a) for n, a, _ in ru.unit_steps("vanilla", 0, tmp_path, ru.SETTING, 4, {}))["train"]
+    assert float(vanilla[vanilla.index("--sft-epochs") + 1]) == ru.SETTING["sft_epochs"]
+
+
 # ----------------------------------------------------------------------------- readable layout
 
 # The eight variants of the project's figure units, made from the fixtures by changing only the
