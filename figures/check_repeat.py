@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     data_args, train_args = (retarget(c, unit["run"], str(out), a.threads) for c in (data_cmd, train_cmd))
     if stage == "grpo":
         train_args += ["--stage", "grpo", "--from-sft", str(a.sft)]
-    subprocess.run([sys.executable, "-m", "coinfluence_cli.main", *data_args], cwd=ROOT, check=True)
+    if subprocess.run([sys.executable, "-m", "coinfluence_cli.main", *data_args], cwd=ROOT).returncode:
+        sys.exit(f"error: the unit's data command failed: coinfluence {shlex.join(data_args)}")
     rerun = train_until(train_args, out / "metrics.jsonl", stage, steps)
     diff = first_difference(within(read_rows(a.unit / "metrics.jsonl"), stage, steps), rerun)
     threads = a.threads if a.threads is not None else unit["machine"]["threads"]

@@ -37,7 +37,7 @@ def test_subcommand_and_retarget_of_recorded_commands():
 
 
 def _recorded_unit(tmp_path: Path) -> Path:
-    """A unit whose recorded commands are a nano data + SFT run, run once for real."""
+    """A unit whose recorded commands are a nano data + SFT + GRPO run, run once for real."""
     run = tmp_path / "orig"
     commands = [
         f"coinfluence data --out {run}/data --sft-size 40 --rl-size 8 --eval-size 4 --seed 0",
