@@ -23,8 +23,8 @@ lacks while its run dir is still here.
 VARIANT is one of vanilla (behaviours none), bridge (both), explore, exploit, question-aug,
 answer-aug (vanilla data with up to K distinct sentence orders / solution orders of each SFT
 problem; they train ``sft_epochs × problems / rows`` passes over their rows, so every problem is
-seen as often as in the other variants), with an optional injection-probability suffix for the sweep: ``bridge-pe0.6``
-(p_explore 0.6), ``exploit-px0.5`` (p_exploit 0.5), or both.
+seen as often as in the other variants), with an optional injection-probability suffix for the
+sweep: ``bridge-pe0.6`` (p_explore 0.6), ``exploit-px0.5`` (p_exploit 0.5), or both.
 
 ``--task NAME`` runs the unit on another task (``coinfluence data --task NAME``, at that task's
 default preset; every other option as in ``SETTING``), in runs/figures-NAME/ with results in
