@@ -195,3 +195,12 @@ def test_progress_reward_needs_a_task_that_counts_steps():
 
     with pytest.raises(UserError, match="--reward progress needs to know how many steps a solution takes; task rows"):
         reward_fn("progress", "rows")
+
+
+def test_analyze_refuses_the_progress_reward_for_a_task_without_a_step_count(tmp_path):
+    from coinfluence.influence.analyze import AnalyzeOptions, check_analysis_options, resolve_options
+
+    knobs = {**resolve_options(AnalyzeOptions(reward="progress"), tmp_path), "task": "rows"}
+    with pytest.raises(UserError, match="--reward progress needs to know how many steps"):
+        check_analysis_options(AnalyzeOptions(reward="progress"), knobs)
+    check_analysis_options(AnalyzeOptions(reward="progress"), {**knobs, "task": "units"})

@@ -191,7 +191,7 @@ def check_analysis_options(opts: AnalyzeOptions, knobs: dict) -> None:
     if knobs["std"] not in STD_CONVENTIONS:
         raise UserError(f"--std must be one of {', '.join(STD_CONVENTIONS)}, got {knobs['std']!r}")
     if knobs["reward"] is not None:
-        reward_fn(knobs["reward"])
+        reward_fn(knobs["reward"], knobs.get("task"))  # e.g. progress needs a task that counts steps
     if int(knobs["num_generations"]) < 2:
         raise UserError(f"--num-generations must be >= 2, got {knobs['num_generations']}")
     if not float(knobs["temperature"]) > 0:
