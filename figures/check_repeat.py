@@ -17,7 +17,6 @@ rewards and updates, given the same SFT weights.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from coinfluence.io import read_json
+from coinfluence.io import read_json, read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 # Logged keys that measure time or speed, so differ between any two runs.
@@ -72,9 +71,8 @@ def retarget(command: str, old_run: str, new_run: str, threads: int | None) -> l
 
 
 def read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
+    """The rows of a metrics.jsonl that may still be written (a torn last line is left out)."""
+    return read_jsonl(path, torn_tail_ok=True) if path.exists() else []
 
 
 def within(rows: list[dict], stage: str, steps: int) -> list[dict]:

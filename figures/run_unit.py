@@ -34,7 +34,6 @@ figures/results-NAME/, apart from the iGSM study's.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -45,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-from coinfluence.io import atomic_dir, read_json, write_json
+from coinfluence.io import atomic_dir, read_json, read_jsonl, write_json
 from coinfluence.run import TRAINED_CHECKPOINTS, Run
 from coinfluence.tasks.registry import DEFAULT_TASK, TASKS, get_task
 
@@ -133,12 +132,13 @@ def timed_step(args: list[str], step: str, ledger: Path) -> float:
     spent = read_json(ledger) if ledger.exists() else {}
     before = spent.get(step, 0.0)
 
-    def save(seconds: float) -> None:
+    def save(seconds: float) -> float:
+        total = round(before + seconds, 1)
         ledger.parent.mkdir(parents=True, exist_ok=True)
-        write_json(ledger, {**spent, step: round(before + seconds, 1)})
+        write_json(ledger, {**spent, step: total})
+        return total
 
-    save(coinfluence(args, heartbeat=save))
-    return read_json(ledger)[step]
+    return save(coinfluence(args, heartbeat=save))
 
 
 def evaluated(run: Path, checkpoint: str, split: str, rows: int | None = None) -> bool:
@@ -163,7 +163,7 @@ def problem_epochs(epochs: float, data_opts: list[str], aug_k: int, sft_rows: Pa
         return epochs
     if not sft_rows.is_file():
         return epochs / aug_k
-    problems = [json.loads(line)["meta"]["index"] for line in sft_rows.read_text().splitlines() if line.strip()]
+    problems = [row["meta"]["index"] for row in read_jsonl(sft_rows)]
     return epochs * len(set(problems)) / len(problems)
 
 
