@@ -41,6 +41,14 @@ def test_verdicts(lo, hi, sign, expected):
     assert verdict(lo, hi, sign) == expected
 
 
+def test_two_seeds_of_the_same_sign_are_too_few():
+    # The percentile interval of two values is their range: it excludes 0 whenever both agree.
+    mean, lo, hi, n = difference_interval({0: 0.03, 1: 0.05}, {0: 0.0, 1: 0.0})
+    assert (lo, hi, n) == (pytest.approx(0.03), pytest.approx(0.05), 2)
+    assert verdict(lo, hi, 1, seeds=n) == "too few seeds"
+    assert verdict(lo, hi, 1, seeds=5) == "reproduced"
+
+
 def fake_unit(root, behaviours, seed, sft_step, rft_step, informative=0.5):
     import json
 
@@ -73,6 +81,9 @@ def test_claims_table_from_units(tmp_path):
     assert table.loc["BRIDGE's SFT model leaves more queries informative", "verdict"] == "opposite"
     assert table.loc["RL raises step-verified accuracy (vanilla)", "verdict"] == "reproduced"
     assert "both behaviours gain more than exploration alone" not in table.index  # no explore-only units
+    few = claims_table(units[:6]).set_index("claim")  # seeds 0-2 of each variant
+    assert few.loc["BRIDGE gains more from RL than vanilla, ID", "seeds"] == 3
+    assert few.loc["BRIDGE gains more from RL than vanilla, ID", "verdict"] == "too few seeds"
 
 
 def test_accuracy_table_means_and_intervals_per_variant(tmp_path):

@@ -6,7 +6,9 @@ seed share their problems (the data generator pairs them), so a comparison is pa
 when both variants have that seed, and the interval resamples seeds. The decision rule, fixed
 before the runs: a difference counts when its 95% bootstrap interval excludes 0; the verdict is
 ``reproduced`` when it excludes 0 on the paper's side, ``opposite`` on the other side, and
-``not reproduced`` when it contains 0.
+``not reproduced`` when it contains 0. A verdict needs ``MIN_SEEDS`` seeds: the percentile
+interval of a mean of two or three values is their range, so with so few seeds "excludes 0"
+only says that every seed has the same sign (one chance in four for two seeds of no effect).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 LEVEL = 0.95
 RESAMPLES = 10_000
+MIN_SEEDS = 5
 
 
 def bootstrap_interval(values, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
@@ -52,10 +55,10 @@ def difference_interval(a: dict, b: dict, **kw) -> tuple[float, float, float, in
     return float(xa.mean() - xb.mean()), float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail)), 0
 
 
-def verdict(lo: float, hi: float, expected_sign: int = 1) -> str:
-    """The decision rule (module docstring) for an interval ``[lo, hi]`` of a difference that the
-    paper says is positive (``expected_sign`` 1) or negative (-1)."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
+def verdict(lo: float, hi: float, expected_sign: int = 1, seeds: int = MIN_SEEDS) -> str:
+    """The decision rule (module docstring) for an interval ``[lo, hi]`` over ``seeds`` seeds of a
+    difference that the paper says is positive (``expected_sign`` 1) or negative (-1)."""
+    if seeds < MIN_SEEDS or not (np.isfinite(lo) and np.isfinite(hi)):
         return "too few seeds"
     if lo > 0 or hi < 0:
         return "reproduced" if (lo > 0) == (expected_sign > 0) else "opposite"
@@ -125,7 +128,8 @@ CLAIMS = (
 
 def claims_table(units, claims=CLAIMS):
     """One row per claim whose variants have units: the mean difference (or the mean, for a claim
-    about one variant) over seeds, its 95% bootstrap interval, the seeds it rests on, the verdict."""
+    about one variant) over seeds, its 95% bootstrap interval, the seeds it rests on (0 for an
+    unpaired difference, which gets no verdict), the verdict."""
     import pandas as pd
 
     numbers = pd.DataFrame([unit_numbers(u) for u in units])
@@ -140,7 +144,7 @@ def claims_table(units, claims=CLAIMS):
         else:
             mean, lo, hi, n = difference_interval(per_seed[a], per_seed[b])
         rows.append({"claim": claim, "measure": column, "a": a, "b": b or "", "seeds": n, "mean": mean, "lo": lo, "hi": hi,
-                     "verdict": verdict(lo, hi, sign)})
+                     "verdict": verdict(lo, hi, sign, n)})
     return pd.DataFrame(rows, columns=["claim", "measure", "a", "b", "seeds", "mean", "lo", "hi", "verdict"])
 
 
