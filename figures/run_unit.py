@@ -29,6 +29,12 @@ sweep: ``bridge-pe0.6`` (p_explore 0.6), ``exploit-px0.5`` (p_exploit 0.5), or b
 ``--task NAME`` runs the unit on another task (``coinfluence data --task NAME``, at that task's
 default preset; every other option as in ``SETTING``), in runs/figures-NAME/ with results in
 figures/results-NAME/, apart from the iGSM study's.
+
+``--rl NAME`` reruns only the RL of a finished study unit in another RL setting
+(``RL_SETTINGS[NAME]``): GRPO from the unit's own SFT model (still in runs/figures/UNIT/sft), on
+the same data (regenerated from the seed), then the same tests and analyses, in
+runs/figures-rl-NAME/ with results in figures/results-rl-NAME/. SFT is the expensive part of a
+unit, so a second RL setting costs a fraction of a unit.
 """
 
 from __future__ import annotations
@@ -59,6 +65,12 @@ SETTING = {
     "task_preset": "mini2", "model": "tiny", "sft_epochs": 12.0, "grpo_steps": 120, "prompts_per_step": 16,
     "num_generations": 8, "grpo_learning_rate": 1e-4, "temperature": 1.0, "reward": "answer", "validation_rows": 200,
     "threads": 1,
+}
+# Other RL settings for the study's SFT models, each fixed before its units ran (figures/README.md,
+# "How the setting was chosen": probe grpo-10).
+RL_SETTINGS = {
+    "progress": {"grpo_steps": 400, "prompts_per_step": 64, "grpo_learning_rate": 3e-4, "reward": "progress",
+                 "grpo_eval_steps": 50},
 }
 _LAYOUT = Run(Path())  # the run layout as paths relative to a run
 KEEP = [str(p) for p in (_LAYOUT.config_path, _LAYOUT.metrics, _LAYOUT.eval_json, _LAYOUT.data_config,
@@ -101,6 +113,16 @@ def task_setting(task: str) -> dict:
 def task_roots(task: str) -> tuple[Path, Path]:
     """(runs root, results root) of ``task``'s units: the study's for iGSM, else dirs of their own."""
     return (RUNS, RESULTS) if task == DEFAULT_TASK else (ROOT / "runs" / f"figures-{task}", ROOT / "figures" / f"results-{task}")
+
+
+def rl_setting(name: str) -> dict:
+    """``SETTING`` with the RL options of ``RL_SETTINGS[name]``."""
+    return {**SETTING, **RL_SETTINGS[name], "rl": name}
+
+
+def rl_roots(name: str) -> tuple[Path, Path]:
+    """(runs root, results root) of the units of RL setting ``name``."""
+    return ROOT / "runs" / f"figures-rl-{name}", ROOT / "figures" / f"results-rl-{name}"
 
 
 def coinfluence(args: list[str], heartbeat=None) -> float:
@@ -167,8 +189,10 @@ def problem_epochs(epochs: float, data_opts: list[str], aug_k: int, sft_rows: Pa
     return epochs * len(set(problems)) / len(problems)
 
 
-def unit_steps(variant: str, seed: int, run: Path, setting: dict, aug_k: int, extra: dict) -> list[tuple[str, list[str], object]]:
-    """``(name, coinfluence arguments, done())`` for every step of a unit, in order."""
+def unit_steps(variant: str, seed: int, run: Path, setting: dict, aug_k: int, extra: dict,
+               sft_from: Path | None = None) -> list[tuple[str, list[str], object]]:
+    """``(name, coinfluence arguments, done())`` for every step of a unit, in order; with
+    ``sft_from`` (an SFT model) its training is GRPO alone from that model."""
     behaviours, data_opts = parse_variant(variant, aug_k)
     threads = ["--threads", str(setting["threads"])]
     layout, done = Run(run), Run(ROOT / run)  # paths for the commands (run in ROOT), and to look at
@@ -180,25 +204,30 @@ def unit_steps(variant: str, seed: int, run: Path, setting: dict, aug_k: int, ex
                   "--seed", str(seed), *data_opts, *extra.get("data", [])],
          lambda: done.data_config.exists()),
         ("train", [*threads, "train", "--data", data, "--out", str(run), "--seed", str(seed), "--resume",
-                   "--task-preset", setting["task_preset"], "--preset", setting["model"], "--sft-epochs", f"{epochs:g}",
+                   *(["--stage", "grpo", "--from-sft", str(sft_from)] if sft_from else
+                     ["--task-preset", setting["task_preset"], "--preset", setting["model"], "--sft-epochs", f"{epochs:g}"]),
                    "--grpo-steps", str(setting["grpo_steps"]), "--prompts-per-step", str(setting["prompts_per_step"]),
                    "--num-generations", str(setting["num_generations"]),
                    "--grpo-learning-rate", f"{setting['grpo_learning_rate']:g}",
                    "--temperature", f"{setting['temperature']:g}", "--reward", setting["reward"],
+                   *(["--eval-steps", str(setting["grpo_eval_steps"])] if "grpo_eval_steps" in setting else []),
                    "--eval-size", str(setting["validation_rows"]), "--no-progress", *extra.get("train", [])],
          lambda: (done.grpo_final / "config.json").exists()),  # the model's config, saved last
     ]
+    # An SFT model from elsewhere is tested and analysed under its own name ("sft") in this run.
+    path = lambda c: str(sft_from if sft_from and c == "sft" else layout.checkpoint(c))  # noqa: E731
+    into = ["--out", str(run)] if sft_from else []
     for ckpt in CHECKPOINTS:
-        steps.append((f"test {ckpt}", [*threads, "eval", "--ckpt", str(layout.checkpoint(ckpt)), "--data", data,
+        steps.append((f"test {ckpt}", [*threads, "eval", "--ckpt", path(ckpt), *into, "--data", data,
                                        "--splits", "test_id,test_ood", "--seed", str(seed), *extra.get("eval", [])],
                       lambda c=ckpt: all(evaluated(run, c, s, split_rows(run, s)) for s in ("test_id", "test_ood"))))
     for ckpt in CHECKPOINTS:
-        steps.append((f"sampled test {ckpt}", [*threads, "eval", "--ckpt", str(layout.checkpoint(ckpt)), "--data", data,
+        steps.append((f"sampled test {ckpt}", [*threads, "eval", "--ckpt", path(ckpt), *into, "--data", data,
                                                "--splits", "test_id", "--n", str(SAMPLES), "--temperature", "1",
                                                "--seed", str(seed), *extra.get("eval", [])],
                       lambda c=ckpt: evaluated(run, c + SAMPLED_NAME, "test_id")))
     for ckpt in CHECKPOINTS:
-        steps.append((f"analyze {ckpt}", [*threads, "analyze", "--ckpt", str(layout.checkpoint(ckpt)), "--run", str(run), "--no-kernel",
+        steps.append((f"analyze {ckpt}", [*threads, "analyze", "--ckpt", path(ckpt), "--run", str(run), "--no-kernel",
                                           "--seed", str(seed), "--quiet", *extra.get("analyze", [])],
                       lambda c=ckpt: done.analysis_summary(c).exists()))
     return steps
@@ -236,8 +265,9 @@ def machine(threads: int) -> dict:
 
 
 def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: Path = RESULTS, aug_k: int = AUG_K,
-             setting: dict = SETTING, extra: dict | None = None, refresh: bool = False) -> Path:
-    """Run the steps of one unit that are not done yet and copy its results; returns its results dir."""
+             setting: dict = SETTING, extra: dict | None = None, refresh: bool = False, sft_from: Path | None = None) -> Path:
+    """Run the steps of one unit that are not done yet and copy its results; returns its results dir.
+    With ``sft_from`` (an SFT model) the unit trains GRPO alone, from that model."""
     name = unit_name(variant, seed)
     dest = Path(results_root) / name
     run = Path(runs_root) / name
@@ -249,18 +279,21 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
     if dest.is_dir() and not Run(ROOT / run).data.is_dir():
         print(f"skip {name}: nothing to refresh from ({run} is gone)", flush=True)
         return dest
-    steps = unit_steps(variant, seed, run, setting, aug_k, extra or {})
+    if sft_from is not None and Path(sft_from).resolve().is_relative_to(ROOT):
+        sft_from = Path(sft_from).resolve().relative_to(ROOT)
+    build = lambda: unit_steps(variant, seed, run, setting, aug_k, extra or {}, sft_from)  # noqa: E731
     ledger = ledger_path(ROOT / run)
-    for index in range(len(steps)):
+    for index in range(len(build())):
         # Rebuilt before each step: the training options of augmented variants read the generated data.
-        step, args, done = unit_steps(variant, seed, run, setting, aug_k, extra or {})[index]
+        step, args, done = build()[index]
         if not done():
             timed_step(args, step, ledger)
-    steps = unit_steps(variant, seed, run, setting, aug_k, extra or {})  # as run
+    steps = build()  # as run
     seconds = read_json(ledger) if ledger.exists() else {}  # steps of earlier sessions included
     old = read_json(dest / "unit.json") if (dest / "unit.json").exists() else {}
     record = {
         "variant": variant, "seed": seed, "run": str(run), "setting": setting,
+        **({"sft_from": str(sft_from)} if sft_from else {}),
         "commands": ["coinfluence " + shlex.join(args) for _, args, _ in steps],
         "seconds": {**old.get("seconds", {}), **seconds},
         "machine": machine(setting["threads"]),
@@ -296,17 +329,28 @@ def main() -> None:
                         help="for a finished unit whose run dir is still here: run the steps it lacks and recopy its results")
     parser.add_argument("--task", default=DEFAULT_TASK, choices=[name for name in TASKS if get_task(name).presets],
                         help="the task of the unit (another than the study's runs apart, at its default preset)")
+    parser.add_argument("--rl", choices=sorted(RL_SETTINGS),
+                        help="rerun only the RL of the finished study unit, from its SFT model, in this RL setting")
     add_hidden_options(parser)
     parser.set_defaults(runs_root=None, results_root=None)
     args = parser.parse_args()
-    runs_root, results_root = task_roots(args.task)
     try:
         parse_variant(args.variant)
     except ValueError as err:
         parser.error(str(err))
+    runs_root, results_root = task_roots(args.task)
+    setting, sft_from = task_setting(args.task), None
+    if args.rl:
+        if args.task != DEFAULT_TASK:
+            parser.error("--rl reruns the RL of the iGSM study's units; it takes no --task")
+        sft_from = (args.runs_root or RUNS) / unit_name(args.variant, args.seed) / _LAYOUT.sft
+        if not (sft_from / "config.json").exists():
+            parser.error(f"no SFT model at {sft_from}: run the unit first (python figures/run_unit.py {args.variant} {args.seed})")
+        (runs_root, results_root), setting = rl_roots(args.rl), rl_setting(args.rl)
+        args.runs_root = None  # the hidden root names where the study unit is, not where this one goes
     try:
         run_unit(args.variant, args.seed, runs_root=args.runs_root or runs_root, results_root=args.results_root or results_root,
-                 aug_k=args.aug_k, setting=task_setting(args.task), extra=extra_args(args), refresh=args.refresh)
+                 aug_k=args.aug_k, setting=setting, extra=extra_args(args), refresh=args.refresh, sft_from=sft_from)
     except subprocess.CalledProcessError as err:
         sys.exit(f"unit {unit_name(args.variant, args.seed)} failed: {shlex.join(map(str, err.cmd[2:]))} exited {err.returncode}")
 

@@ -513,6 +513,34 @@ def test_run_unit_takes_another_task_and_keeps_the_studys_commands():
     assert all(root.name.endswith("-units") for root in ru.task_roots("units"))
 
 
+def test_an_rl_setting_trains_grpo_alone_from_the_units_sft_model_and_tests_it_in_its_own_run():
+    ru = figure_scripts()
+    sft = Path("runs/figures/bridge-s3/sft")
+    study = dict((n, a) for n, a, _ in ru.unit_steps("bridge", 3, Path("r"), ru.SETTING, 4, {}))
+    steps = dict((n, a) for n, a, _ in ru.unit_steps("bridge", 3, Path("r"), ru.rl_setting("progress"), 4, {}, sft))
+    assert steps["data"] == study["data"]  # the same problems, regenerated from the seed
+    train = steps["train"]
+    assert train[train.index("--stage") + 1] == "grpo" and train[train.index("--from-sft") + 1] == str(sft)
+    assert "--sft-epochs" not in train and "--preset" not in train
+    for key, option in (("grpo_steps", "--grpo-steps"), ("prompts_per_step", "--prompts-per-step"), ("reward", "--reward"),
+                        ("grpo_eval_steps", "--eval-steps")):
+        assert train[train.index(option) + 1] == str(ru.RL_SETTINGS["progress"][key])
+    for name in ("test sft", "sampled test sft", "analyze sft"):
+        assert steps[name][steps[name].index("--ckpt") + 1] == str(sft)
+    for name in ("test sft", "sampled test sft", "test grpo/final"):
+        assert steps[name][steps[name].index("--out") + 1] == "r"  # eval.json of this run, never the study unit's
+    assert steps["analyze grpo/final"][steps["analyze grpo/final"].index("--ckpt") + 1] == str(Path("r/grpo/final"))
+    assert all("--out" not in study[n] for n in study if n.startswith("test"))  # the study's commands are unchanged
+
+
+def test_an_rl_unit_without_its_study_unit_is_one_line_before_any_work(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "figures" / "run_unit.py"
+    proc = subprocess.run([sys.executable, str(script), "vanilla", "7", "--rl", "progress", "--runs-root", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "no SFT model at" in proc.stderr.splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_augmented_variants_train_the_same_passes_per_problem():
     ru = figure_scripts()
     def epochs(variant):
