@@ -264,6 +264,11 @@ def machine(threads: int) -> dict:
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
 
 
+def short_path(path: Path) -> Path:
+    """``path`` relative to ROOT when inside it: commands run in ROOT, and the recorded ones stay short."""
+    return path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
+
+
 def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: Path = RESULTS, aug_k: int = AUG_K,
              setting: dict = SETTING, extra: dict | None = None, refresh: bool = False, sft_from: Path | None = None) -> Path:
     """Run the steps of one unit that are not done yet and copy its results; returns its results dir.
@@ -271,16 +276,14 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
     name = unit_name(variant, seed)
     dest = Path(results_root) / name
     run = Path(runs_root) / name
-    if run.resolve().is_relative_to(ROOT):  # commands run in ROOT; keep the recorded paths short
-        run = run.resolve().relative_to(ROOT)
+    run = short_path(run)
     if dest.is_dir() and not refresh:
         print(f"skip {name}: {dest} exists", flush=True)
         return dest
     if dest.is_dir() and not Run(ROOT / run).data.is_dir():
         print(f"skip {name}: nothing to refresh from ({run} is gone)", flush=True)
         return dest
-    if sft_from is not None and Path(sft_from).resolve().is_relative_to(ROOT):
-        sft_from = Path(sft_from).resolve().relative_to(ROOT)
+    sft_from = short_path(Path(sft_from)) if sft_from is not None else None
     build = lambda: unit_steps(variant, seed, run, setting, aug_k, extra or {}, sft_from)  # noqa: E731
     ledger = ledger_path(ROOT / run)
     for index in range(len(build())):
@@ -339,17 +342,17 @@ def main() -> None:
     except ValueError as err:
         parser.error(str(err))
     runs_root, results_root = task_roots(args.task)
+    runs_root = args.runs_root or runs_root  # with --rl: where the study unit is
     setting, sft_from = task_setting(args.task), None
     if args.rl:
         if args.task != DEFAULT_TASK:
             parser.error("--rl reruns the RL of the iGSM study's units; it takes no --task")
-        sft_from = (args.runs_root or RUNS) / unit_name(args.variant, args.seed) / _LAYOUT.sft
+        sft_from = runs_root / unit_name(args.variant, args.seed) / _LAYOUT.sft
         if not (sft_from / "config.json").exists():
             parser.error(f"no SFT model at {sft_from}: run the unit first (python figures/run_unit.py {args.variant} {args.seed})")
         (runs_root, results_root), setting = rl_roots(args.rl), rl_setting(args.rl)
-        args.runs_root = None  # the hidden root names where the study unit is, not where this one goes
     try:
-        run_unit(args.variant, args.seed, runs_root=args.runs_root or runs_root, results_root=args.results_root or results_root,
+        run_unit(args.variant, args.seed, runs_root=runs_root, results_root=args.results_root or results_root,
                  aug_k=args.aug_k, setting=setting, extra=extra_args(args), refresh=args.refresh, sft_from=sft_from)
     except subprocess.CalledProcessError as err:
         sys.exit(f"unit {unit_name(args.variant, args.seed)} failed: {shlex.join(map(str, err.cmd[2:]))} exited {err.returncode}")
