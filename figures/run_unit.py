@@ -70,7 +70,7 @@ SETTING = {
 # "How the setting was chosen": probe grpo-10).
 RL_SETTINGS = {
     "progress": {"grpo_steps": 400, "prompts_per_step": 64, "grpo_learning_rate": 3e-4, "reward": "progress",
-                 "grpo_eval_steps": 50},
+                 "grpo_eval_steps": 50, "grpo_save_steps": 10},  # 13 s a step: lose at most ~2 min to a kill
 }
 _LAYOUT = Run(Path())  # the run layout as paths relative to a run
 KEEP = [str(p) for p in (_LAYOUT.config_path, _LAYOUT.metrics, _LAYOUT.eval_json, _LAYOUT.data_config,
@@ -211,6 +211,7 @@ def unit_steps(variant: str, seed: int, run: Path, setting: dict, aug_k: int, ex
                    "--grpo-learning-rate", f"{setting['grpo_learning_rate']:g}",
                    "--temperature", f"{setting['temperature']:g}", "--reward", setting["reward"],
                    *(["--eval-steps", str(setting["grpo_eval_steps"])] if "grpo_eval_steps" in setting else []),
+                   *(["--save-steps", str(setting["grpo_save_steps"])] if "grpo_save_steps" in setting else []),
                    "--eval-size", str(setting["validation_rows"]), "--no-progress", *extra.get("train", [])],
          lambda: (done.grpo_final / "config.json").exists()),  # the model's config, saved last
     ]

@@ -523,7 +523,7 @@ def test_an_rl_setting_trains_grpo_alone_from_the_units_sft_model_and_tests_it_i
     assert train[train.index("--stage") + 1] == "grpo" and train[train.index("--from-sft") + 1] == str(sft)
     assert "--sft-epochs" not in train and "--preset" not in train
     for key, option in (("grpo_steps", "--grpo-steps"), ("prompts_per_step", "--prompts-per-step"), ("reward", "--reward"),
-                        ("grpo_eval_steps", "--eval-steps")):
+                        ("grpo_eval_steps", "--eval-steps"), ("grpo_save_steps", "--save-steps")):
         assert train[train.index(option) + 1] == str(ru.RL_SETTINGS["progress"][key])
     for name in ("test sft", "sampled test sft", "analyze sft"):
         assert steps[name][steps[name].index("--ckpt") + 1] == str(sft)
