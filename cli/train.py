@@ -262,6 +262,9 @@ def print_split_result(split: str, r: dict) -> None:
                               f"most frequent stated number {r['guess/mode_stated']:.3f}, "
                               f"most common answer {r['guess/majority']:.3f}; "
                               f"model answers copying a stated number {r['answer_stated']:.3f}")
+    verdicts = {k.split("/", 1)[1]: v for k, v in r.items() if k.startswith("verdict/")}
+    if verdicts:
+        typer.echo(" " * 10 + "step checker's verdicts: " + ", ".join(f"{k} {v:.3f}" for k, v in verdicts.items()))
     if r.get("behaviours/frac"):
         typer.echo(" " * 10 + behaviour_line(r))
 

@@ -187,6 +187,9 @@ def test_step_verified_accuracy_and_guess_baseline_of_scored_samples():
     assert summary["accuracy"] == pytest.approx(2 / 3)  # the garbled sample still has the right answer
     assert summary["step_accuracy"] == pytest.approx(1 / 3) and summary["step_pass@3"] == 1.0
     assert summary["faithful_share"] == pytest.approx(1 / 2)
+    shares = {k: v for k, v in summary.items() if k.startswith("verdict/")}
+    assert shares["verdict/correct"] == summary["step_accuracy"] and sum(shares.values()) == pytest.approx(1)
+    assert len(shares) > 1  # the garbled and the copied samples fail for their own reasons
     assert summary["answer_stated"] == pytest.approx(1 / 3)
     assert summary["guess/stated"] == guess_baseline(rows)["guess/stated"]
     assert summary["guess/stated"] == sum(r["answer"] in stated_numbers(r["prompt"]) for r in rows) / 4

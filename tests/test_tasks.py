@@ -92,11 +92,13 @@ def test_data_train_eval_analyze_on_each_task_read_the_task_from_the_data(task, 
     def ok(*args):
         result = invoke(*args)
         assert result.exit_code == 0, result.output + repr(result.exception)
+        return result.output
 
     data, run = tmp_path / "data", tmp_path / "run"
     ok("data", "--task", task, "--out", data, "--sft-size", "12", "--rl-size", "4", "--eval-size", "2")
     ok("train", "--data", data, "--out", run, *TOY_TRAIN)  # no --task: the data's
-    ok("eval", "--ckpt", run / "grpo" / "final", "--data", data, "--splits", "val_id", "--max-new-tokens", "8")
+    printed = ok("eval", "--ckpt", run / "grpo" / "final", "--data", data, "--splits", "val_id", "--max-new-tokens", "8")
+    assert "step checker's verdicts:" in printed  # where the reasoning fails, not only how often
     ok("analyze", "--ckpt", run / "sft", "--run", run, "--queries", "2", "--targets-n", "2", "--num-generations", "2",
        "--max-completion-length", "8", "--no-kernel", "--quiet")
     evals = json.loads((run / "eval.json").read_text())["checkpoints"]

@@ -7,6 +7,7 @@ Generation goes through one replaceable function with the ``GenerateFn`` signatu
 
 from __future__ import annotations
 
+from collections import Counter
 import math
 from pathlib import Path
 from statistics import fmean
@@ -176,7 +177,8 @@ def verification_summary(records: Sequence[dict], n: int) -> dict:
     """Step-verified accuracy next to answer accuracy (``records`` hold each query's ``n`` samples
     one after another): ``step_accuracy`` (answer right *and* every step right; mean@n when
     sampling), ``faithful_share`` (of the right answers, the share with every step right),
-    ``answer_stated`` (share of answers that copy a number of the question) and, for n > 1,
+    ``answer_stated`` (share of answers that copy a number of the question), ``verdict/NAME`` (share
+    of the samples with each of the checker's verdicts: where the reasoning fails) and, for n > 1,
     ``step_pass@n``. Step metrics are None where the checker cannot read the questions."""
     if not records:
         return {}
@@ -188,6 +190,7 @@ def verification_summary(records: Sequence[dict], n: int) -> dict:
         "step_accuracy": fmean(verified),
         "faithful_share": sum(verified) / right if right else None,
         "answer_stated": fmean(r["answer_stated"] for r in records),
+        **{f"verdict/{v}": count / len(records) for v, count in Counter(r["verdict"] for r in records).most_common()},
     }
     if n > 1:
         out[f"step_pass@{n}"] = fmean(any(verified[s : s + n]) for s in range(0, len(verified), n))
