@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 
 from coinfluence.io import atomic_dir, read_json, read_jsonl, write_json
-from coinfluence.run import TRAINED_CHECKPOINTS, Run
+from coinfluence.run import GRPO_FINAL, TRAINED_CHECKPOINTS, Run
 from coinfluence.tasks.registry import DEFAULT_TASK, TASKS, get_task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,10 +67,11 @@ SETTING = {
     "threads": 1,
 }
 # Other RL settings for the study's SFT models, each fixed before its units ran (figures/README.md,
-# "How the setting was chosen": probe grpo-10).
+# "How the setting was chosen": probes grpo-10 and grpo-11, whose rule set 800 steps over 400).
 RL_SETTINGS = {
-    "progress": {"grpo_steps": 400, "prompts_per_step": 64, "grpo_learning_rate": 3e-4, "reward": "progress",
-                 "grpo_eval_steps": 50, "grpo_save_steps": 10},  # 13 s a step: lose at most ~2 min to a kill
+    "progress": {"grpo_steps": 800, "prompts_per_step": 64, "grpo_learning_rate": 3e-4, "reward": "progress",
+                 "grpo_eval_steps": 50, "grpo_save_steps": 10,  # 13 s a step: lose at most ~2 min to a kill
+                 "test_steps": [400]},  # the setting's steps before grpo-11: its units are tested there too
 }
 _LAYOUT = Run(Path())  # the run layout as paths relative to a run
 KEEP = [str(p) for p in (_LAYOUT.config_path, _LAYOUT.metrics, _LAYOUT.eval_json, _LAYOUT.data_config,
@@ -198,27 +199,28 @@ def unit_steps(variant: str, seed: int, run: Path, setting: dict, aug_k: int, ex
     layout, done = Run(run), Run(ROOT / run)  # paths for the commands (run in ROOT), and to look at
     data = str(layout.data)
     epochs = problem_epochs(setting["sft_epochs"], data_opts, aug_k, done.data / "sft.jsonl")
+    train = [*threads, "train", "--data", data, "--out", str(run), "--seed", str(seed), "--resume",
+             *(["--stage", "grpo", "--from-sft", str(sft_from)] if sft_from else
+               ["--task-preset", setting["task_preset"], "--preset", setting["model"], "--sft-epochs", f"{epochs:g}"]),
+             "--grpo-steps", str(setting["grpo_steps"]), "--prompts-per-step", str(setting["prompts_per_step"]),
+             "--num-generations", str(setting["num_generations"]),
+             "--grpo-learning-rate", f"{setting['grpo_learning_rate']:g}",
+             "--temperature", f"{setting['temperature']:g}", "--reward", setting["reward"],
+             *(["--eval-steps", str(setting["grpo_eval_steps"])] if "grpo_eval_steps" in setting else []),
+             *(["--save-steps", str(setting["grpo_save_steps"])] if "grpo_save_steps" in setting else []),
+             "--eval-size", str(setting["validation_rows"]), "--no-progress", *extra.get("train", [])]
     steps = [
         ("data", ["data", "--out", data, "--overwrite", *(["--task", setting["task"]] if "task" in setting else []),
                   "--preset", setting["task_preset"], "--behaviours", behaviours,
                   "--seed", str(seed), *data_opts, *extra.get("data", [])],
          lambda: done.data_config.exists()),
-        ("train", [*threads, "train", "--data", data, "--out", str(run), "--seed", str(seed), "--resume",
-                   *(["--stage", "grpo", "--from-sft", str(sft_from)] if sft_from else
-                     ["--task-preset", setting["task_preset"], "--preset", setting["model"], "--sft-epochs", f"{epochs:g}"]),
-                   "--grpo-steps", str(setting["grpo_steps"]), "--prompts-per-step", str(setting["prompts_per_step"]),
-                   "--num-generations", str(setting["num_generations"]),
-                   "--grpo-learning-rate", f"{setting['grpo_learning_rate']:g}",
-                   "--temperature", f"{setting['temperature']:g}", "--reward", setting["reward"],
-                   *(["--eval-steps", str(setting["grpo_eval_steps"])] if "grpo_eval_steps" in setting else []),
-                   *(["--save-steps", str(setting["grpo_save_steps"])] if "grpo_save_steps" in setting else []),
-                   "--eval-size", str(setting["validation_rows"]), "--no-progress", *extra.get("train", [])],
-         lambda: (done.grpo_final / "config.json").exists()),  # the model's config, saved last
+        ("train", train, lambda: trained_steps(done) == grpo_steps(train)),
     ]
     # An SFT model from elsewhere is tested and analysed under its own name ("sft") in this run.
     path = lambda c: str(sft_from if sft_from and c == "sft" else layout.checkpoint(c))  # noqa: E731
     into = ["--out", str(run)] if sft_from else []
-    for ckpt in CHECKPOINTS:
+    midway = [str(_LAYOUT.grpo_step(step)) for step in setting.get("test_steps", []) if step < grpo_steps(train)]
+    for ckpt in [*CHECKPOINTS, *midway]:
         steps.append((f"test {ckpt}", [*threads, "eval", "--ckpt", path(ckpt), *into, "--data", data,
                                        "--splits", "test_id,test_ood", "--seed", str(seed), *extra.get("eval", [])],
                       lambda c=ckpt: all(evaluated(run, c, s, split_rows(run, s)) for s in ("test_id", "test_ood"))))
@@ -232,6 +234,38 @@ def unit_steps(variant: str, seed: int, run: Path, setting: dict, aug_k: int, ex
                                           "--seed", str(seed), "--quiet", *extra.get("analyze", [])],
                       lambda c=ckpt: done.analysis_summary(c).exists()))
     return steps
+
+
+def grpo_steps(train_args: list[str]) -> int:
+    """The GRPO steps a ``train`` command asks for (its last ``--grpo-steps``, as argparse reads it)."""
+    return int(train_args[len(train_args) - 1 - train_args[::-1].index("--grpo-steps") + 1])
+
+
+def trained_steps(run: Run) -> int | None:
+    """GRPO steps behind RUN/grpo/final (its saved config, written last); None before it exists."""
+    config = run.grpo_final / "grpo_config.json"
+    return read_json(config)["max_steps"] if (run.grpo_final / "config.json").exists() and config.exists() else None
+
+
+def reopen_shorter_run(run: Run, steps: int) -> None:
+    """Let a finished run trained for fewer than ``steps`` GRPO steps continue to ``steps`` (the
+    learning rate is constant after warmup, so this is the longer run): the tests and analysis of
+    its old grpo/final, which would no longer describe grpo/final, are dropped first."""
+    before = trained_steps(run)
+    if before is None or before == steps:
+        return
+    if before > steps:
+        sys.exit(f"{run.grpo_final} was trained for {before} GRPO steps, more than the setting's {steps}")
+    print(f"{run.root}: grpo/final has {before} GRPO steps, the setting {steps}; training continues and "
+          "grpo/final is tested and analysed again", flush=True)
+    if run.eval_json.exists():
+        saved = read_json(run.eval_json)
+        saved["checkpoints"] = {k: v for k, v in saved.get("checkpoints", {}).items() if not k.startswith(GRPO_FINAL)}
+        write_json(run.eval_json, saved)
+    final_records = run.eval_records(GRPO_FINAL)  # and its sampled tests', NAME@nN-tT.jsonl
+    for records in final_records.parent.glob(final_records.stem + "*.jsonl"):
+        records.unlink()
+    shutil.rmtree(run.analysis_of(GRPO_FINAL), ignore_errors=True)
 
 
 def copy_results(run: Path, dest: Path, record: dict) -> list[str]:
@@ -287,6 +321,7 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
     sft_from = short_path(Path(sft_from)) if sft_from is not None else None
     build = lambda: unit_steps(variant, seed, run, setting, aug_k, extra or {}, sft_from)  # noqa: E731
     ledger = ledger_path(ROOT / run)
+    reopen_shorter_run(Run(ROOT / run), grpo_steps(next(args for step, args, _ in build() if step == "train")))
     for index in range(len(build())):
         # Rebuilt before each step: the training options of augmented variants read the generated data.
         step, args, done = build()[index]

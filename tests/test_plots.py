@@ -462,6 +462,7 @@ def test_run_unit_runs_only_the_missing_steps_and_keeps_the_record(tmp_path, mon
     shutil.copytree(BRIDGE, run)
     (run / "grpo" / "final").mkdir(parents=True)
     (run / "grpo" / "final" / "config.json").write_text("{}")  # data and training are done, no test yet
+    (run / "grpo" / "final" / "grpo_config.json").write_text(json.dumps({"max_steps": ru.SETTING["grpo_steps"]}))
     (run / "eval.json").write_text(json.dumps({"checkpoints": {}}))
     for name in ("sft", "grpo-final"):
         (run / "analysis" / name).mkdir(parents=True, exist_ok=True)
@@ -531,6 +532,62 @@ def test_an_rl_setting_trains_grpo_alone_from_the_units_sft_model_and_tests_it_i
         assert steps[name][steps[name].index("--out") + 1] == "r"  # eval.json of this run, never the study unit's
     assert steps["analyze grpo/final"][steps["analyze grpo/final"].index("--ckpt") + 1] == str(Path("r/grpo/final"))
     assert all("--out" not in study[n] for n in study if n.startswith("test"))  # the study's commands are unchanged
+
+
+def test_a_finished_rl_run_shorter_than_its_setting_trains_on_and_its_final_is_tested_again(tmp_path, monkeypatch):
+    """The progress setting grew from 400 to 800 steps: its 400-step units continue, and no result of the
+    400-step grpo/final survives as a result of the 800-step one."""
+    ru = figure_scripts()
+    setting, sft = ru.rl_setting("progress"), tmp_path / "study" / "bridge-s0" / "sft"
+    run = tmp_path / "runs" / "bridge-s0"
+    shutil.copytree(BRIDGE / "data", run / "data")
+    final = ru.Run(run).grpo_final
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("{}")
+    (final / "grpo_config.json").write_text(json.dumps({"max_steps": 400}))
+    old = {"accuracy": 0.25, "num_rows": 10**6}
+    (run / "eval.json").write_text(json.dumps({"checkpoints": {name: {"test_id": old, "test_ood": old} for name in
+                                                               ("sft", "grpo/final", "sft@n8-t1", "grpo/final@n8-t1")}}))
+    for name in ("sft", "grpo_final", "grpo_final@n8-t1"):
+        (run / "eval").mkdir(exist_ok=True)
+        (run / "eval" / f"{name}.jsonl").write_text("{}\n")
+    for name in ("sft", "grpo-final"):
+        (run / "analysis" / name).mkdir(parents=True)
+        (run / "analysis" / name / "summary.json").write_text("{}")
+    calls = []
+
+    def fake_coinfluence(args, heartbeat=None):
+        if "train" in args:
+            calls.append(("train", ru.grpo_steps(args)))
+            (final / "grpo_config.json").write_text(json.dumps({"max_steps": ru.grpo_steps(args)}))
+            return 1.0
+        ckpt = tmp_path / args[args.index("--ckpt") + 1]  # commands run in ROOT, with paths relative to it
+        name = "sft" if ckpt == sft else str(ckpt.relative_to(run))
+        command = "analyze" if "analyze" in args else "sampled" if "--n" in args else "eval"
+        calls.append((command, name))
+        if command == "analyze":
+            ru.Run(run).analysis_of(name).mkdir(parents=True)
+            ru.Run(run).analysis_summary(name).write_text("{}")
+            return 1.0
+        saved = json.loads((run / "eval.json").read_text())
+        for split in args[args.index("--splits") + 1].split(","):
+            saved["checkpoints"].setdefault(name + (ru.SAMPLED_NAME if command == "sampled" else ""), {})[split] = {
+                "accuracy": 0.5, "num_rows": 10**6}
+        (run / "eval.json").write_text(json.dumps(saved))
+        return 1.0
+
+    monkeypatch.setattr(ru, "coinfluence", fake_coinfluence)
+    monkeypatch.setattr(ru, "ROOT", tmp_path)
+    ru.run_unit("bridge", 0, runs_root=tmp_path / "runs", results_root=tmp_path / "results", setting=setting, sft_from=sft)
+    assert setting["grpo_steps"] == 800 and setting["test_steps"] == [400]
+    assert calls == [("train", 800), ("eval", "grpo/final"), ("eval", "grpo/step-000400"),
+                     ("sampled", "grpo/final"), ("analyze", "grpo/final")]  # sft's results still hold
+    saved = json.loads((run / "eval.json").read_text())["checkpoints"]
+    assert saved["sft"]["test_id"] == old and saved["grpo/final"]["test_id"]["accuracy"] == 0.5
+    assert sorted(p.name for p in (run / "eval").iterdir()) == ["sft.jsonl"]  # the 400-step final's rows are gone
+    (final / "grpo_config.json").write_text(json.dumps({"max_steps": 1000}))
+    with pytest.raises(SystemExit, match="trained for 1000 GRPO steps, more than the setting's 800"):
+        ru.run_unit("bridge", 0, runs_root=tmp_path / "runs", results_root=tmp_path / "other", setting=setting, sft_from=sft)
 
 
 def test_an_rl_unit_without_its_study_unit_is_one_line_before_any_work(tmp_path):
