@@ -76,7 +76,7 @@ RL_SETTINGS = {
 _LAYOUT = Run(Path())  # the run layout as paths relative to a run
 KEEP = [str(p) for p in (_LAYOUT.config_path, _LAYOUT.metrics, _LAYOUT.eval_json, _LAYOUT.data_config,
                          _LAYOUT.analysis_summary("*"), _LAYOUT.analysis_of("*") / "queries.parquet")]
-MAX_BYTES = 400_000
+MAX_BYTES = 1_000_000  # an 800-step GRPO log is ~460 KB
 HEARTBEAT_S = 30.0
 SAMPLES = 8
 SAMPLED_NAME = f"@n{SAMPLES}-t1"  # the suffix `coinfluence eval` gives sampled results in eval.json
