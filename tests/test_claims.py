@@ -97,3 +97,25 @@ def test_accuracy_table_means_and_intervals_per_variant(tmp_path):
     sft = table.loc["greedy/test_id/step_accuracy/sft"]
     assert sft["mean"] == pytest.approx(40.0) and sft["lo"] < 40.0 < sft["hi"]
     assert table.loc["mean@8/test_id/accuracy/sft", "seeds"] == 0  # no sampled evaluation in these units
+
+
+def test_rl_checkpoints_tested_midway_get_their_own_columns(tmp_path):
+    import json
+
+    from coinfluence.plots.claims import accuracy_table, unit_numbers
+
+    units = [fake_unit(tmp_path, "none", seed, 0.3, 0.4) for seed in range(2)]
+    for unit in units:
+        saved = json.loads((unit / "eval.json").read_text())
+        saved["checkpoints"]["grpo/step-000400"] = {s: {"accuracy": 0.5, "step_accuracy": 0.36, "num_rows": 500}
+                                                    for s in ("test_id", "test_ood")}
+        saved["checkpoints"]["grpo/final@n8-t1"] = {"test_id": {"accuracy": 0.5, "step_accuracy": 0.2, "num_rows": 500}}
+        (unit / "eval.json").write_text(json.dumps(saved))
+    row = unit_numbers(units[0])
+    assert row["greedy/test_id/step_accuracy/rft@400"] == 0.36
+    assert row["greedy/test_ood/step_accuracy/gain@400"] == pytest.approx(0.06)
+    assert row["greedy/test_id/step_accuracy/gain"] == pytest.approx(0.1)  # grpo/final is still the RL model
+    assert not any("@n8" in key for key in row if "rft@" in key or "gain@" in key)
+    table = accuracy_table(units).set_index("measure")
+    assert table.loc["greedy/test_id/step_accuracy/gain@400", "mean"] == pytest.approx(6.0)
+    assert list(table.index).index("greedy/test_id/step_accuracy/gain@400") > list(table.index).index("test_id/guess/majority")

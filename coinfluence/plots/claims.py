@@ -98,6 +98,7 @@ def unit_numbers(unit) -> dict:
                 sft, rft = (_eval_value(saved, c + suffix, split, metric) for c in (SFT, GRPO_FINAL))
                 key = f"{tag}/{split}/{metric}"
                 row.update({f"{key}/sft": sft, f"{key}/rft": rft, f"{key}/gain": rft - sft})
+    row.update(midway_numbers(saved))
     for guess in GUESSES:
         row[f"test_id/{guess}"] = _eval_value(saved, SFT, "test_id", guess)
     summary = run.analysis_summary(SFT)
@@ -105,6 +106,22 @@ def unit_numbers(unit) -> dict:
         s = json.loads(summary.read_text())
         row["sft/frac_informative"] = s.get("frac_informative", float("nan"))
         row["sft/mean_co_influence"] = s.get("mean_co_influence") if s.get("mean_co_influence") is not None else float("nan")
+    return row
+
+
+def midway_numbers(saved: dict) -> dict:
+    """Greedy values of RL checkpoints tested before the end (eval.json keys ``grpo/step-N``) and
+    their gains over SFT, as ``greedy/SPLIT/METRIC/rft@N`` and ``.../gain@N``."""
+    from coinfluence.run import SFT, STEP_DIR
+
+    row = {}
+    for ckpt in saved:
+        found = STEP_DIR.match(ckpt.rsplit("/", 1)[-1]) if ckpt.startswith("grpo/") else None
+        for split in SPLITS if found else ():
+            for metric in METRICS:
+                value, key = _eval_value(saved, ckpt, split, metric), f"greedy/{split}/{metric}"
+                row[f"{key}/rft@{int(found.group(1))}"] = value
+                row[f"{key}/gain@{int(found.group(1))}"] = value - _eval_value(saved, SFT, split, metric)
     return row
 
 
@@ -154,11 +171,12 @@ ACCURACY_COLUMNS = tuple(f"{tag}/{split}/{metric}/{stage}" for tag, splits in ((
 
 
 def accuracy_table(units, columns=ACCURACY_COLUMNS):
-    """Per variant and column (split, metric, SFT/RL/gain, guess baselines): the mean over seeds
-    with its 95% bootstrap interval, in percent."""
+    """Per variant and column (split, metric, SFT/RL/gain, guess baselines, then any RL checkpoint
+    tested midway): the mean over seeds with its 95% bootstrap interval, in percent."""
     import pandas as pd
 
     numbers = pd.DataFrame([unit_numbers(u) for u in units])
+    columns = [*columns, *sorted(c for c in numbers if "@" in c.rsplit("/", 1)[-1] and c not in columns)]  # midway checkpoints
     rows = []
     for variant, group in numbers.groupby("variant"):
         for column in columns:
