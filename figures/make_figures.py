@@ -4,8 +4,8 @@
     python figures/make_figures.py --variants explore exploit --seeds 0 1 2
     python figures/make_figures.py --plot-only                      # just redraw from figures/results
 
-A unit (``run_unit.py VARIANT SEED``) is one SFT + GRPO run on the `mini` default plus its
-analysis; its small result files land in figures/results/VARIANT-sSEED/ and it is skipped once
+A unit (``run_unit.py VARIANT SEED``) is one SFT + GRPO run in the study's setting
+(``run_unit.SETTING``) plus its tests and analysis; its small result files land in figures/results/VARIANT-sSEED/ and it is skipped once
 they exist, so the set accumulates over several sittings. The figures (PNG + PDF) and Table 1
 (table1.md, table1.csv) are drawn from *every* unit under figures/results, not only the ones
 listed, by ``coinfluence.plots.report.draw_all`` (the same code as ``coinfluence plot``).
