@@ -55,9 +55,11 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/bench_grpo_trl.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_scaling.py
 
-# The paper's diagnostics: run the missing (variant, seed) units, then redraw figures/*.png and Table 1.
+# The paper's diagnostics: run the missing (variant, seed) units, then redraw figures/*.png and Table 1,
+# and the figures of the progress setting's units (figures/rl-progress/).
 figures: $(STAMP)
 	$(BIN)/python figures/make_figures.py
+	$(BIN)/python figures/make_figures.py --rl progress
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

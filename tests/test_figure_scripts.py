@@ -23,3 +23,19 @@ def test_curve_ends_are_steps_1_to_10_and_the_last_10():
     first, last = summarize.curve_ends(pd.DataFrame(rows), "reward", window=10)
     assert first == pytest.approx(5.5)  # mean of 1..10, not of 1..9 (which the step-0 row would give)
     assert last == pytest.approx(25.5)
+
+
+def test_make_figures_rl_draws_that_settings_units_into_their_own_dir_and_runs_none(tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    make_figures = load("make_figures")
+    results = tmp_path / "results-rl-progress"
+    shutil.copytree(Path(__file__).resolve().parent / "fixtures" / "plots" / "bridge-s0", results / "bridge-s0")
+    monkeypatch.setattr(make_figures, "rl_roots", lambda name: (tmp_path / "runs", tmp_path / f"results-rl-{name}"))
+    monkeypatch.setattr(make_figures, "FIGURES", tmp_path / "figures")
+    monkeypatch.setattr(make_figures, "run_unit", lambda *a, **k: pytest.fail("ran a unit"))
+    monkeypatch.setattr(sys, "argv", ["make_figures.py", "--rl", "progress"])
+    make_figures.main()
+    drawn = sorted(p.name for p in (tmp_path / "figures" / "rl-progress").iterdir())
+    assert "reward_curves.png" in drawn and not (tmp_path / "figures" / "reward_curves.png").exists()
