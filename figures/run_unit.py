@@ -33,8 +33,10 @@ figures/results-NAME/, apart from the iGSM study's.
 ``--rl NAME`` reruns only the RL of a finished study unit in another RL setting
 (``RL_SETTINGS[NAME]``): GRPO from the unit's own SFT model (still in runs/figures/UNIT/sft), on
 the same data (regenerated from the seed), then the same tests and analyses, in
-runs/figures-rl-NAME/ with results in figures/results-rl-NAME/. SFT is the expensive part of a
-unit, so a second RL setting costs a fraction of a unit.
+runs/figures-rl-NAME/ with results in figures/results-rl-NAME/. Where that run dir is gone, the
+SFT model is first rebuilt by replaying the data and SFT commands the study unit's unit.json
+records; either way the RL unit's unit.json says whether the SFT log repeats the committed one
+(``sft_repeats_study_unit``), so its SFT numbers are known to be the study unit's or not.
 """
 
 from __future__ import annotations
@@ -268,6 +270,50 @@ def reopen_shorter_run(run: Run, steps: int) -> None:
     shutil.rmtree(run.analysis_of(GRPO_FINAL), ignore_errors=True)
 
 
+def sft_steps_of(record: dict) -> list[tuple[str, list[str]]]:
+    """The data and SFT steps of a finished study unit, from the commands its unit.json records:
+    its SFT model rebuilt where the run dir is gone (the study setting's own GRPO is left out)."""
+    commands = [shlex.split(c)[1:] for c in record["commands"]]  # each without "coinfluence"
+    verb = lambda args: next(a for a in args if not a.startswith("-") and not a.isdigit())  # noqa: E731
+    data = next(args for args in commands if verb(args) == "data")
+    train = next(args for args in commands if verb(args) == "train")
+    return [("data", data), ("sft", [*train, "--stage", "sft"])]
+
+
+def rebuild_sft(run: Path, record: dict) -> None:
+    """Rebuild the SFT model of a study unit in ``run`` (relative to ROOT) by replaying its data
+    and SFT commands; a killed rebuild resumes (``train --resume``)."""
+    done, steps = Run(ROOT / run), sft_steps_of(record)
+    recorded = Path(dict(steps)["sft"][dict(steps)["sft"].index("--out") + 1])
+    if recorded != run:
+        sys.exit(f"the study unit's commands write to {recorded}, not {run}: rebuild it there (no --runs-root)")
+    print(f"{run}: no SFT model; rebuilding it from the commands of the study unit", flush=True)
+    for step, args in steps:
+        if not (done.data_config if step == "data" else done.sft / "config.json").exists():
+            timed_step(args, step, ledger_path(ROOT / run))
+
+
+RUN_TIME_KEYS = {"time", "tokens_per_second", "step_time"}  # wall-clock fields: differ on every run
+
+
+def sft_repeats(metrics: Path, study_metrics: Path) -> dict:
+    """Does the SFT log in ``metrics`` equal the study unit's committed one, every field but the
+    wall-clock ones? ``{"rows", "identical", "first_difference", "last_loss"}``: the first step
+    that differs, and the last compared row's loss (ours, theirs), which shows how far apart the
+    two models ended; ``{"rows": 0}`` where either log is missing. A model rebuilt on other CPU
+    kernels drifts from the first step and then diverges, like another seed."""
+    if not (metrics.is_file() and study_metrics.is_file()):
+        return {"rows": 0}
+    sft = lambda path: [{k: v for k, v in row.items() if k not in RUN_TIME_KEYS}  # noqa: E731
+                        for row in read_jsonl(path) if row.get("stage") == "sft"]
+    ours, theirs = sft(metrics), sft(study_metrics)
+    differing = [a.get("step") for a, b in zip(ours, theirs) if a != b]
+    first = differing[0] if differing else None
+    rows = min(len(ours), len(theirs))
+    return {"rows": rows, "identical": first is None and len(ours) == len(theirs), "first_difference": first,
+            "last_loss": [ours[rows - 1].get("loss"), theirs[rows - 1].get("loss")] if rows else None}
+
+
 def copy_results(run: Path, dest: Path, record: dict) -> list[str]:
     """Copy the small result files of ``run`` into ``dest`` (atomically, as one dir); returns
     the files left out for their size."""
@@ -305,9 +351,11 @@ def short_path(path: Path) -> Path:
 
 
 def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: Path = RESULTS, aug_k: int = AUG_K,
-             setting: dict = SETTING, extra: dict | None = None, refresh: bool = False, sft_from: Path | None = None) -> Path:
+             setting: dict = SETTING, extra: dict | None = None, refresh: bool = False, sft_from: Path | None = None,
+             study_metrics: Path | None = None) -> Path:
     """Run the steps of one unit that are not done yet and copy its results; returns its results dir.
-    With ``sft_from`` (an SFT model) the unit trains GRPO alone, from that model."""
+    With ``sft_from`` (an SFT model) the unit trains GRPO alone, from that model, and records
+    whether that model's SFT log repeats ``study_metrics`` (its study unit's committed log)."""
     name = unit_name(variant, seed)
     dest = Path(results_root) / name
     run = Path(runs_root) / name
@@ -333,6 +381,8 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
     record = {
         "variant": variant, "seed": seed, "run": str(run), "setting": setting,
         **({"sft_from": str(sft_from)} if sft_from else {}),
+        **({"sft_repeats_study_unit": sft_repeats(Run(ROOT / sft_from.parent).metrics, study_metrics)}
+           if sft_from and study_metrics else {}),
         "commands": ["coinfluence " + shlex.join(args) for _, args, _ in steps],
         "seconds": {**old.get("seconds", {}), **seconds},
         "machine": machine(setting["threads"]),
@@ -369,7 +419,7 @@ def main() -> None:
     parser.add_argument("--task", default=DEFAULT_TASK, choices=[name for name in TASKS if get_task(name).presets],
                         help="the task of the unit (another than the study's runs apart, at its default preset)")
     parser.add_argument("--rl", choices=sorted(RL_SETTINGS),
-                        help="rerun only the RL of the finished study unit, from its SFT model, in this RL setting")
+                        help="rerun only the RL of the finished study unit, from its SFT model (rebuilt if its run dir is gone), in this RL setting")
     add_hidden_options(parser)
     parser.set_defaults(runs_root=None, results_root=None)
     args = parser.parse_args()
@@ -379,17 +429,22 @@ def main() -> None:
         parser.error(str(err))
     runs_root, results_root = task_roots(args.task)
     runs_root = args.runs_root or runs_root  # with --rl: where the study unit is
-    setting, sft_from = task_setting(args.task), None
+    setting, sft_from, study_metrics = task_setting(args.task), None, None
     if args.rl:
         if args.task != DEFAULT_TASK:
             parser.error("--rl reruns the RL of the iGSM study's units; it takes no --task")
-        sft_from = runs_root / unit_name(args.variant, args.seed) / _LAYOUT.sft
-        if not (sft_from / "config.json").exists():
-            parser.error(f"no SFT model at {sft_from}: run the unit first (python figures/run_unit.py {args.variant} {args.seed})")
+        study_run, study = runs_root / unit_name(args.variant, args.seed), results_root / unit_name(args.variant, args.seed)
+        sft_from, study_metrics = study_run / _LAYOUT.sft, study / _LAYOUT.metrics
+        if not (sft_from / "config.json").exists() and not (study / "unit.json").exists():
+            parser.error(f"no SFT model at {sft_from} and no results of its study unit in {study}: "
+                         f"run the unit first (python figures/run_unit.py {args.variant} {args.seed})")
         (runs_root, results_root), setting = rl_roots(args.rl), rl_setting(args.rl)
     try:
+        if args.rl and not (sft_from / "config.json").exists():
+            rebuild_sft(short_path(study_run), read_json(study / "unit.json"))
         run_unit(args.variant, args.seed, runs_root=runs_root, results_root=args.results_root or results_root,
-                 aug_k=args.aug_k, setting=setting, extra=extra_args(args), refresh=args.refresh, sft_from=sft_from)
+                 aug_k=args.aug_k, setting=setting, extra=extra_args(args), refresh=args.refresh, sft_from=sft_from,
+                 study_metrics=study_metrics)
     except subprocess.CalledProcessError as err:
         sys.exit(f"unit {unit_name(args.variant, args.seed)} failed: {shlex.join(map(str, err.cmd[2:]))} exited {err.returncode}")
 

@@ -598,6 +598,79 @@ def test_an_rl_unit_without_its_study_unit_is_one_line_before_any_work(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_sft_steps_of_a_study_unit_are_replayed_from_its_recorded_commands():
+    ru = figure_scripts()
+    study = ru.unit_steps("bridge", 3, Path("r"), ru.SETTING, 4, {})
+    record = {"commands": ["coinfluence " + ru.shlex.join(args) for _, args, _ in study]}
+    steps = dict(ru.sft_steps_of(record))
+    assert list(steps) == ["data", "sft"]
+    assert steps["data"] == dict((n, a) for n, a, _ in study)["data"]
+    assert steps["sft"] == [*dict((n, a) for n, a, _ in study)["train"], "--stage", "sft"]
+
+
+def test_sft_repeats_compares_every_field_but_the_wall_clock_ones(tmp_path):
+    ru = figure_scripts()
+    rows = [{"stage": "sft", "step": s, "loss": 1.0 / s, "grad_norm": 2.0, "time": 1e9 + s, "tokens_per_second": 10.0}
+            for s in (10, 20, 30)] + [{"stage": "grpo", "step": 1, "reward": 0.5}]
+    theirs, ours = tmp_path / "theirs.jsonl", tmp_path / "ours.jsonl"
+    theirs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ours.write_text("".join(json.dumps({**r, "time": 0.0, "tokens_per_second": 99.0}) + "\n" for r in rows[:3]))
+    assert ru.sft_repeats(ours, theirs) == {"rows": 3, "identical": True, "first_difference": None, "last_loss": [1 / 30, 1 / 30]}
+    drifted = [dict(r) for r in rows[:3]]
+    drifted[1]["loss"] += 1e-9
+    drifted[2]["loss"] = 0.5
+    ours.write_text("".join(json.dumps(r) + "\n" for r in drifted))
+    assert ru.sft_repeats(ours, theirs) == {"rows": 3, "identical": False, "first_difference": 20, "last_loss": [0.5, 1 / 30]}
+    ours.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))  # stopped early
+    assert ru.sft_repeats(ours, theirs)["identical"] is False
+    assert ru.sft_repeats(tmp_path / "missing.jsonl", theirs) == {"rows": 0}
+
+
+def test_an_rl_unit_whose_study_run_is_gone_rebuilds_the_sft_model_first(tmp_path, monkeypatch):
+    """The run dirs of a study unit do not outlive their machine; its results do, with the commands."""
+    ru = figure_scripts()
+    study = tmp_path / "figures" / "results" / "vanilla-s2"
+    study.mkdir(parents=True)
+    commands = ru.unit_steps("vanilla", 2, Path("runs/figures/vanilla-s2"), ru.SETTING, 4, {})
+    (study / "unit.json").write_text(json.dumps({"commands": ["coinfluence " + ru.shlex.join(a) for _, a, _ in commands]}))
+    sft_log = {"stage": "sft", "step": 10, "loss": 3.0}
+    (study / "metrics.jsonl").write_text(json.dumps(sft_log) + "\n")
+    calls = []
+
+    def fake_coinfluence(args, heartbeat=None):
+        calls.append(args)
+        if args[0] == "data":
+            out = tmp_path / args[args.index("--out") + 1]
+            out.mkdir(parents=True)
+            (out / "data_config.json").write_text("{}")
+        elif "--stage" in args and args[args.index("--stage") + 1] == "sft":
+            run = ru.Run(tmp_path / args[args.index("--out") + 1])
+            run.sft.mkdir(parents=True)
+            (run.sft / "config.json").write_text("{}")
+            run.metrics.write_text(json.dumps(sft_log) + "\n")
+        return 1.0
+
+    seen = {}
+    monkeypatch.setattr(ru, "ROOT", tmp_path)
+    monkeypatch.setattr(ru, "coinfluence", fake_coinfluence)
+    monkeypatch.setattr(ru, "run_unit", lambda *a, **kw: seen.update(kw))
+    monkeypatch.setattr(sys, "argv", ["run_unit.py", "vanilla", "2", "--rl", "progress",
+                                      "--runs-root", str(tmp_path / "runs" / "figures")])
+    monkeypatch.setattr(ru, "task_roots", lambda task: (tmp_path / "runs" / "figures", tmp_path / "figures" / "results"))
+    ru.main()
+    replayed = dict(ru.sft_steps_of(json.loads((study / "unit.json").read_text())))
+    assert calls == [replayed["data"], replayed["sft"]]
+    assert seen["sft_from"] == tmp_path / "runs" / "figures" / "vanilla-s2" / "sft"
+    assert seen["study_metrics"] == study / "metrics.jsonl"
+    assert ru.sft_repeats(ru.Run(seen["sft_from"].parent).metrics, seen["study_metrics"])["identical"]
+    ru.main()
+    assert len(calls) == 2  # the rebuilt model is used, not rebuilt again
+    monkeypatch.setattr(sys, "argv", sys.argv[:-1] + [str(tmp_path / "elsewhere")])
+    with pytest.raises(SystemExit, match="commands write to runs/figures/vanilla-s2, not elsewhere"):
+        ru.main()
+    assert len(calls) == 2
+
+
 def test_augmented_variants_train_the_same_passes_per_problem():
     ru = figure_scripts()
     def epochs(variant):
