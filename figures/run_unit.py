@@ -52,6 +52,7 @@ import sys
 import time
 from pathlib import Path
 
+from check_repeat import first_difference, read_rows, subcommand
 from coinfluence.io import atomic_dir, read_json, read_jsonl, write_json
 from coinfluence.run import GRPO_FINAL, TRAINED_CHECKPOINTS, Run
 from coinfluence.tasks.registry import DEFAULT_TASK, TASKS, get_task
@@ -273,10 +274,7 @@ def reopen_shorter_run(run: Run, steps: int) -> None:
 def sft_steps_of(record: dict) -> list[tuple[str, list[str]]]:
     """The data and SFT steps of a finished study unit, from the commands its unit.json records:
     its SFT model rebuilt where the run dir is gone (the study setting's own GRPO is left out)."""
-    commands = [shlex.split(c)[1:] for c in record["commands"]]  # each without "coinfluence"
-    verb = lambda args: next(a for a in args if not a.startswith("-") and not a.isdigit())  # noqa: E731
-    data = next(args for args in commands if verb(args) == "data")
-    train = next(args for args in commands if verb(args) == "train")
+    data, train = (next(shlex.split(c)[1:] for c in record["commands"] if subcommand(c) == word) for word in ("data", "train"))
     return [("data", data), ("sft", [*train, "--stage", "sft"])]
 
 
@@ -293,25 +291,17 @@ def rebuild_sft(run: Path, record: dict) -> None:
             timed_step(args, step, ledger_path(ROOT / run))
 
 
-RUN_TIME_KEYS = {"time", "tokens_per_second", "step_time"}  # wall-clock fields: differ on every run
-
-
 def sft_repeats(metrics: Path, study_metrics: Path) -> dict:
-    """Does the SFT log in ``metrics`` equal the study unit's committed one, every field but the
-    wall-clock ones? ``{"rows", "identical", "first_difference", "last_loss"}``: the first step
-    that differs, and the last compared row's loss (ours, theirs), which shows how far apart the
-    two models ended; ``{"rows": 0}`` where either log is missing. A model rebuilt on other CPU
-    kernels drifts from the first step and then diverges, like another seed."""
-    if not (metrics.is_file() and study_metrics.is_file()):
-        return {"rows": 0}
-    sft = lambda path: [{k: v for k, v in row.items() if k not in RUN_TIME_KEYS}  # noqa: E731
-                        for row in read_jsonl(path) if row.get("stage") == "sft"]
-    ours, theirs = sft(metrics), sft(study_metrics)
-    differing = [a.get("step") for a, b in zip(ours, theirs) if a != b]
-    first = differing[0] if differing else None
+    """Does the SFT log in ``metrics`` repeat the study unit's committed one, every value but
+    the timing ones? ``{"rows", "identical", "first_difference", "last_loss"}``: the rows compared,
+    the first value that differs (as ``check_repeat.py`` prints it), and the last compared row's
+    loss (ours, theirs), which shows how far apart the two models ended. A model rebuilt on other
+    CPU kernels drifts in the last bits from the first step and then diverges like another seed."""
+    ours, theirs = ([r for r in read_rows(path) if r.get("stage") == "sft"] for path in (metrics, study_metrics))
     rows = min(len(ours), len(theirs))
-    return {"rows": rows, "identical": first is None and len(ours) == len(theirs), "first_difference": first,
-            "last_loss": [ours[rows - 1].get("loss"), theirs[rows - 1].get("loss")] if rows else None}
+    difference = first_difference(theirs, ours)
+    return {"rows": rows, "identical": bool(rows) and difference is None and len(ours) == len(theirs),
+            "first_difference": difference, "last_loss": [ours[rows - 1].get("loss"), theirs[rows - 1].get("loss")] if rows else None}
 
 
 def copy_results(run: Path, dest: Path, record: dict) -> list[str]:
@@ -331,16 +321,26 @@ def copy_results(run: Path, dest: Path, record: dict) -> list[str]:
     return skipped
 
 
+def cpu_identity(cpuinfo: str) -> dict:
+    """Model name, family and model number of the first CPU in a /proc/cpuinfo text: virtual
+    machines often name only the vendor line ("AMD EPYC"), which hides a change of generation."""
+    fields = dict(line.split(":", 1) for line in cpuinfo.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return {"cpu": fields.get("model name", platform.processor()),
+            "cpu_family_model": f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}"}
+
+
 def machine(threads: int) -> dict:
-    """Where a unit ran: results at one seed repeat only on the same CPU kernels and thread count."""
+    """Where a unit ran: results at one seed repeat only on the same CPU kernels (the vector
+    instructions torch dispatches to) and thread count."""
     import torch
 
-    cpu = platform.processor()
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"system": platform.system(), "machine": platform.machine(), "cpu": cpu, "cpus": os.cpu_count(),
+        cpu = cpu_identity(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        cpu = {"cpu": platform.processor()}
+    return {"system": platform.system(), "machine": platform.machine(), **cpu, "cpus": os.cpu_count(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
 

@@ -620,10 +620,12 @@ def test_sft_repeats_compares_every_field_but_the_wall_clock_ones(tmp_path):
     drifted[1]["loss"] += 1e-9
     drifted[2]["loss"] = 0.5
     ours.write_text("".join(json.dumps(r) + "\n" for r in drifted))
-    assert ru.sft_repeats(ours, theirs) == {"rows": 3, "identical": False, "first_difference": 20, "last_loss": [0.5, 1 / 30]}
+    assert ru.sft_repeats(ours, theirs) == {"rows": 3, "identical": False, "last_loss": [0.5, 1 / 30], "first_difference": {
+        "stage": "sft", "step": 20, "key": "loss", "recorded": 0.05, "rerun": 0.05 + 1e-9}}
     ours.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))  # stopped early
     assert ru.sft_repeats(ours, theirs)["identical"] is False
-    assert ru.sft_repeats(tmp_path / "missing.jsonl", theirs) == {"rows": 0}
+    assert ru.sft_repeats(tmp_path / "missing.jsonl", theirs) == {"rows": 0, "identical": False, "first_difference": None,
+                                                                  "last_loss": None}
 
 
 def test_an_rl_unit_whose_study_run_is_gone_rebuilds_the_sft_model_first(tmp_path, monkeypatch):
@@ -669,6 +671,17 @@ def test_an_rl_unit_whose_study_run_is_gone_rebuilds_the_sft_model_first(tmp_pat
     with pytest.raises(SystemExit, match="commands write to runs/figures/vanilla-s2, not elsewhere"):
         ru.main()
     assert len(calls) == 2
+
+
+def test_a_units_machine_tells_cpu_generations_apart_when_the_name_does_not():
+    ru = figure_scripts()
+    zen = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\nmodel name\t: AMD EPYC\n"
+    two_cores = lambda family, model: "\n".join(zen.format(n=n, family=family, model=model) for n in (0, 1))  # noqa: E731
+    old, new = ru.cpu_identity(two_cores(23, 49)), ru.cpu_identity(two_cores(26, 2))
+    assert old["cpu"] == new["cpu"] == "AMD EPYC"
+    assert (old["cpu_family_model"], new["cpu_family_model"]) == ("23/49", "26/2")
+    record = ru.machine(1)
+    assert record["cpu_capability"] in {"DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX", "SVE256", "NO AVX"} and record["threads"] == 1
 
 
 def test_augmented_variants_train_the_same_passes_per_problem():
