@@ -291,17 +291,21 @@ def rebuild_sft(run: Path, record: dict) -> None:
             timed_step(args, step, ledger_path(ROOT / run))
 
 
+LAST_ROW_KEYS = ("step", "loss", "val_accuracy", "val_step_accuracy")
+
+
 def sft_repeats(metrics: Path, study_metrics: Path) -> dict:
     """Does the SFT log in ``metrics`` repeat the study unit's committed one, every value but
     the timing ones? ``{"rows", "identical", "first_difference", "last_loss"}``: the rows compared,
     the first value that differs (as ``check_repeat.py`` prints it), and the last compared row's
-    loss (ours, theirs), which shows how far apart the two models ended. A model rebuilt on other
-    CPU kernels drifts in the last bits from the first step and then diverges like another seed."""
+    ``LAST_ROW_KEYS`` as [ours, theirs], which show how far apart the two models ended. A model
+    rebuilt on other CPU kernels drifts in the last bits from the first step, then like another seed."""
     ours, theirs = ([r for r in read_rows(path) if r.get("stage") == "sft"] for path in (metrics, study_metrics))
     rows = min(len(ours), len(theirs))
     difference = first_difference(theirs, ours)
+    last = {key: [ours[rows - 1].get(key), theirs[rows - 1].get(key)] for key in LAST_ROW_KEYS} if rows else None
     return {"rows": rows, "identical": bool(rows) and difference is None and len(ours) == len(theirs),
-            "first_difference": difference, "last_loss": [ours[rows - 1].get("loss"), theirs[rows - 1].get("loss")] if rows else None}
+            "first_difference": difference, "last_row": last}
 
 
 def copy_results(run: Path, dest: Path, record: dict) -> list[str]:

@@ -611,21 +611,24 @@ def test_the_sft_steps_of_a_study_unit_are_replayed_from_its_recorded_commands()
 def test_sft_repeats_compares_every_field_but_the_wall_clock_ones(tmp_path):
     ru = figure_scripts()
     rows = [{"stage": "sft", "step": s, "loss": 1.0 / s, "grad_norm": 2.0, "time": 1e9 + s, "tokens_per_second": 10.0}
-            for s in (10, 20, 30)] + [{"stage": "grpo", "step": 1, "reward": 0.5}]
+            | ({"val_accuracy": 0.3} if s == 30 else {}) for s in (10, 20, 30)] + [{"stage": "grpo", "step": 1, "reward": 0.5}]
     theirs, ours = tmp_path / "theirs.jsonl", tmp_path / "ours.jsonl"
     theirs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ours.write_text("".join(json.dumps({**r, "time": 0.0, "tokens_per_second": 99.0}) + "\n" for r in rows[:3]))
-    assert ru.sft_repeats(ours, theirs) == {"rows": 3, "identical": True, "first_difference": None, "last_loss": [1 / 30, 1 / 30]}
+    assert ru.sft_repeats(ours, theirs) == {"rows": 3, "identical": True, "first_difference": None,
+                                            "last_row": {"step": [30, 30], "loss": [1 / 30, 1 / 30], "val_accuracy": [0.3, 0.3],
+                                                         "val_step_accuracy": [None, None]}}
     drifted = [dict(r) for r in rows[:3]]
     drifted[1]["loss"] += 1e-9
     drifted[2]["loss"] = 0.5
     ours.write_text("".join(json.dumps(r) + "\n" for r in drifted))
-    assert ru.sft_repeats(ours, theirs) == {"rows": 3, "identical": False, "last_loss": [0.5, 1 / 30], "first_difference": {
+    assert ru.sft_repeats(ours, theirs) == {"rows": 3, "identical": False, "last_row": {
+        "step": [30, 30], "loss": [0.5, 1 / 30], "val_accuracy": [0.3, 0.3], "val_step_accuracy": [None, None]}, "first_difference": {
         "stage": "sft", "step": 20, "key": "loss", "recorded": 0.05, "rerun": 0.05 + 1e-9}}
     ours.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))  # stopped early
     assert ru.sft_repeats(ours, theirs)["identical"] is False
     assert ru.sft_repeats(tmp_path / "missing.jsonl", theirs) == {"rows": 0, "identical": False, "first_difference": None,
-                                                                  "last_loss": None}
+                                                                  "last_row": None}
 
 
 def test_an_rl_unit_whose_study_run_is_gone_rebuilds_the_sft_model_first(tmp_path, monkeypatch):
