@@ -35,7 +35,8 @@ figures/results-NAME/, apart from the iGSM study's.
 the same data (regenerated from the seed), then the same tests and analyses, in
 runs/figures-rl-NAME/ with results in figures/results-rl-NAME/. Where that run dir is gone, the
 SFT model is first rebuilt by replaying the data and SFT commands the study unit's unit.json
-records; either way the RL unit's unit.json says whether the SFT log repeats the committed one
+records (or, for a unit the study never ran, built with the study's commands, without its GRPO);
+the RL unit's unit.json says whether the SFT log repeats the committed one
 (``sft_repeats_study_unit``), so its SFT numbers are known to be the study unit's or not.
 """
 
@@ -278,17 +279,25 @@ def sft_steps_of(record: dict) -> list[tuple[str, list[str]]]:
     return [("data", data), ("sft", [*train, "--stage", "sft"])]
 
 
-def rebuild_sft(run: Path, record: dict) -> None:
-    """Rebuild the SFT model of a study unit in ``run`` (relative to ROOT) by replaying its data
-    and SFT commands; a killed rebuild resumes (``train --resume``)."""
-    done, steps = Run(ROOT / run), sft_steps_of(record)
-    recorded = Path(dict(steps)["sft"][dict(steps)["sft"].index("--out") + 1])
-    if recorded != run:
-        sys.exit(f"the study unit's commands write to {recorded}, not {run}: rebuild it there (no --runs-root)")
-    print(f"{run}: no SFT model; rebuilding it from the commands of the study unit", flush=True)
-    for step, args in steps:
-        if not (done.data_config if step == "data" else done.sft / "config.json").exists():
-            timed_step(args, step, ledger_path(ROOT / run))
+def study_commands(variant: str, seed: int, run: Path, aug_k: int, extra: dict) -> dict:
+    """The commands of a study unit that never ran, as its unit.json would record them: its SFT
+    model built as the study would have built it. (An augmented variant's SFT passes are known
+    only once its data exists, so this is asked again after the data step.)"""
+    return {"commands": ["coinfluence " + shlex.join(args) for _, args, _ in unit_steps(variant, seed, run, SETTING, aug_k, extra)]}
+
+
+def rebuild_sft(run: Path, record_of) -> None:
+    """Build the SFT model of a study unit in ``run`` (relative to ROOT) by running the data and
+    SFT commands of ``record_of()`` (its unit.json, or ``study_commands``); a killed build resumes
+    (``train --resume``)."""
+    done = Run(ROOT / run)
+    sft = dict(sft_steps_of(record_of()))["sft"]
+    if Path(sft[sft.index("--out") + 1]) != run:
+        sys.exit(f"the study unit's commands write to {sft[sft.index('--out') + 1]}, not {run}: build it there (no --runs-root)")
+    print(f"{run}: no SFT model; building it with the commands of the study unit", flush=True)
+    for step, output in (("data", done.data_config), ("sft", done.sft / "config.json")):
+        if not output.exists():  # the commands are asked again after the data step: SFT options may read it
+            timed_step(dict(sft_steps_of(record_of()))[step], step, ledger_path(ROOT / run))
 
 
 LAST_ROW_KEYS = ("step", "loss", "val_accuracy", "val_step_accuracy")
@@ -386,7 +395,7 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
         "variant": variant, "seed": seed, "run": str(run), "setting": setting,
         **({"sft_from": str(sft_from)} if sft_from else {}),
         **({"sft_repeats_study_unit": sft_repeats(Run(ROOT / sft_from.parent).metrics, study_metrics)}
-           if sft_from and study_metrics else {}),
+           if sft_from and study_metrics and study_metrics.is_file() else {}),
         "commands": ["coinfluence " + shlex.join(args) for _, args, _ in steps],
         "seconds": {**old.get("seconds", {}), **seconds},
         "machine": machine(setting["threads"]),
@@ -423,7 +432,7 @@ def main() -> None:
     parser.add_argument("--task", default=DEFAULT_TASK, choices=[name for name in TASKS if get_task(name).presets],
                         help="the task of the unit (another than the study's runs apart, at its default preset)")
     parser.add_argument("--rl", choices=sorted(RL_SETTINGS),
-                        help="rerun only the RL of the finished study unit, from its SFT model (rebuilt if its run dir is gone), in this RL setting")
+                        help="only the RL of the study unit in this RL setting, from the unit's SFT model (built first where it is not here)")
     add_hidden_options(parser)
     parser.set_defaults(runs_root=None, results_root=None)
     args = parser.parse_args()
@@ -439,13 +448,12 @@ def main() -> None:
             parser.error("--rl reruns the RL of the iGSM study's units; it takes no --task")
         study_run, study = runs_root / unit_name(args.variant, args.seed), results_root / unit_name(args.variant, args.seed)
         sft_from, study_metrics = study_run / _LAYOUT.sft, study / _LAYOUT.metrics
-        if not (sft_from / "config.json").exists() and not (study / "unit.json").exists():
-            parser.error(f"no SFT model at {sft_from} and no results of its study unit in {study}: "
-                         f"run the unit first (python figures/run_unit.py {args.variant} {args.seed})")
         (runs_root, results_root), setting = rl_roots(args.rl), rl_setting(args.rl)
     try:
         if args.rl and not (sft_from / "config.json").exists():
-            rebuild_sft(short_path(study_run), read_json(study / "unit.json"))
+            recorded = (study / "unit.json").exists()
+            rebuild_sft(short_path(study_run), lambda: read_json(study / "unit.json") if recorded else study_commands(
+                args.variant, args.seed, short_path(study_run), args.aug_k, extra_args(args)))
         run_unit(args.variant, args.seed, runs_root=runs_root, results_root=args.results_root or results_root,
                  aug_k=args.aug_k, setting=setting, extra=extra_args(args), refresh=args.refresh, sft_from=sft_from,
                  study_metrics=study_metrics)

@@ -590,14 +590,6 @@ def test_a_finished_rl_run_shorter_than_its_setting_trains_on_and_its_final_is_t
         ru.run_unit("bridge", 0, runs_root=tmp_path / "runs", results_root=tmp_path / "other", setting=setting, sft_from=sft)
 
 
-def test_an_rl_unit_without_its_study_unit_is_one_line_before_any_work(tmp_path):
-    script = Path(__file__).resolve().parent.parent / "figures" / "run_unit.py"
-    proc = subprocess.run([sys.executable, str(script), "vanilla", "7", "--rl", "progress", "--runs-root", str(tmp_path)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "no SFT model at" in proc.stderr.splitlines()[-1]
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_the_sft_steps_of_a_study_unit_are_replayed_from_its_recorded_commands():
     ru = figure_scripts()
     study = ru.unit_steps("bridge", 3, Path("r"), ru.SETTING, 4, {})
@@ -632,7 +624,8 @@ def test_sft_repeats_compares_every_field_but_the_wall_clock_ones(tmp_path):
 
 
 def test_an_rl_unit_whose_study_run_is_gone_rebuilds_the_sft_model_first(tmp_path, monkeypatch):
-    """The run dirs of a study unit do not outlive their machine; its results do, with the commands."""
+    """The run dirs of a study unit do not outlive their machine; its results do, with the commands.
+    A unit the study never ran gets the SFT model the study's commands would have built."""
     ru = figure_scripts()
     study = tmp_path / "figures" / "results" / "vanilla-s2"
     study.mkdir(parents=True)
@@ -670,10 +663,16 @@ def test_an_rl_unit_whose_study_run_is_gone_rebuilds_the_sft_model_first(tmp_pat
     assert ru.sft_repeats(ru.Run(seen["sft_from"].parent).metrics, seen["study_metrics"])["identical"]
     ru.main()
     assert len(calls) == 2  # the rebuilt model is used, not rebuilt again
-    monkeypatch.setattr(sys, "argv", sys.argv[:-1] + [str(tmp_path / "elsewhere")])
+    argv = list(sys.argv)
+    monkeypatch.setattr(sys, "argv", argv[:-1] + [str(tmp_path / "elsewhere")])
     with pytest.raises(SystemExit, match="commands write to runs/figures/vanilla-s2, not elsewhere"):
         ru.main()
     assert len(calls) == 2
+    (study / "unit.json").unlink()  # a unit the study never ran: built with the study's own commands
+    shutil.rmtree(tmp_path / "runs")
+    monkeypatch.setattr(sys, "argv", argv)
+    ru.main()
+    assert calls[2:] == [replayed["data"], replayed["sft"]]
 
 
 def test_a_units_machine_tells_cpu_generations_apart_when_the_name_does_not():
