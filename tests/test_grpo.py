@@ -159,7 +159,10 @@ def test_zero_advantage_rollouts_are_skipped_without_changing_the_step(tok, warm
             stats = _optimise(cfg_, model, opt, prompts, completions, adv, tok.pad_token_id, reference)
         hook.remove()
         results[skip] = (weights(model), stats, sum(seen))
-    torch.testing.assert_close(results[True][0], results[False][0], rtol=0, atol=1e-6)
+    # Skipping regroups the micro-batches, so sums run in another order; Adam divides by sqrt(v),
+    # which lifts that float noise in near-zero gradients to ~1e-6 on AVX-512 kernels. Dropping a
+    # rollout that counts would move weights by ~lr = 1e-3.
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=0, atol=1e-5)
     assert results[True][1]["loss"] == pytest.approx(results[False][1]["loss"], abs=1e-9)
     assert results[True][2] == 4 and results[False][2] >= 16  # rows through the model: 4 vs all 8, twice
 
