@@ -305,7 +305,7 @@ LAST_ROW_KEYS = ("step", "loss", "val_accuracy", "val_step_accuracy")
 
 def sft_repeats(metrics: Path, study_metrics: Path) -> dict:
     """Does the SFT log in ``metrics`` repeat the study unit's committed one, every value but
-    the timing ones? ``{"rows", "identical", "first_difference", "last_loss"}``: the rows compared,
+    the timing ones? ``{"rows", "identical", "first_difference", "last_row"}``: the rows compared,
     the first value that differs (as ``check_repeat.py`` prints it), and the last compared row's
     ``LAST_ROW_KEYS`` as [ours, theirs], which show how far apart the two models ended. A model
     rebuilt on other CPU kernels drifts in the last bits from the first step, then like another seed."""
