@@ -7,7 +7,8 @@ SFT analysis (informative share, mean α, share at α=0, mean co-influence of in
 queries), the GRPO training curve (10-step means of ``reward`` and
 ``completions/mean_length`` at the start and the end), the RL gain on each test split, the
 influence time series at each analysed checkpoint, the injected behaviours in sampled
-completions of the SFT and RL models, each unit's wall times; then, over seeds with 95% bootstrap
+completions of the SFT and RL models, each unit's wall times, each unit's step-verified
+``test_id`` accuracy (SFT, midway and final RL, gains); then, over seeds with 95% bootstrap
 intervals, every variant's accuracies (answer and step-verified, greedy and mean@8, SFT, RL and
 gain, and the guess baselines) and the claims table with its verdicts.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from coinfluence.plots.claims import accuracy_table, claims_table
+from coinfluence.plots.claims import accuracy_table, claims_table, unit_numbers
 from coinfluence.plots.gains import rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label
 from coinfluence.run import SFT, Run
@@ -57,6 +58,14 @@ def unit_row(unit: Path) -> dict:
     times = json.loads((unit / "unit.json").read_text()).get("seconds", {}) if (unit / "unit.json").exists() else {}
     row.update({f"{k}_s": v for k, v in times.items()})
     return row
+
+
+def step_verified_by_unit(units: list[Path]) -> pd.DataFrame:
+    """Step-verified ``test_id`` accuracy (%) of every unit, greedy and mean@8: SFT, the final RL
+    model, its gain, and the RL checkpoints tested midway (``rft@N``, ``gain@N``)."""
+    table = pd.DataFrame([unit_numbers(u) for u in units]).set_index("unit")
+    columns = [c for c in table if c.startswith(("greedy/test_id/step_accuracy/", "mean@8/test_id/step_accuracy/"))]
+    return (100 * table[columns]).rename(columns=lambda c: c.replace("/test_id/step_accuracy/", " "))
 
 
 def main(results: Path) -> None:
@@ -97,6 +106,8 @@ def main(results: Path) -> None:
         ts = pd.concat(series).groupby(["variant", "step"])[["mean_co_influence", "frac_informative", "mean_delta_J"]]
         print(ts.mean().to_string(), "\n")
 
+    print("## step-verified test_id accuracy per unit (%): SFT, RL, gain; midway RL checkpoints as rft@N\n")
+    print(step_verified_by_unit(units).round(1).to_string(), "\n")
     print("## accuracy (%), mean [95% bootstrap interval] over seeds\n")
     acc = accuracy_table(units)
     acc["value"] = [f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in zip(acc["mean"], acc["lo"], acc["hi"])]

@@ -39,3 +39,21 @@ def test_make_figures_rl_draws_that_settings_units_into_their_own_dir_and_runs_n
     make_figures.main()
     drawn = sorted(p.name for p in (tmp_path / "figures" / "rl-progress").iterdir())
     assert "reward_curves.png" in drawn and not (tmp_path / "figures" / "reward_curves.png").exists()
+
+
+def test_step_verified_by_unit_reads_each_units_checkpoints_in_percent(tmp_path):
+    import json
+    import shutil
+
+    summarize = load("summarize")
+    unit = tmp_path / "bridge-s0"
+    shutil.copytree(Path(__file__).resolve().parent / "fixtures" / "plots" / "bridge-s0", unit)
+    saved = json.loads((unit / "eval.json").read_text())
+    values = {"sft": 0.20, "grpo/final": 0.33, "grpo/step-000400": 0.31, "sft@n8-t1": 0.10, "grpo/final@n8-t1": 0.18}
+    for ckpt, value in values.items():
+        saved["checkpoints"].setdefault(ckpt, {})["test_id"] = {"accuracy": 0.5, "step_accuracy": value, "num_rows": 500}
+    (unit / "eval.json").write_text(json.dumps(saved))
+    row = summarize.step_verified_by_unit([unit]).loc["bridge-s0"]
+    assert row["greedy sft"] == pytest.approx(20.0) and row["greedy rft"] == pytest.approx(33.0)
+    assert row["greedy gain"] == pytest.approx(13.0) and row["greedy gain@400"] == pytest.approx(11.0)
+    assert row["mean@8 gain"] == pytest.approx(8.0)
