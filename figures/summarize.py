@@ -10,7 +10,7 @@ influence time series at each analysed checkpoint, the injected behaviours in sa
 completions of the SFT and RL models, each unit's wall times, each unit's step-verified
 ``test_id`` accuracy (SFT, midway and final RL, gains); then, over seeds with 95% bootstrap
 intervals, every variant's accuracies (answer and step-verified, greedy and mean@8, SFT, RL and
-gain, and the guess baselines) and the claims table with its verdicts.
+gain, and the guess baselines) and the claims table with its verdicts, also as Markdown rows.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from coinfluence.plots.claims import accuracy_table, claims_table, unit_numbers
+from coinfluence.plots.claims import accuracy_table, claims_markdown, claims_table, unit_numbers
 from coinfluence.plots.gains import rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label
 from coinfluence.run import SFT, Run
@@ -113,7 +113,10 @@ def main(results: Path) -> None:
     acc["value"] = [f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in zip(acc["mean"], acc["lo"], acc["hi"])]
     print(acc.pivot(index="measure", columns="variant", values="value").to_string(), "\n")
     print("## claims (decision rule: a difference counts when its 95% bootstrap interval over seeds excludes 0)\n")
-    print(claims_table(units).to_string(index=False, float_format=lambda v: f"{v:.4g}"), "\n")
+    claims = claims_table(units)
+    print(claims.to_string(index=False, float_format=lambda v: f"{v:.4g}"), "\n")
+    print("## claims as figures/README.md rows (points for accuracies and shares)\n")
+    print(claims_markdown(claims), "\n")
 
 
 if __name__ == "__main__":

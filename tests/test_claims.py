@@ -119,3 +119,18 @@ def test_rl_checkpoints_tested_midway_get_their_own_columns(tmp_path):
     table = accuracy_table(units).set_index("measure")
     assert table.loc["greedy/test_id/step_accuracy/gain@400", "mean"] == pytest.approx(6.0)
     assert list(table.index).index("greedy/test_id/step_accuracy/gain@400") > list(table.index).index("test_id/guess/majority")
+
+
+def test_claims_markdown_reports_accuracies_in_points_and_co_influence_raw(tmp_path):
+    from coinfluence.plots.claims import claims_markdown, claims_table
+
+    units = []
+    for seed in range(5):
+        units.append(fake_unit(tmp_path, "none", seed, 0.3, 0.32, informative=0.40))
+        units.append(fake_unit(tmp_path, "both", seed, 0.3, 0.42, informative=0.35))
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in claims_markdown(claims_table(units)).splitlines()[2:]}
+    gain = rows["BRIDGE gains more from RL than vanilla, ID"]
+    assert gain[1] == "greedy/test_id/step_accuracy/gain, BRIDGE − vanilla"
+    assert gain[2] == "+10.0 [+10.0, +10.0]" and gain[3] == "5" and gain[4] == "reproduced |"
+    assert rows["BRIDGE's SFT model leaves more queries informative"][2] == "−5.0 [−5.0, −5.0]"
+    assert rows["BRIDGE's SFT model has larger co-influence"][2] == "+0.0e+00 [+0.0e+00, +0.0e+00]"

@@ -186,3 +186,22 @@ def accuracy_table(units, columns=ACCURACY_COLUMNS):
                 rows.append({"variant": variant, "measure": column, "seeds": n,
                              "mean": 100 * mean, "lo": 100 * lo, "hi": 100 * hi})
     return pd.DataFrame(rows, columns=["variant", "measure", "seeds", "mean", "lo", "hi"])
+
+
+def in_points(measure: str) -> bool:
+    """Accuracies and shares are reported in points (×100); a co-influence is a raw inner product."""
+    return not measure.endswith("co_influence")
+
+
+def claims_markdown(table) -> str:
+    """The claims table as the Markdown rows figures/README.md shows: claim, measure, mean [95%
+    interval] (points for accuracies and shares), seeds, verdict."""
+    def cell(mean, lo, hi, points):
+        fmt = (lambda v: f"{100 * v:+.1f}".replace("-", "−")) if points else (lambda v: f"{v:+.1e}".replace("-", "−"))
+        return f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) else fmt(mean)
+
+    lines = ["| claim | measure | mean [95% interval] | seeds | verdict |", "|---|---|---|---|---|"]
+    for r in table.itertuples(index=False):
+        measure = f"{r.measure}, {r.a} − {r.b}" if r.b else r.measure
+        lines.append(f"| {r.claim} | {measure} | {cell(r.mean, r.lo, r.hi, in_points(r.measure))} | {r.seeds} | {r.verdict} |")
+    return "\n".join(lines)
