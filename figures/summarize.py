@@ -1,6 +1,7 @@
 """The numbers that figures/README.md quotes, computed from the committed units.
 
     python figures/summarize.py [RESULTS_DIR]      # default: figures/results
+    python figures/summarize.py figures/results-rl-progress --drop-seed 0   # without the seed that chose the setting
 
 Per variant (mean over seeds, per-seed values in brackets where the README gives them): the
 SFT analysis (informative share, mean α, share at α=0, mean co-influence of informative
@@ -15,6 +16,7 @@ gain, and the guess baselines) and the claims table with its verdicts, also as M
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,7 +25,7 @@ import pandas as pd
 
 from coinfluence.plots.claims import accuracy_table, claims_markdown, claims_table, unit_numbers
 from coinfluence.plots.gains import rl_gains, sampled_behaviours
-from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label
+from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label, run_seed
 from coinfluence.run import SFT, Run
 
 ROOT = Path(__file__).resolve().parent
@@ -68,10 +70,17 @@ def step_verified_by_unit(units: list[Path]) -> pd.DataFrame:
     return (100 * table[columns]).rename(columns=lambda c: c.replace("/test_id/step_accuracy/", " "))
 
 
-def main(results: Path) -> None:
-    units = sorted(p for p in results.iterdir() if Run(p).config_path.exists())
+def units_of(results: Path, drop_seeds: tuple[int, ...] = ()) -> list[Path]:
+    """The unit directories under ``results``, without those of the seeds in ``drop_seeds``."""
+    return sorted(p for p in results.iterdir() if Run(p).config_path.exists() and run_seed(p) not in drop_seeds)
+
+
+def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
+    units = units_of(results, drop_seeds)
     if not units:
-        sys.exit(f"error: no unit directories under {results}")
+        sys.exit(f"error: no unit directories under {results}" + (f" without seeds {list(drop_seeds)}" if drop_seeds else ""))
+    if drop_seeds:
+        print(f"# without seeds {', '.join(map(str, drop_seeds))}\n")
     rows = pd.DataFrame([unit_row(u) for u in units])
     pd.set_option("display.width", 200, "display.max_columns", 30, "display.precision", 4)
 
@@ -120,4 +129,11 @@ def main(results: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "results")
+    parser = argparse.ArgumentParser(description="The numbers figures/README.md quotes, from committed units.")
+    parser.add_argument("results", nargs="?", type=Path, default=ROOT / "results", help="a directory of units")
+    parser.add_argument("--drop-seed", type=int, action="append", default=[],
+                        help="leave out this seed's units (repeatable): a sensitivity check, not the decision rule")
+    args = parser.parse_args()
+    if not args.results.is_dir():
+        sys.exit(f"error: {args.results} is not a directory")
+    main(args.results, tuple(args.drop_seed))
