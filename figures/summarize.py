@@ -94,7 +94,7 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     spread.insert(0, "units", rows.groupby("variant").size())
     print(spread.T.to_string(), "\n")
 
-    print("## RL gain (points), mean ± s.d. over seeds\n")
+    print("## RL gain in greedy answer accuracy (points), mean ± s.d. over seeds\n")
     stats = rl_gains(units).groupby(["variant", "split"])["gain"].agg(["mean", "std", "count"])
     stats[["mean", "std"]] *= 100
     print(stats.round(2).to_string(), "\n")
