@@ -11,7 +11,8 @@ influence time series at each analysed checkpoint, the injected behaviours in sa
 completions of the SFT and RL models, each unit's wall times, each unit's step-verified
 ``test_id`` accuracy (SFT, midway and final RL, gains); then, over seeds with 95% bootstrap
 intervals, every variant's accuracies (answer and step-verified, greedy and mean@8, SFT, RL and
-gain, and the guess baselines) and the claims table with its verdicts, also as Markdown rows.
+gain, and the guess baselines), the claims table with its verdicts (also as Markdown rows), and
+how well the SFT analysis (ΔJ, co-influence, informative share) ranks the units by RL gain.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from coinfluence.plots.claims import accuracy_table, claims_markdown, claims_table, unit_numbers
+from coinfluence.plots.claims import accuracy_table, claims_markdown, claims_table, prediction_table, unit_numbers
 from coinfluence.plots.gains import rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label, run_seed
 from coinfluence.run import SFT, Run
@@ -126,6 +127,8 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     print(claims.to_string(index=False, float_format=lambda v: f"{v:.4g}"), "\n")
     print("## claims as figures/README.md rows (points for accuracies and shares)\n")
     print(claims_markdown(claims), "\n")
+    print("## does the SFT model's analysis rank the units as RL does? Spearman's rho over units, 95% bootstrap over units\n")
+    print(prediction_table(units).to_string(index=False, float_format=lambda v: f"{v:.2f}"), "\n")
 
 
 if __name__ == "__main__":

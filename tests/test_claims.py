@@ -134,3 +134,34 @@ def test_claims_markdown_reports_accuracies_in_points_and_co_influence_raw(tmp_p
     assert gain[2] == "+10.0 [+10.0, +10.0]" and gain[3] == "5" and gain[4] == "reproduced |"
     assert rows["BRIDGE's SFT model leaves more queries informative"][2] == "−5.0 [−5.0, −5.0]"
     assert rows["BRIDGE's SFT model has larger co-influence"][2] == "+0.0e+00 [+0.0e+00, +0.0e+00]"
+
+
+def test_spearman_ranks_and_ties():
+    from coinfluence.plots.claims import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 35, 100]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_prediction_table_ranks_units_by_their_sft_analysis(tmp_path):
+    import json
+
+    from coinfluence.plots.claims import prediction_table
+
+    units = []
+    for seed in range(10):
+        gain = 0.01 * seed
+        unit = fake_unit(tmp_path, "both", seed, 0.2, 0.2 + gain, informative=0.95 - 0.05 * seed)
+        summary = unit / "analysis" / "sft" / "summary.json"
+        saved = json.loads(summary.read_text())
+        saved["mean_delta_J"] = 1e-4 * seed ** 2  # monotone in the gain, not linear
+        summary.write_text(json.dumps(saved))
+        units.append(unit)
+    table = prediction_table(units, resamples=500).set_index("predictor")
+    assert table.loc["sft/mean_delta_J", "rho"] == pytest.approx(1.0) and table.loc["sft/mean_delta_J", "units"] == 10
+    assert table.loc["sft/mean_delta_J", "lo"] == pytest.approx(1.0)
+    few = prediction_table(units[:6], resamples=500).set_index("predictor")
+    assert few.loc["sft/mean_delta_J", "rho"] == pytest.approx(1.0) and np.isnan(few.loc["sft/mean_delta_J", "lo"])
+    assert table.loc["sft/frac_informative", "rho"] == pytest.approx(-1.0)
+    assert np.isnan(table.loc["sft/mean_co_influence", "rho"])  # the same in every unit: no ranking

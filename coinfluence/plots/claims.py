@@ -105,7 +105,8 @@ def unit_numbers(unit) -> dict:
     if summary.exists():
         s = json.loads(summary.read_text())
         row["sft/frac_informative"] = s.get("frac_informative", float("nan"))
-        row["sft/mean_co_influence"] = s.get("mean_co_influence") if s.get("mean_co_influence") is not None else float("nan")
+        for key in ("mean_co_influence", "mean_delta_J"):
+            row[f"sft/{key}"] = s[key] if s.get(key) is not None else float("nan")
     return row
 
 
@@ -205,3 +206,44 @@ def claims_markdown(table) -> str:
         measure = f"{r.measure}, {r.a} − {r.b}" if r.b else r.measure
         lines.append(f"| {r.claim} | {measure} | {cell(r.mean, r.lo, r.hi, in_points(r.measure))} | {r.seeds} | {r.verdict} |")
     return "\n".join(lines)
+
+
+# Numbers of the SFT model's analysis that could tell, before RL, which models RL will help.
+PREDICTORS = ("sft/mean_delta_J", "sft/mean_co_influence", "sft/frac_informative")
+# Below this many units a bootstrap of a rank correlation is degenerate (resamples of four units
+# mostly repeat one order), so no interval is given: five seeds of two variants.
+MIN_UNITS = 2 * MIN_SEEDS
+
+
+def spearman(x, y) -> float:
+    """Rank correlation of two paired samples (ties get their mean rank); NaN if either is constant."""
+    import pandas as pd
+
+    rx, ry = pd.Series(x, dtype=float).rank().to_numpy(), pd.Series(y, dtype=float).rank().to_numpy()
+    if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def prediction_table(units, outcome: str = "greedy/test_id/step_accuracy/gain", predictors=PREDICTORS,
+                     level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0):
+    """Per predictor: Spearman's ρ over units between the SFT analysis' number and the unit's RL
+    ``outcome``, with a percentile interval from resampling units (resamples whose ranks are all
+    tied are skipped; none below ``MIN_UNITS`` units). ΔJ predicts one step's change of the targets' surrogate, not the test gain
+    of a whole run, so this asks whether it *ranks* models as RL later does."""
+    import pandas as pd
+
+    numbers = pd.DataFrame([unit_numbers(u) for u in units])
+    rng, tail, rows = np.random.default_rng(seed), (1 - level) / 2, []
+    for predictor in predictors:
+        pair = numbers[[predictor, outcome]].astype(float).dropna() if predictor in numbers and outcome in numbers else None
+        if pair is None or len(pair) < 3:
+            continue
+        x, y = pair[predictor].to_numpy(), pair[outcome].to_numpy()
+        draws = rng.integers(0, len(x), size=(resamples, len(x)))
+        rhos = np.array([spearman(x[i], y[i]) for i in draws])
+        rhos = rhos[np.isfinite(rhos)]
+        lo, hi = (np.quantile(rhos, tail), np.quantile(rhos, 1 - tail)) if len(rhos) and len(x) >= MIN_UNITS else (float("nan"),) * 2
+        rows.append({"predictor": predictor, "outcome": outcome, "units": len(x), "rho": spearman(x, y),
+                     "lo": float(lo), "hi": float(hi)})
+    return pd.DataFrame(rows, columns=["predictor", "outcome", "units", "rho", "lo", "hi"])
