@@ -79,6 +79,7 @@ def test_grpo_writes_metrics_and_checkpoints(tok, warm, tmp_path):
     assert all(0 < r["time/generate"] and 0 < r["time/update"] and r["time/generate"] + r["time/update"] < r["step_time"] for r in rows)
     assert "val_id_accuracy" in rows[-1] and "val_id_accuracy" in rows[1] and "val_id_accuracy" not in rows[0]
     assert 0 < rows[-1]["completions/mean_length"] <= 64
+    assert all(r["completions/min_length"] <= r["completions/mean_length"] <= r["completions/max_length"] <= 64 for r in rows)
     assert any(r["frac_reward_zero_std"] < 1 for r in rows), "no group had a reward spread: the test would be vacuous"
     assert not torch.equal(before, weights(model))
     assert json.loads((tmp_path / "config.json").read_text())["grpo"]["reward"] == "answer"  # the run records its reward

@@ -327,6 +327,9 @@ def _step_row(batch: dict[str, torch.Tensor], stats: dict, lr: float, G: int, P:
         "step_accuracy": float(batch["verified"].mean()),
         "alpha_hist": [int(v) for v in torch.bincount(per_query.sum(1).long(), minlength=G + 1)],
         "completions/mean_length": float(lengths.mean()),
+        # the longest rollout sets how long generation and the padded update take
+        "completions/max_length": float(lengths.max()),
+        "completions/min_length": float(lengths.min()),
         "completions/clipped_ratio": float(1 - batch["finished"].mean()),
         "learning_rate": lr,
         "grad_norm": grad_norm,
