@@ -884,3 +884,45 @@ def test_the_defaults_are_the_studys_setting():
         setting["temperature"], setting["reward"])
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
     assert f"--threads {setting['threads']} train --bridge --out runs/demo --resume" in makefile
+
+
+def test_reward_curves_show_step_verified_accuracy_where_runs_logged_it(tmp_path):
+    run = tmp_path / "bridge-s0"
+    shutil.copytree(BRIDGE, run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        if r.get("stage") == "grpo" and "val_id_accuracy" in r:
+            r["val_id_step_accuracy"] = r["val_id_accuracy"] / 2
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fig = training.reward_curves([run])
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "mean rollout reward", "greedy step-verified accuracy", "greedy accuracy", "greedy accuracy"]
+    logged = [(r["step"], r["val_id_step_accuracy"]) for r in rows if "val_id_step_accuracy" in r]
+    line = fig.axes[1].lines[0]
+    assert list(zip(line.get_xdata(), line.get_ydata())) == logged
+    assert len(training.reward_curves([BRIDGE]).axes) == 3  # not logged by the fixture: no empty panel
+
+
+def test_a_redrawn_figure_is_the_same_file(tmp_path):
+    import time
+
+    from coinfluence.plots.style import save_figure
+
+    fig = training.reward_curves([BRIDGE])
+    first = [p.read_bytes() for p in save_figure(fig, tmp_path / "a")]
+    time.sleep(1.1)  # a PDF creation date would now differ
+    second = [p.read_bytes() for p in save_figure(fig, tmp_path / "b")]
+    assert first == second
+
+
+def test_curve_legends_count_the_runs_that_logged_the_curve(tmp_path):
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"bridge-s{seed}"
+        shutil.copytree(BRIDGE, run)
+        config = json.loads((run / "config.json").read_text())
+        config["train"]["seed"] = seed
+        (run / "config.json").write_text(json.dumps(config))
+        runs.append(run)
+    (runs[1] / "metrics.jsonl").unlink()  # a unit whose log was too large to commit
+    assert figure_legend_texts(training.reward_curves(runs)) == ["BRIDGE (1 seed)"]

@@ -127,7 +127,9 @@ def save_figure(fig: Figure, out_path, formats: tuple[str, ...] = ("png", "pdf")
     written = []
     for fmt in formats:
         path = base.with_suffix(f".{fmt}")
+        # no creation date in a PDF: a redrawn figure of the same units is the same file
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
         with atomic_path(path) as tmp, theme():
-            fig.savefig(tmp, format=fmt)
+            fig.savefig(tmp, format=fmt, metadata=metadata)
         written.append(path)
     return written

@@ -1,8 +1,9 @@
 """Training curves of runs: GRPO (the paper's Fig. 1, left) and SFT.
 
-Reads RUN/metrics.jsonl rows with ``"stage": "grpo"``: ``reward`` (mean 0/1 reward of the step's
-rollouts, logged every step) and the greedy ``val_id_accuracy`` / ``val_ood_accuracy`` (logged
-every ``eval_steps``); and rows with ``"stage": "sft"``: ``loss`` and ``val_accuracy``. Runs of
+Reads RUN/metrics.jsonl rows with ``"stage": "grpo"``: ``reward`` (mean reward of the step's
+rollouts, logged every step) and the greedy ``val_id_step_accuracy`` (answer and every step
+right), ``val_id_accuracy`` / ``val_ood_accuracy`` (answer right), logged every ``eval_steps``;
+and rows with ``"stage": "sft"``: ``loss``, ``val_step_accuracy`` and ``val_accuracy``. Runs of
 one variant (same label, see ``runs.run_label``) are drawn as their mean over seeds with a ±1 s.d.
 band.
 """
@@ -20,12 +21,14 @@ from coinfluence.plots.style import figure_legend, panel_grid, save_figure, them
 
 CURVES = (
     ("reward", "GRPO reward (training batch)", "mean rollout reward"),
-    ("val_id_accuracy", "in-distribution (val_id)", "greedy accuracy"),
-    ("val_ood_accuracy", "out-of-distribution (val_ood)", "greedy accuracy"),
+    ("val_id_step_accuracy", "in distribution (val_id), step-verified", "greedy step-verified accuracy"),
+    ("val_id_accuracy", "in distribution (val_id), answer", "greedy accuracy"),
+    ("val_ood_accuracy", "out of distribution (val_ood), answer", "greedy accuracy"),
 )
 SFT_CURVES = (
     ("loss", "SFT loss (training batch)", "mean token loss"),
-    ("val_accuracy", "in-distribution (val_id)", "greedy accuracy"),
+    ("val_step_accuracy", "in distribution (val_id), step-verified", "greedy step-verified accuracy"),
+    ("val_accuracy", "in distribution (val_id), answer", "greedy accuracy"),
 )
 STAGE_NAMES = {"grpo": "GRPO", "sft": "SFT"}
 
@@ -60,14 +63,18 @@ def sft_curves(run_dirs, out_path=None, columns=SFT_CURVES) -> Figure:
 
 
 def metric_curves(run_dirs, stage: str, columns, out_path=None, windows: dict[str, int] | None = None) -> Figure:
-    """One panel per (column, title, y label) of ``stage``'s metrics against its step, one line per
-    variant (mean over seeds, band ±1 s.d. where ≥2 seeds), one legend below the panels; columns
-    named ``*accuracy`` get a 0..1 axis, ``windows`` gives a trailing mean per column."""
+    """One panel per (column, title, y label) of ``stage``'s metrics that some run logged, against
+    its step, one line per variant (mean over seeds, band ±1 s.d. where ≥2 seeds), one legend
+    below the panels; columns named ``*accuracy`` get a 0..1 axis, ``windows`` gives a trailing
+    mean per column."""
     groups = group_runs(run_dirs)
     colors = variant_colors(groups)
     windows = windows or {}
+    # a panel only for what some run logged (runs older than step verification have no such column)
+    logged = [c for c in columns if any(c[0] in read_metrics(r, stage) for runs in groups.values() for r in runs)]
+    columns = logged or list(columns)
     with theme():
-        fig, axes = panel_grid(len(columns), panel=(3.4, 2.8))
+        fig, axes = panel_grid(len(columns), panel=(4.2, 2.8), max_columns=2)
         for ax, (column, title, ylabel) in zip(axes, columns):
             w = windows.get(column, 1)
             for label, runs in groups.items():
@@ -75,7 +82,7 @@ def metric_curves(run_dirs, stage: str, columns, out_path=None, windows: dict[st
                 stats = stats[stats["n"] > 0]
                 if not len(stats):
                     continue
-                n = len(runs)
+                n = int(stats["n"].max())  # the runs that logged it (a unit may lack its metrics)
                 ax.plot(stats.index, stats["mean"], color=colors[label], marker="o" if len(stats) < 12 else None,
                         ms=3, lw=1.5, label=f"{label} ({n} seed{'s' * (n > 1)})")
                 band = stats.dropna(subset=["std"])
