@@ -59,18 +59,9 @@ def test_step_verified_by_unit_reads_each_units_checkpoints_in_percent(tmp_path)
     assert row["mean@8 gain"] == pytest.approx(8.0)
 
 
-def test_summarize_can_leave_out_a_seed(tmp_path):
-    import json
-    import shutil
-
+def test_summarize_can_leave_out_a_seed(tmp_path, bridge_seeds):
     summarize = load("summarize")
-    fixture = Path(__file__).resolve().parent / "fixtures" / "plots" / "bridge-s0"
-    for seed in (0, 1):
-        unit = tmp_path / f"bridge-s{seed}"
-        shutil.copytree(fixture, unit)
-        config = json.loads((unit / "config.json").read_text())
-        config["train"]["seed"] = seed
-        (unit / "config.json").write_text(json.dumps(config))
+    bridge_seeds(0, 1)
     (tmp_path / "notes").mkdir()  # not a unit
     assert [p.name for p in summarize.units_of(tmp_path)] == ["bridge-s0", "bridge-s1"]
     assert [p.name for p in summarize.units_of(tmp_path, drop_seeds=(0,))] == ["bridge-s1"]

@@ -915,14 +915,7 @@ def test_a_redrawn_figure_is_the_same_file(tmp_path):
     assert first == second
 
 
-def test_curve_legends_count_the_runs_that_logged_the_curve(tmp_path):
-    runs = []
-    for seed in (0, 1):
-        run = tmp_path / f"bridge-s{seed}"
-        shutil.copytree(BRIDGE, run)
-        config = json.loads((run / "config.json").read_text())
-        config["train"]["seed"] = seed
-        (run / "config.json").write_text(json.dumps(config))
-        runs.append(run)
+def test_curve_legends_count_the_runs_that_logged_the_curve(bridge_seeds):
+    runs = bridge_seeds(0, 1)
     (runs[1] / "metrics.jsonl").unlink()  # a unit whose log was too large to commit
     assert figure_legend_texts(training.reward_curves(runs)) == ["BRIDGE (1 seed)"]

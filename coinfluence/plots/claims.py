@@ -229,8 +229,9 @@ def prediction_table(units, outcome: str = "greedy/test_id/step_accuracy/gain", 
                      level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0):
     """Per predictor: Spearman's ρ over units between the SFT analysis' number and the unit's RL
     ``outcome``, with a percentile interval from resampling units (resamples whose ranks are all
-    tied are skipped; none below ``MIN_UNITS`` units). ΔJ predicts one step's change of the targets' surrogate, not the test gain
-    of a whole run, so this asks whether it *ranks* models as RL later does."""
+    tied are skipped; none below ``MIN_UNITS`` units). ΔJ predicts one step's change of the
+    targets' surrogate, not the test gain of a whole run, so this asks whether it *ranks* models
+    as RL later does."""
     import pandas as pd
 
     numbers = pd.DataFrame([unit_numbers(u) for u in units])
