@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from coinfluence.plots.claims import accuracy_table, claims_markdown, claims_table, prediction_table, unit_numbers
+from coinfluence.plots.claims import accuracy_table, claims_markdown, claims_table, numbers_of, prediction_table
 from coinfluence.plots.gains import rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label, run_seed
 from coinfluence.run import SFT, Run
@@ -63,10 +63,10 @@ def unit_row(unit: Path) -> dict:
     return row
 
 
-def step_verified_by_unit(units: list[Path]) -> pd.DataFrame:
+def step_verified_by_unit(units) -> pd.DataFrame:
     """Step-verified ``test_id`` accuracy (%) of every unit, greedy and mean@8: SFT, the final RL
     model, its gain, and the RL checkpoints tested midway (``rft@N``, ``gain@N``)."""
-    table = pd.DataFrame([unit_numbers(u) for u in units]).set_index("unit")
+    table = numbers_of(units).set_index("unit")
     columns = [c for c in table if c.startswith(("greedy/test_id/step_accuracy/", "mean@8/test_id/step_accuracy/"))]
     return (100 * table[columns]).rename(columns=lambda c: c.replace("/test_id/step_accuracy/", " "))
 
@@ -83,6 +83,7 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     if drop_seeds:
         print(f"# without seeds {', '.join(map(str, drop_seeds))}\n")
     rows = pd.DataFrame([unit_row(u) for u in units])
+    numbers = numbers_of(units)  # read once for every table below
     pd.set_option("display.width", 200, "display.max_columns", 30, "display.precision", 4)
 
     print(f"## {len(units)} units\n")
@@ -117,18 +118,18 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
         print(ts.mean().to_string(), "\n")
 
     print("## step-verified test_id accuracy per unit (%): SFT, RL, gain; midway RL checkpoints as rft@N\n")
-    print(step_verified_by_unit(units).round(1).to_string(), "\n")
+    print(step_verified_by_unit(numbers).round(1).to_string(), "\n")
     print("## accuracy (%), mean [95% bootstrap interval] over seeds\n")
-    acc = accuracy_table(units)
+    acc = accuracy_table(numbers)
     acc["value"] = [f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in zip(acc["mean"], acc["lo"], acc["hi"])]
     print(acc.pivot(index="measure", columns="variant", values="value").to_string(), "\n")
     print("## claims (decision rule: a difference counts when its 95% bootstrap interval over seeds excludes 0)\n")
-    claims = claims_table(units)
+    claims = claims_table(numbers)
     print(claims.to_string(index=False, float_format=lambda v: f"{v:.4g}"), "\n")
     print("## claims as figures/README.md rows (points for accuracies and shares)\n")
     print(claims_markdown(claims), "\n")
     print("## does the SFT model's analysis rank the units as RL does? Spearman's rho over units, 95% bootstrap over units\n")
-    print(prediction_table(units).to_string(index=False, float_format=lambda v: f"{v:.2f}"), "\n")
+    print(prediction_table(numbers).to_string(index=False, float_format=lambda v: f"{v:.2f}"), "\n")
 
 
 if __name__ == "__main__":

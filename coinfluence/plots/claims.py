@@ -110,6 +110,14 @@ def unit_numbers(unit) -> dict:
     return row
 
 
+def numbers_of(units):
+    """One row of :func:`unit_numbers` per unit; a frame of such rows is passed through, so a
+    caller that builds several tables reads each unit once."""
+    import pandas as pd
+
+    return units if isinstance(units, pd.DataFrame) else pd.DataFrame([unit_numbers(u) for u in units])
+
+
 def midway_numbers(saved: dict) -> dict:
     """Greedy values of RL checkpoints tested before the end (eval.json keys ``grpo/step-N``) and
     their gains over SFT, as ``greedy/SPLIT/METRIC/rft@N`` and ``.../gain@N``."""
@@ -145,12 +153,12 @@ CLAIMS = (
 
 
 def claims_table(units, claims=CLAIMS):
-    """One row per claim whose variants have units: the mean difference (or the mean, for a claim
+    """One row per claim whose variants have units (unit dirs, or their :func:`numbers_of`): the mean difference (or the mean, for a claim
     about one variant) over seeds, its 95% bootstrap interval, the seeds it rests on (0 for an
     unpaired difference, which gets no verdict), the verdict."""
     import pandas as pd
 
-    numbers = pd.DataFrame([unit_numbers(u) for u in units])
+    numbers = numbers_of(units)
     rows = []
     for claim, column, a, b, sign in claims:
         per_seed = {v: dict(zip(g["seed"], g[column])) for v, g in numbers.groupby("variant")} if column in numbers else {}
@@ -176,7 +184,7 @@ def accuracy_table(units, columns=ACCURACY_COLUMNS):
     tested midway): the mean over seeds with its 95% bootstrap interval, in percent."""
     import pandas as pd
 
-    numbers = pd.DataFrame([unit_numbers(u) for u in units])
+    numbers = numbers_of(units)
     columns = [*columns, *sorted(c for c in numbers if "@" in c.rsplit("/", 1)[-1] and c not in columns)]  # midway checkpoints
     rows = []
     for variant, group in numbers.groupby("variant"):
@@ -198,7 +206,8 @@ def claims_markdown(table) -> str:
     """The claims table as the Markdown rows figures/README.md shows: claim, measure, mean [95%
     interval] (points for accuracies and shares), seeds, verdict."""
     def cell(mean, lo, hi, points):
-        fmt = (lambda v: f"{100 * v:+.1f}".replace("-", "−")) if points else (lambda v: f"{v:+.1e}".replace("-", "−"))
+        def fmt(v):
+            return (f"{100 * v:+.1f}" if points else f"{v:+.1e}").replace("-", "−")
         return f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) else fmt(mean)
 
     lines = ["| claim | measure | mean [95% interval] | seeds | verdict |", "|---|---|---|---|---|"]
@@ -234,7 +243,7 @@ def prediction_table(units, outcome: str = "greedy/test_id/step_accuracy/gain", 
     as RL later does."""
     import pandas as pd
 
-    numbers = pd.DataFrame([unit_numbers(u) for u in units])
+    numbers = numbers_of(units)
     rng, tail, rows = np.random.default_rng(seed), (1 - level) / 2, []
     for predictor in predictors:
         pair = numbers[[predictor, outcome]].astype(float).dropna() if predictor in numbers and outcome in numbers else None

@@ -40,10 +40,9 @@ def seed_mean(series: Sequence[pd.Series]) -> pd.DataFrame:
     return pd.DataFrame({"mean": table.mean(axis=1), "std": table.std(axis=1, ddof=1), "n": table.count(axis=1)})
 
 
-def metric_by_step(run_dir, column: str, window: int = 1, stage: str = "grpo") -> pd.Series:
-    """One run's ``column`` of ``stage`` indexed by step (rows that did not log it dropped), with a
-    trailing rolling mean over ``window`` logged points."""
-    df = read_metrics(run_dir, stage)
+def metric_by_step(df: pd.DataFrame, column: str, window: int = 1) -> pd.Series:
+    """One run's ``column`` of its metrics rows ``df`` indexed by step (rows that did not log it
+    dropped), with a trailing rolling mean over ``window`` logged points."""
     if column not in df:
         return pd.Series(dtype=float, name=column)
     s = df.dropna(subset=[column]).set_index("step")[column].astype(float)
@@ -70,15 +69,16 @@ def metric_curves(run_dirs, stage: str, columns, out_path=None, windows: dict[st
     groups = group_runs(run_dirs)
     colors = variant_colors(groups)
     windows = windows or {}
+    metrics = {label: [read_metrics(r, stage) for r in runs] for label, runs in groups.items()}
     # a panel only for what some run logged (runs older than step verification have no such column)
-    logged = [c for c in columns if any(c[0] in read_metrics(r, stage) for runs in groups.values() for r in runs)]
+    logged = [c for c in columns if any(c[0] in df for frames in metrics.values() for df in frames)]
     columns = logged or list(columns)
     with theme():
         fig, axes = panel_grid(len(columns), panel=(4.2, 2.8), max_columns=2)
         for ax, (column, title, ylabel) in zip(axes, columns):
             w = windows.get(column, 1)
-            for label, runs in groups.items():
-                stats = seed_mean([metric_by_step(r, column, w, stage) for r in runs])
+            for label, frames in metrics.items():
+                stats = seed_mean([metric_by_step(df, column, w) for df in frames])
                 stats = stats[stats["n"] > 0]
                 if not len(stats):
                     continue
