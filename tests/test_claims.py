@@ -165,3 +165,12 @@ def test_prediction_table_ranks_units_by_their_sft_analysis(tmp_path):
     assert few.loc["sft/mean_delta_J", "rho"] == pytest.approx(1.0) and np.isnan(few.loc["sft/mean_delta_J", "lo"])
     assert table.loc["sft/frac_informative", "rho"] == pytest.approx(-1.0)
     assert np.isnan(table.loc["sft/mean_co_influence", "rho"])  # the same in every unit: no ranking
+
+
+def test_prediction_table_sets_the_headroom_baseline_beside_the_analysis(tmp_path):
+    from coinfluence.plots.claims import prediction_table
+
+    units = [fake_unit(tmp_path, "none", seed, 0.4 - 0.02 * seed, 0.45) for seed in range(10)]
+    table = prediction_table(units, resamples=200).set_index("predictor")
+    assert table.loc["greedy/test_id/step_accuracy/sft", "rho"] == pytest.approx(-1.0)  # weaker SFT, larger gain
+    assert table.loc["greedy/test_id/step_accuracy/sft", "units"] == 10

@@ -218,7 +218,8 @@ def claims_markdown(table) -> str:
 
 
 # Numbers of the SFT model's analysis that could tell, before RL, which models RL will help.
-PREDICTORS = ("sft/mean_delta_J", "sft/mean_co_influence", "sft/frac_informative")
+# The last is the baseline an analysis number must beat: a weaker SFT model has more headroom.
+PREDICTORS = ("sft/mean_delta_J", "sft/mean_co_influence", "sft/frac_informative", "greedy/test_id/step_accuracy/sft")
 # Below this many units a bootstrap of a rank correlation is degenerate (resamples of four units
 # mostly repeat one order), so no interval is given: five seeds of two variants.
 MIN_UNITS = 2 * MIN_SEEDS
