@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from coinfluence.plots.claims import accuracy_table, claims_markdown, claims_table, numbers_of, prediction_table
+from coinfluence.plots.claims import ENDPOINTS, accuracy_table, claims_markdown, claims_table, numbers_of, prediction_table
 from coinfluence.plots.gains import rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label, run_seed
 from coinfluence.run import SFT, Run
@@ -128,6 +128,8 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     print(claims.to_string(index=False, float_format=lambda v: f"{v:.4g}"), "\n")
     print("## claims as figures/README.md rows (points for accuracies and shares)\n")
     print(claims_markdown(claims), "\n")
+    print("## where the paired comparison starts (SFT) and ends (RL): step-verified test_id, not a claim\n")
+    print(claims_markdown(claims_table(numbers, ENDPOINTS)), "\n")
     print("## does the SFT model's analysis rank the units as RL does? Spearman's rho over units, 95% bootstrap over units\n")
     print(prediction_table(numbers).to_string(index=False, float_format=lambda v: f"{v:.2f}"), "\n")
 

@@ -36,7 +36,8 @@ def test_pairing_by_seed_removes_the_shared_seed_effect():
 
 @pytest.mark.parametrize("lo, hi, sign, expected", [
     (0.01, 0.05, 1, "reproduced"), (-0.05, -0.01, 1, "opposite"), (-0.01, 0.05, 1, "not reproduced"),
-    (-0.05, -0.01, -1, "reproduced"), (float("nan"), float("nan"), 1, "too few seeds")])
+    (-0.05, -0.01, -1, "reproduced"), (float("nan"), float("nan"), 1, "too few seeds"),
+    (0.01, 0.05, 0, "higher"), (-0.05, -0.01, 0, "lower"), (-0.01, 0.05, 0, "no difference")])
 def test_verdicts(lo, hi, sign, expected):
     assert verdict(lo, hi, sign) == expected
 
@@ -142,6 +143,20 @@ def test_spearman_ranks_and_ties():
     assert spearman([1, 2, 3, 4], [10, 20, 35, 100]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_endpoints_separate_a_larger_gain_from_a_higher_end(tmp_path):
+    from coinfluence.plots.claims import ENDPOINTS, claims_table
+
+    units = []
+    for seed in range(5):  # BRIDGE starts 10 points lower and gains 5 more: it still ends lower
+        units.append(fake_unit(tmp_path, "none", seed, 0.30 + 0.01 * seed, 0.35 + 0.01 * seed))
+        units.append(fake_unit(tmp_path, "both", seed, 0.20 + 0.01 * seed, 0.30 + 0.01 * seed))
+    table = claims_table(units, ENDPOINTS).set_index("measure")
+    assert table.loc["greedy/test_id/step_accuracy/sft", "mean"] == pytest.approx(-0.10)
+    assert table.loc["greedy/test_id/step_accuracy/rft", "verdict"] == "lower"
+    assert claims_table(units).set_index("claim").loc["BRIDGE gains more from RL than vanilla, ID", "verdict"] == "reproduced"
+    assert np.isnan(table.loc["mean@8/test_id/step_accuracy/rft", "mean"])  # no sampled evaluation in these units
 
 
 def test_prediction_table_ranks_units_by_their_sft_analysis(tmp_path):

@@ -57,9 +57,12 @@ def difference_interval(a: dict, b: dict, **kw) -> tuple[float, float, float, in
 
 def verdict(lo: float, hi: float, expected_sign: int = 1, seeds: int = MIN_SEEDS) -> str:
     """The decision rule (module docstring) for an interval ``[lo, hi]`` over ``seeds`` seeds of a
-    difference that the paper says is positive (``expected_sign`` 1) or negative (-1)."""
+    difference that the paper says is positive (``expected_sign`` 1) or negative (-1); with
+    ``expected_sign`` 0 (no claim) it says whether a is higher, lower or no different."""
     if seeds < MIN_SEEDS or not (np.isfinite(lo) and np.isfinite(hi)):
         return "too few seeds"
+    if expected_sign == 0:  # a comparison the paper makes no claim about
+        return "higher" if lo > 0 else "lower" if hi < 0 else "no difference"
     if lo > 0 or hi < 0:
         return "reproduced" if (lo > 0) == (expected_sign > 0) else "opposite"
     return "not reproduced"
@@ -150,6 +153,11 @@ CLAIMS = (
     ("BRIDGE gains more than question augmentation", "greedy/test_id/step_accuracy/gain", "BRIDGE", "question aug.", 1),
     ("BRIDGE gains more than answer augmentation", "greedy/test_id/step_accuracy/gain", "BRIDGE", "answer aug.", 1),
 )
+
+# Where the paired comparison of the gains starts and ends: a variant that starts lower has more
+# headroom, so "gains more" alone does not say that it ends higher. No claim, hence sign 0.
+ENDPOINTS = tuple((f"where the comparison {when}", f"{tag}/test_id/step_accuracy/{stage}", "BRIDGE", "vanilla", 0)
+                  for tag in ("greedy", "mean@8") for stage, when in (("sft", "starts (SFT)"), ("rft", "ends (RL)")))
 
 
 def claims_table(units, claims=CLAIMS):
