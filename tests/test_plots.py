@@ -263,6 +263,33 @@ def test_step_verified_accuracy_is_the_primary_metric_where_every_run_has_it(tmp
     assert "step-verified" in gains.rl_gain_ablation(copies).axes[0].get_ylabel()
 
 
+def test_rl_start_end_places_each_tested_checkpoint_at_its_grpo_step(tmp_path):
+    copies = []
+    for k, run in enumerate(VANILLA):
+        copy = tmp_path / run.name
+        shutil.copytree(run, copy)
+        saved = json.loads((copy / "eval.json").read_text())
+        checkpoints = saved["checkpoints"]
+        checkpoints["sft@n8-t1"] = {"test_id": {**checkpoints["sft"]["test_id"], "n": 8, "temperature": 1.0}}
+        if k == 0:  # only the first seed tested a midway checkpoint
+            checkpoints["grpo/step-000002"] = {"test_id": {**checkpoints["sft"]["test_id"], "accuracy": 0.9}}
+        (copy / "eval.json").write_text(json.dumps(saved))
+        copies.append(copy)
+    final = max(r["step"] for r in grpo_rows(VANILLA[0]))  # the fixtures' configs do not record max_steps
+    data = gains.accuracy_through_rl(copies, metric="accuracy")
+    first = data[(data["run"] == str(copies[0])) & (data["sampling"] == "greedy")].set_index("step")["value"]
+    assert list(first.index.sort_values()) == [0, 2, final]
+    assert first[2] == pytest.approx(0.9) and first[final] == pytest.approx(eval_acc(VANILLA[0], "grpo/final", "test_id"))
+    assert set(data["sampling"]) == {"greedy", "mean@8"}
+    fig = gains.rl_start_end(copies)
+    greedy, sampled = fig.axes[:2]
+    mean_line = [line for line in data_lines(greedy) if line.get_linewidth() > 2][0]
+    assert list(mean_line.get_xdata()) == [0, final]  # step 2 has one seed of two: no mean there
+    expected = 50 * sum(eval_acc(run, "grpo/final", "test_id") for run in VANILLA)
+    assert mean_line.get_ydata()[-1] == pytest.approx(expected)
+    assert "mean@8" in sampled.get_title() and figure_legend_texts(fig) == ["vanilla (2 seeds)"]
+
+
 def test_rl_gain_sweep_over_p_exploit():
     points = gains.sweep_points(ALL, "p_exploit")
     assert sorted(points["p"].unique()) == [1.0, 2.5]  # 1.0: the default, recorded as unset
@@ -368,7 +395,7 @@ def test_figures_name_and_colour_variants_alike(eight_variants, tmp_path):
 
 
 def test_draw_all_plans_what_the_inputs_support(tmp_path):
-    assert set(report.plan(ALL)) == {"reward_curves", "table1", "rl_gain_ablation", "rl_gain_sweep_p_exploit",
+    assert set(report.plan(ALL)) == {"reward_curves", "table1", "rl_gain_ablation", "rl_start_end", "rl_gain_sweep_p_exploit",
                                      "alpha_histograms", "influence_by_alpha", "influence_through_training"}
     # an analysis dir alone supports only the analysis figures; an --all-checkpoints dir adds the time series
     assert set(report.plan([BRIDGE / "analysis" / "sft"])) == {"alpha_histograms", "influence_by_alpha"}

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from coinfluence.plots.runs import data_config, group_runs, read_eval, rl_gain, run_label, run_seed
+from coinfluence.plots.runs import data_config, group_runs, read_eval, read_metrics, rl_gain, run_label, run_seed
 from coinfluence.plots.style import (
     VARIANT_NAMES, figure_legend, new_figure, order_variants, save_figure, theme, two_lines, unique_legend_entries,
     variant_colors,
@@ -131,6 +131,77 @@ def rl_gain_ablation(run_dirs, out_path=None, splits=SPLITS, metric: str | None 
             ax.set_xlabel("SFT data")
             ax.set_title(SPLIT_TITLES.get(split, split))
         axes[0, 0].set_ylabel(f"RL gain in {METRIC_NAMES[metric]}\n(RFT − SFT, points)")
+        if out_path is not None:
+            save_figure(fig, out_path)
+    return fig
+
+
+def accuracy_through_rl(run_dirs, split: str = "test_id", metric: str = "step_accuracy") -> pd.DataFrame:
+    """One row per evaluation of ``split`` in each run's eval.json: variant, seed, run, sampling
+    (``greedy``, or ``mean@N`` for N samples at T > 0), the GRPO step of the checkpoint (0 for
+    SFT, N for grpo/step-N, :func:`final_step` for grpo/final) and the ``metric`` value."""
+    from coinfluence.run import GRPO_FINAL, SFT, STEP_DIR
+
+    rows = []
+    for label, runs in group_runs(run_dirs).items():
+        for run in runs:
+            df = read_eval(run)
+            if not len(df) or metric not in df:
+                continue
+            final = final_step(run)
+            for r in df[df["split"] == split].itertuples(index=False):
+                base = r.checkpoint.split("@", 1)[0]
+                found = STEP_DIR.match(base.rsplit("/", 1)[-1]) if base.startswith("grpo/") else None
+                step = 0 if base == SFT else int(found.group(1)) if found else final if base == GRPO_FINAL else None
+                n = int(r.n) if pd.notna(r.n) else 1
+                if step is not None and pd.notna(getattr(r, metric)):
+                    rows.append({"variant": label, "seed": run_seed(run), "run": str(run),
+                                 "sampling": "greedy" if n == 1 else f"mean@{n}", "step": int(step),
+                                 "value": float(getattr(r, metric))})
+    return pd.DataFrame(rows, columns=["variant", "seed", "run", "sampling", "step", "value"])
+
+
+def final_step(run) -> int | None:
+    """The GRPO step of a run's grpo/final: its configured ``max_steps``, else (configs that do
+    not record it) the last GRPO step it logged."""
+    from coinfluence.plots.runs import read_config
+
+    steps = read_config(run).get("grpo", {}).get("max_steps")
+    if steps is None:
+        logged = read_metrics(run, "grpo")
+        steps = int(logged["step"].max()) if len(logged) else None
+    return steps
+
+
+def rl_start_end(run_dirs, out_path=None, split: str = "test_id", metric: str | None = None) -> Figure:
+    """Where RL starts and ends, per unit: ``metric`` (default :func:`primary_metric`) of ``split``
+    against the GRPO step of each tested checkpoint, a thin line per seed and a thick one for the
+    mean over a variant's seeds (at the steps every seed was tested), one panel per sampling
+    (greedy, mean@N). A gain alone hides where a variant started; this shows both."""
+    metric = metric or primary_metric(run_dirs)
+    data = accuracy_through_rl(run_dirs, split, metric)
+    samplings = sorted(set(data["sampling"]), key=lambda k: (k != "greedy", k))
+    labels = order_variants(data["variant"])
+    colors = variant_colors(labels)
+    seeds = {label: int(n) for label, n in data.groupby("variant")["run"].nunique().items()}
+    with theme():
+        fig, axes = new_figure(len(samplings), panel=(3.4, 2.9), sharey=True)
+        for ax, sampling in zip(axes[0], samplings):
+            d = data[data["sampling"] == sampling]
+            for label in labels:
+                v = d[d["variant"] == label]
+                for _, unit in v.groupby("run"):
+                    unit = unit.sort_values("step")
+                    ax.plot(unit["step"], 100 * unit["value"], color=colors[label], lw=0.8, alpha=0.45, marker="o", ms=2)
+                per_step = v.groupby("step")["value"]
+                full = per_step.count() == v["run"].nunique()
+                means = 100 * per_step.mean()[full]
+                ax.plot(means.index, means, color=colors[label], lw=2.2, marker="o", ms=4,
+                        label=f"{label} ({seeds[label]} seed{'s' * (seeds[label] > 1)})")
+            ax.set_xlabel("GRPO step (0 = SFT model)")
+            ax.set_title(f"{sampling}, {SPLIT_TITLES.get(split, split)}")
+        axes[0, 0].set_ylabel(f"{METRIC_NAMES[metric]} (%)")
+        figure_legend(fig, *unique_legend_entries(axes.flat))
         if out_path is not None:
             save_figure(fig, out_path)
     return fig

@@ -22,7 +22,7 @@ from coinfluence.run import SFT, Run, analysis_dir_name
 
 # What draw_all can write, by output name (without suffix).
 NAMES = ("reward_curves", "alpha_histograms", "influence_by_alpha", "influence_through_training", "table1",
-         "rl_gain_ablation", "rl_gain_sweep_p_explore", "rl_gain_sweep_p_exploit", "behaviour_use")
+         "rl_gain_ablation", "rl_start_end", "rl_gain_sweep_p_explore", "rl_gain_sweep_p_exploit", "behaviour_use")
 
 
 def classify(paths) -> dict[str, list[Path]]:
@@ -78,6 +78,7 @@ def plan(paths) -> dict[str, tuple]:
     evaluated = [r for r in runs if rl_gain(r)]
     if evaluated:
         todo["table1"] = (gains.table1, evaluated, {})
+        todo["rl_start_end"] = (gains.rl_start_end, evaluated, {})
         settings = {run_label(r) for r in evaluated} & {label for label, _ in gains.ABLATION}
         if len(settings) >= 2:
             todo["rl_gain_ablation"] = (gains.rl_gain_ablation, evaluated, {})
