@@ -52,6 +52,13 @@ def checkpoint_step(ckpt: Path) -> int:
     return int(m.group(1)) if m else 0
 
 
+def grpo_checkpoint_step(checkpoint: str) -> int | None:
+    """N for a GRPO checkpoint saved midway, named as in eval.json (``grpo/step-N``); else None."""
+    head, _, name = checkpoint.rpartition("/")
+    m = STEP_DIR.match(name) if head == "grpo" else None
+    return int(m.group(1)) if m else None
+
+
 @dataclass(frozen=True)
 class Run:
     """A run directory ``root`` and the places of its files."""

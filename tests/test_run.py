@@ -7,7 +7,7 @@ from dataclasses import asdict
 from toy_data import toy_rows
 
 from coinfluence.influence.analyze import AnalyzeOptions, resolve_options, trainer_config
-from coinfluence.run import GRPO_FINAL, SFT, TRAINED_CHECKPOINTS, Run, checkpoint_step, run_of_checkpoint
+from coinfluence.run import GRPO_FINAL, SFT, TRAINED_CHECKPOINTS, Run, checkpoint_step, grpo_checkpoint_step, run_of_checkpoint
 from coinfluence.training.grpo import GRPOConfig
 
 
@@ -22,6 +22,9 @@ def test_run_paths_and_step_directories(tmp_path):
     assert [s for s, _ in run.grpo_steps()] == [3, 12, 100]  # numeric order, other names left out
     assert checkpoint_step(run.grpo_step(12)) == 12 and checkpoint_step(run.sft) == 0
     assert checkpoint_step(run.sft_checkpoints / "checkpoint-000040") == 40
+    # eval.json names checkpoints by their path inside the run
+    assert grpo_checkpoint_step("grpo/step-000400") == 400
+    assert [grpo_checkpoint_step(k) for k in (SFT, GRPO_FINAL, "sft/step-000400", "grpo/step-x", "grpo/step-000400@n8-t1")] == [None] * 5
     assert run.analysis_name(run.grpo_step(3)) == "grpo-step-000003" and run.analysis_name(tmp_path.parent) == tmp_path.parent.name
 
 

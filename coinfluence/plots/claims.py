@@ -124,16 +124,16 @@ def numbers_of(units):
 def midway_numbers(saved: dict) -> dict:
     """Greedy values of RL checkpoints tested before the end (eval.json keys ``grpo/step-N``) and
     their gains over SFT, as ``greedy/SPLIT/METRIC/rft@N`` and ``.../gain@N``."""
-    from coinfluence.run import SFT, STEP_DIR
+    from coinfluence.run import SFT, grpo_checkpoint_step
 
     row = {}
     for ckpt in saved:
-        found = STEP_DIR.match(ckpt.rsplit("/", 1)[-1]) if ckpt.startswith("grpo/") else None
-        for split in SPLITS if found else ():
+        step = grpo_checkpoint_step(ckpt)
+        for split in SPLITS if step is not None else ():
             for metric in METRICS:
                 value, key = _eval_value(saved, ckpt, split, metric), f"greedy/{split}/{metric}"
-                row[f"{key}/rft@{int(found.group(1))}"] = value
-                row[f"{key}/gain@{int(found.group(1))}"] = value - _eval_value(saved, SFT, split, metric)
+                row[f"{key}/rft@{step}"] = value
+                row[f"{key}/gain@{step}"] = value - _eval_value(saved, SFT, split, metric)
     return row
 
 

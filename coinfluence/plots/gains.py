@@ -140,7 +140,7 @@ def accuracy_through_rl(run_dirs, split: str = "test_id", metric: str = "step_ac
     """One row per evaluation of ``split`` in each run's eval.json: variant, seed, run, sampling
     (``greedy``, or ``mean@N`` for N samples at T > 0), the GRPO step of the checkpoint (0 for
     SFT, N for grpo/step-N, :func:`final_step` for grpo/final) and the ``metric`` value."""
-    from coinfluence.run import GRPO_FINAL, SFT, STEP_DIR
+    from coinfluence.run import GRPO_FINAL, SFT, grpo_checkpoint_step
 
     rows = []
     for label, runs in group_runs(run_dirs).items():
@@ -150,9 +150,8 @@ def accuracy_through_rl(run_dirs, split: str = "test_id", metric: str = "step_ac
                 continue
             final = final_step(run)
             for r in df[df["split"] == split].itertuples(index=False):
-                base = r.checkpoint.split("@", 1)[0]
-                found = STEP_DIR.match(base.rsplit("/", 1)[-1]) if base.startswith("grpo/") else None
-                step = 0 if base == SFT else int(found.group(1)) if found else final if base == GRPO_FINAL else None
+                base = r.checkpoint.split("@", 1)[0]  # sampled evaluations are keyed CHECKPOINT@nN-tT
+                step = 0 if base == SFT else final if base == GRPO_FINAL else grpo_checkpoint_step(base)
                 n = int(r.n) if pd.notna(r.n) else 1
                 if step is not None and pd.notna(getattr(r, metric)):
                     rows.append({"variant": label, "seed": run_seed(run), "run": str(run),
