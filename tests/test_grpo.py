@@ -85,6 +85,28 @@ def test_grpo_writes_metrics_and_checkpoints(tok, warm, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["grpo"]["reward"] == "answer"  # the run records its reward
 
 
+def test_grpo_logs_the_share_of_rollouts_with_injected_behaviours(tok, warm, tmp_path):
+    import dataclasses
+
+    from coinfluence.tasks.registry import get_task
+
+    seen = []
+
+    def count_behaviours(completion):  # a stand-in reader: a behaviour wherever the rollout has an odd length
+        seen.append(completion)
+        return {"attempts": len(completion) % 2, "restates": 0}
+
+    task = dataclasses.replace(get_task(), count_behaviours=count_behaviours)
+    train_grpo(cfg(max_steps=2, save_steps=0), warm_model(tok, warm), tok, ROWS, None, tmp_path, progress=False, task=task)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    per_step = 3 * 4  # prompts_per_step x num_generations
+    assert len(seen) == 2 * per_step
+    for r in rows:
+        batch = seen[(r["step"] - 1) * per_step : r["step"] * per_step]
+        assert r["behaviours/frac"] == pytest.approx(sum(len(c) % 2 for c in batch) / per_step)
+    assert 0 < sum(len(c) % 2 for c in seen) < len(seen), "every rollout alike: the test would be vacuous"
+
+
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
 def test_micro_batching_does_not_change_the_step(tok, warm, tmp_path, loss_type):
     start = weights(warm_model(tok, warm))

@@ -143,6 +143,22 @@ def test_reward_window_smooths_the_reward_only():
     assert "2-step mean" in fig.axes[0].get_title()
 
 
+def test_reward_curves_show_the_behaviour_share_where_a_run_logged_it(tmp_path):
+    copy = tmp_path / BRIDGE.name
+    shutil.copytree(BRIDGE, copy)
+    rows = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        if r["stage"] == "grpo" and "reward" in r:
+            r["behaviours/frac"] = 1 / (1 + r["step"])
+    (copy / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    titles = [ax.get_title() for ax in training.reward_curves([copy, *VANILLA], window=1).axes]
+    assert "rollouts with an injected behaviour" in titles
+    assert "rollouts with an injected behaviour" not in [ax.get_title() for ax in training.reward_curves(VANILLA).axes]
+    panel = training.reward_curves([copy]).axes[titles.index("rollouts with an injected behaviour")]
+    logged = [r for r in grpo_rows(copy) if "behaviours/frac" in r]
+    np.testing.assert_allclose(panel.lines[0].get_ydata(), [r["behaviours/frac"] for r in logged])
+
+
 # ----------------------------------------------------------------------------- analyses
 
 

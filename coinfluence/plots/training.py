@@ -2,7 +2,8 @@
 
 Reads RUN/metrics.jsonl rows with ``"stage": "grpo"``: ``reward`` (mean reward of the step's
 rollouts, logged every step) and the greedy ``val_id_step_accuracy`` (answer and every step
-right), ``val_id_accuracy`` / ``val_ood_accuracy`` (answer right), logged every ``eval_steps``;
+right), ``val_id_accuracy`` / ``val_ood_accuracy`` (answer right), logged every ``eval_steps``,
+and ``behaviours/frac`` (rollouts with an injected behaviour, every step, where logged);
 and rows with ``"stage": "sft"``: ``loss``, ``val_step_accuracy`` and ``val_accuracy``. Runs of
 one variant (same label, see ``runs.run_label``) are drawn as their mean over seeds with a ±1 s.d.
 band.
@@ -24,6 +25,7 @@ CURVES = (
     ("val_id_step_accuracy", "in distribution (val_id), step-verified", "greedy step-verified accuracy"),
     ("val_id_accuracy", "in distribution (val_id), answer", "greedy accuracy"),
     ("val_ood_accuracy", "out of distribution (val_ood), answer", "greedy accuracy"),
+    ("behaviours/frac", "rollouts with an injected behaviour", "share of the batch's rollouts"),
 )
 SFT_CURVES = (
     ("loss", "SFT loss (training batch)", "mean token loss"),
@@ -52,8 +54,9 @@ def metric_by_step(df: pd.DataFrame, column: str, window: int = 1) -> pd.Series:
 def reward_curves(run_dirs, out_path=None, window: int = 1, columns=CURVES) -> Figure:
     """GRPO reward and greedy val_id / val_ood accuracy against the RL step, one line per variant
     (mean over seeds, band ±1 s.d. where ≥2 seeds). ``window`` smooths the (noisy, per-step)
-    reward with a trailing mean; the accuracies are drawn as logged."""
-    return metric_curves(run_dirs, "grpo", columns, out_path, windows={"reward": window})
+    reward and the share of rollouts with injected behaviours with a trailing mean; the
+    accuracies are drawn as logged."""
+    return metric_curves(run_dirs, "grpo", columns, out_path, windows={"reward": window, "behaviours/frac": window})
 
 
 def sft_curves(run_dirs, out_path=None, columns=SFT_CURVES) -> Figure:
@@ -64,7 +67,7 @@ def sft_curves(run_dirs, out_path=None, columns=SFT_CURVES) -> Figure:
 def metric_curves(run_dirs, stage: str, columns, out_path=None, windows: dict[str, int] | None = None) -> Figure:
     """One panel per (column, title, y label) of ``stage``'s metrics that some run logged, against
     its step, one line per variant (mean over seeds, band ±1 s.d. where ≥2 seeds), one legend
-    below the panels; columns named ``*accuracy`` get a 0..1 axis, ``windows`` gives a trailing
+    below the panels; columns named ``*accuracy`` or ``*frac`` get a 0..1 axis, ``windows`` gives a trailing
     mean per column."""
     groups = group_runs(run_dirs)
     colors = variant_colors(groups)
@@ -93,7 +96,7 @@ def metric_curves(run_dirs, stage: str, columns, out_path=None, windows: dict[st
             ax.set_xlabel(f"{STAGE_NAMES.get(stage, stage)} step")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)
-            if column.endswith("accuracy"):
+            if column.endswith(("accuracy", "frac")):
                 ax.set_ylim(-0.02, 1.02)
         # one legend for all panels: a variant may lack a metric in some of them
         figure_legend(fig, *unique_legend_entries(axes), title="mean ±1 s.d." if any(len(r) > 1 for r in groups.values()) else None)

@@ -294,12 +294,12 @@ def _grpo_step(loop: _Loop, step: int) -> dict:
     return _step_row(batch, stats, loop.scheduler.get_last_lr()[0], G, P) | timings
 
 
-_BATCH_COLUMNS = ("correct", "rewards", "verified", "right_answer", "lengths", "finished", "entropy")
+_BATCH_COLUMNS = ("correct", "rewards", "verified", "right_answer", "behaviours", "lengths", "finished", "entropy")
 
 
 def _scored_batch(loop: _Loop, rows: list[int], completions, ro) -> dict[str, torch.Tensor]:
-    """Each rollout's correctness, reward, step check, answer check, length, finish and summed
-    entropy, for the whole batch: every rank sees every rollout's numbers, so advantages and
+    """Each rollout's correctness, reward, step check, answer check, use of injected behaviours,
+    length, finish and summed entropy, for the whole batch: every rank sees every rollout's numbers, so advantages and
     metrics are the whole batch's."""
     cfg, G = loop.cfg, loop.cfg.num_generations
     texts = [decode_completion(loop.tokenizer, c) for c in completions]
@@ -308,7 +308,9 @@ def _scored_batch(loop: _Loop, rows: list[int], completions, ro) -> dict[str, to
     correct, rewards = reward_completions(texts, group_answers, cfg.format_reward, group_prompts, cfg.reward, loop.task)
     verified = [loop.task.check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
     right_answer = reward_scores(accuracy_reward(cfg.reward), group_prompts, texts, group_answers)
-    columns = (correct, rewards, torch.tensor(verified), torch.tensor(right_answer), ro.lengths, ro.finished, ro.entropies.sum(1))
+    behaviours = [any(loop.task.count_behaviours(t).values()) for t in texts]
+    columns = (correct, rewards, torch.tensor(verified), torch.tensor(right_answer), torch.tensor(behaviours),
+               ro.lengths, ro.finished, ro.entropies.sum(1))
     table = torch.stack([c.double().cpu() for c in columns], dim=1)
     gathered = dist_.gather_rows(table, [n * G for n in dist_.split_sizes(cfg.prompts_per_step)]).unbind(1)
     return dict(zip(_BATCH_COLUMNS, gathered))
@@ -325,6 +327,8 @@ def _step_row(batch: dict[str, torch.Tensor], stats: dict, lr: float, G: int, P:
         "frac_reward_zero_std": float((rewards.view(P, G).std(dim=1) == 0).double().mean()),
         "accuracy": float(batch["right_answer"].mean()),
         "step_accuracy": float(batch["verified"].mean()),
+        # the share of rollouts with an injected behaviour (eval's name): does RL keep them?
+        "behaviours/frac": float(batch["behaviours"].mean()),
         "alpha_hist": [int(v) for v in torch.bincount(per_query.sum(1).long(), minlength=G + 1)],
         "completions/mean_length": float(lengths.mean()),
         # the longest rollout sets how long generation and the padded update take
