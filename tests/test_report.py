@@ -135,6 +135,19 @@ def test_strings_from_the_files_are_shown_as_text(run_dir, tmp_path):
 # ----------------------------------------------------------------------------- without a browser
 
 
+def test_the_evaluation_table_shows_step_verified_accuracy_beside_the_answer(run_dir):
+    saved = json.loads((run_dir / "eval.json").read_text())
+    for k, (ckpt, splits) in enumerate(saved["checkpoints"].items()):
+        for j, result in enumerate(splits.values()):
+            result["step_accuracy"] = round(0.0123 + 0.1 * k + 0.01 * j, 4)  # distinct from every answer accuracy
+    (run_dir / "eval.json").write_text(json.dumps(saved))
+    eval_part = html_report.build_report(run_dir).split('id="eval"', 1)[1].split("<details>", 1)[0]
+    for ckpt, splits in saved["checkpoints"].items():
+        for split, result in splits.items():
+            assert f"{split} step-verified" in eval_part and f"{split} answer" in eval_part
+            assert html_report.fmt(result["step_accuracy"]) in eval_part and html_report.fmt(result["accuracy"]) in eval_part
+
+
 def test_completions_are_escaped(page):
     run_dir, page = page
     completions = pd.read_parquet(run_dir / "analysis" / "sft" / "rollouts.parquet")["completion"]

@@ -318,15 +318,23 @@ def stage_section(run: Path, stage: str, base: Path | None) -> str | None:
     return section(stage, training.STAGE_NAMES[stage], *parts)
 
 
+EVAL_METRICS = (("accuracy", "answer"), ("step_accuracy", "step-verified"))
+
+
 def eval_section(run: Path, base: Path | None) -> str | None:
-    """eval.json: accuracy per checkpoint (rows) and split (columns), and each result's details."""
+    """eval.json: answer and step-verified accuracy per checkpoint (rows) and split (columns), and
+    each result's details."""
     df = read_eval(run)
     if not len(df):
         return None
-    wide = df.pivot_table(index="checkpoint", columns="split", values="accuracy", aggfunc="first", sort=False)
-    rows = [{"checkpoint": ckpt, **{s: wide.at[ckpt, s] for s in wide.columns}} for ckpt in wide.index]
+    metrics = [(m, name) for m, name in EVAL_METRICS if m in df and df[m].notna().any()]
+    value = {(r.checkpoint, r.split, m): getattr(r, m) for r in df.itertuples(index=False) for m, _ in metrics}
+    splits = list(dict.fromkeys(df["split"]))
+    rows = [{"checkpoint": ckpt, **{f"{s} {name}": value.get((ckpt, s, m)) for s in splits for m, name in metrics}}
+            for ckpt in dict.fromkeys(df["checkpoint"])]
     details = df.drop(columns=[c for c in df.columns if df[c].isna().all()]).to_dict("records")
-    return section("eval", "Evaluation", f"<p>Accuracy per checkpoint and split ({link(Run(run).eval_json, base)}).</p>",
+    return section("eval", "Evaluation", f"<p>Accuracy per checkpoint and split ({link(Run(run).eval_json, base)}): "
+                   "answer right, and step-verified (the answer and every step the checker reads right).</p>",
                    table(rows), "<details><summary>every number of eval.json</summary>" + table(details) + "</details>")
 
 
