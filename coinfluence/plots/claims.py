@@ -161,9 +161,10 @@ ENDPOINTS = tuple((f"where the comparison {when}", f"{tag}/test_id/step_accuracy
 
 
 def claims_table(units, claims=CLAIMS):
-    """One row per claim whose variants have units (unit dirs, or their :func:`numbers_of`): the mean difference (or the mean, for a claim
-    about one variant) over seeds, its 95% bootstrap interval, the seeds it rests on (0 for an
-    unpaired difference, which gets no verdict), the verdict."""
+    """One row per claim whose variants have units (unit dirs, or their :func:`numbers_of`): the
+    mean difference (or the mean, for a claim about one variant) over seeds, its 95% bootstrap
+    interval, the seeds it rests on (0 for an unpaired difference, which gets no verdict), the
+    verdict."""
     import pandas as pd
 
     numbers = numbers_of(units)

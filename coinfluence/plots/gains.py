@@ -152,11 +152,10 @@ def accuracy_through_rl(run_dirs, split: str = "test_id", metric: str = "step_ac
             for r in df[df["split"] == split].itertuples(index=False):
                 base = r.checkpoint.split("@", 1)[0]  # sampled evaluations are keyed CHECKPOINT@nN-tT
                 step = 0 if base == SFT else final if base == GRPO_FINAL else grpo_checkpoint_step(base)
-                n = int(r.n) if pd.notna(r.n) else 1
-                if step is not None and pd.notna(getattr(r, metric)):
+                n, value = int(r.n) if pd.notna(r.n) else 1, getattr(r, metric)
+                if step is not None and pd.notna(value):
                     rows.append({"variant": label, "seed": run_seed(run), "run": str(run),
-                                 "sampling": "greedy" if n == 1 else f"mean@{n}", "step": int(step),
-                                 "value": float(getattr(r, metric))})
+                                 "sampling": "greedy" if n == 1 else f"mean@{n}", "step": int(step), "value": float(value)})
     return pd.DataFrame(rows, columns=["variant", "seed", "run", "sampling", "step", "value"])
 
 

@@ -67,8 +67,8 @@ def sft_curves(run_dirs, out_path=None, columns=SFT_CURVES) -> Figure:
 def metric_curves(run_dirs, stage: str, columns, out_path=None, windows: dict[str, int] | None = None) -> Figure:
     """One panel per (column, title, y label) of ``stage``'s metrics that some run logged, against
     its step, one line per variant (mean over seeds, band ±1 s.d. where ≥2 seeds), one legend
-    below the panels; columns named ``*accuracy`` or ``*frac`` get a 0..1 axis, ``windows`` gives a trailing
-    mean per column."""
+    below the panels; columns named ``*accuracy`` or ``*frac`` get a 0..1 axis, ``windows`` gives
+    a trailing mean per column."""
     groups = group_runs(run_dirs)
     colors = variant_colors(groups)
     windows = windows or {}
