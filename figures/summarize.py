@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from coinfluence.plots.claims import ENDPOINTS, accuracy_table, claims_markdown, claims_table, numbers_of, prediction_table
+from coinfluence.plots.claims import (COVERAGE, ENDPOINTS, SAMPLED_TAGS, accuracy_table, claims_markdown, claims_table, numbers_of,
+                                      prediction_table)
 from coinfluence.plots.gains import rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label, run_seed
 from coinfluence.run import SFT, Run
@@ -64,10 +65,10 @@ def unit_row(unit: Path) -> dict:
 
 
 def step_verified_by_unit(units) -> pd.DataFrame:
-    """Step-verified ``test_id`` accuracy (%) of every unit, greedy and mean@8: SFT, the final RL
-    model, its gain, and the RL checkpoints tested midway (``rft@N``, ``gain@N``)."""
+    """Step-verified ``test_id`` accuracy (%) of every unit, greedy, mean@8 and pass@8: SFT, the
+    final RL model, its gain, and the RL checkpoints tested midway (``rft@N``, ``gain@N``)."""
     table = numbers_of(units).set_index("unit")
-    columns = [c for c in table if c.startswith(("greedy/test_id/step_accuracy/", "mean@8/test_id/step_accuracy/"))]
+    columns = [c for c in table if c.startswith(tuple(f"{tag}/test_id/step_accuracy/" for tag in SAMPLED_TAGS))]
     return (100 * table[columns]).rename(columns=lambda c: c.replace("/test_id/step_accuracy/", " "))
 
 
@@ -106,6 +107,12 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     if len(sampled):
         cols = ["accuracy", "pass@n", "behaviours/frac", "paired_queries", "paired_accuracy_with_behaviours", "paired_accuracy_without_behaviours"]
         print(sampled.groupby(["variant", "stage"])[cols].agg(["mean", "std", "count"]).round(3).to_string(), "\n")
+        kinds = [c for c in sampled.columns if c.startswith("behaviours/") and c != "behaviours/frac"]
+        if kinds:
+            print("lines of each behaviour per sampled completion, mean [min, max] over seeds\n")
+            spread = sampled.groupby(["variant", "stage"])[kinds].agg(["mean", "min", "max"])
+            print(pd.DataFrame({k.split("/")[1]: [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in spread[k].values]
+                                for k in kinds}, index=spread.index).to_string(), "\n")
         print(sampled.drop(columns=["run"]).round(3).to_string(index=False), "\n")
     print("## influence through training: mean over seeds at each analysed step\n")
     series = []
@@ -130,6 +137,8 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     print(claims_markdown(claims), "\n")
     print("## where the paired comparison starts (SFT) and ends (RL): step-verified test_id, not a claim\n")
     print(claims_markdown(claims_table(numbers, ENDPOINTS)), "\n")
+    print("## does RL widen what 8 samples solve (step-verified pass@8, test_id), or only sharpen? not a claim\n")
+    print(claims_markdown(claims_table(numbers, COVERAGE)), "\n")
     print("## does the SFT model's analysis rank the units as RL does? Spearman's rho over units, 95% bootstrap over units\n")
     print(prediction_table(numbers).to_string(index=False, float_format=lambda v: f"{v:.2f}"), "\n")
 

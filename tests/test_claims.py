@@ -159,6 +159,30 @@ def test_endpoints_separate_a_larger_gain_from_a_higher_end(tmp_path):
     assert np.isnan(table.loc["mean@8/test_id/step_accuracy/rft", "mean"])  # no sampled evaluation in these units
 
 
+def test_pass_at_8_reads_the_sampled_evaluations_own_key(tmp_path):
+    import json
+
+    from coinfluence.plots.claims import COVERAGE, accuracy_table, claims_table, unit_numbers
+
+    units = []
+    for seed in range(5):  # RL sharpens vanilla (mean@8 up, pass@8 down) and widens BRIDGE
+        for behaviours, (before, after) in (("none", (0.40, 0.35)), ("both", (0.30, 0.34))):
+            unit = fake_unit(tmp_path, behaviours, seed, 0.2, 0.25)
+            saved = json.loads((unit / "eval.json").read_text())
+            for ckpt, p in (("sft", before), ("grpo/final", after)):
+                sampled = {"accuracy": 0.5, "step_accuracy": 0.1, "pass@8": 0.9, "step_pass@8": p + 0.001 * seed}
+                saved["checkpoints"][ckpt + "@n8-t1"] = {"test_id": sampled}
+            (unit / "eval.json").write_text(json.dumps(saved))
+            units.append(unit)
+    row = unit_numbers(units[0])
+    assert row["pass@8/test_id/step_accuracy/gain"] == pytest.approx(-0.05)
+    assert row["pass@8/test_id/accuracy/sft"] == pytest.approx(0.9) and row["mean@8/test_id/step_accuracy/sft"] == pytest.approx(0.1)
+    table = claims_table(units, COVERAGE).set_index("measure")
+    assert list(table["verdict"]) == ["higher", "lower", "higher"]
+    assert table["mean"].tolist() == pytest.approx([0.04, -0.05, 0.09])
+    assert accuracy_table(units).set_index(["variant", "measure"]).loc[("vanilla", "pass@8/test_id/step_accuracy/rft"), "mean"] == pytest.approx(35.2)
+
+
 def test_prediction_table_ranks_units_by_their_sft_analysis(tmp_path):
     import json
 

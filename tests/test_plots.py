@@ -320,6 +320,16 @@ def test_rl_gain_sweep_over_p_exploit():
     assert figure_legend_texts(fig) == ["BRIDGE"]
 
 
+def behaviour_rows() -> list[dict]:
+    """Six BRIDGE test rows whose completions explore or restate."""
+    from coinfluence.tasks.data import DataConfig, make_dataset
+
+    data = make_dataset(DataConfig(preset="mini", behaviours="both", seed=1, sft_size=4, rl_size=4, eval_size=40))
+    rows = [r for r in data["test_id"] if "Recall that" in r["completion"] or "not known yet" in r["completion"]][:6]
+    assert len(rows) == 6
+    return rows
+
+
 def sampled_runs(tmp_path) -> list[Path]:
     """Copies of a vanilla and the BRIDGE fixture run whose eval.json gains sampled evaluations
     written by the real ``evaluate_checkpoint``; only the generator is replaced. BRIDGE's SFT
@@ -327,12 +337,9 @@ def sampled_runs(tmp_path) -> list[Path]:
     (correct), 2-3 a plain wrong one; its RL model: all four plain, half of them right. The
     vanilla ones never use behaviours."""
     from coinfluence.models import build_tokenizer
-    from coinfluence.tasks.data import DataConfig, make_dataset
     from coinfluence.training.evaluate import evaluate_checkpoint
 
-    data = make_dataset(DataConfig(preset="mini", behaviours="both", seed=1, sft_size=4, rl_size=4, eval_size=40))
-    rows = [r for r in data["test_id"] if "Recall that" in r["completion"] or "not known yet" in r["completion"]][:6]
-    assert len(rows) == 6
+    rows = behaviour_rows()
     plain = "Let a be each thing; then a = 1.\n<answer>{}</answer>"
     tok = build_tokenizer([t for r in rows for t in (r["prompt"], r["completion"], plain.format(r["answer"]), plain.format(-1))])
     by_prompt = {tuple(tok.encode(r["prompt"] + "\n", add_special_tokens=False)): r for r in rows}
@@ -368,6 +375,14 @@ def test_behaviour_use_from_sampled_evaluations(tmp_path):
     assert sft["n"] == 4 and sft["accuracy"] == 0.5 and sft["pass@n"] == 1.0 and sft["injected"]
     assert not table.loc[table["variant"] == "vanilla", "injected"].any()
     assert sft["paired_accuracy_with_behaviours"] == 1.0 and sft["paired_accuracy_without_behaviours"] == 0.0
+    # lines of each kind per completion: half of the SFT model's samples are the data's completions
+    from coinfluence.tasks.igsm import count_behaviours
+
+    counts = pd.DataFrame([count_behaviours(r["completion"]) for r in behaviour_rows()])
+    kinds = [c for c in table.columns if c.startswith("behaviours/") and c != "behaviours/frac"]
+    assert kinds == [f"behaviours/{k}" for k in counts.columns] and counts.values.sum() > 0
+    np.testing.assert_allclose(sft[kinds].astype(float), counts.mean().values / 2)
+    assert (table.loc[table["stage"] == "RFT", kinds] == 0).all().all()
     fig = gains.behaviour_use([bridge, vanilla])
     left, right = fig.axes  # top and bottom panel
     heights = [b.get_height() for c in left.containers if isinstance(c, BarContainer) for b in c]

@@ -73,6 +73,10 @@ def verdict(lo: float, hi: float, expected_sign: int = 1, seeds: int = MIN_SEEDS
 SPLITS = ("test_id", "test_ood")
 METRICS = ("accuracy", "step_accuracy")  # answer right; answer and every step right
 SAMPLED_SUFFIX = "@n8-t1"
+# How each metric is read from a checkpoint's results: greedy and mean@8 read the metric itself,
+# pass@8 the share of queries with at least one of its 8 samples right (by the same criterion).
+SAMPLED_TAGS = {"greedy": ("", {}), "mean@8": (SAMPLED_SUFFIX, {}),
+                "pass@8": (SAMPLED_SUFFIX, {"accuracy": "pass@8", "step_accuracy": "step_pass@8"})}
 GUESSES = ("guess/stated", "guess/majority")  # accuracy of answering a stated number; of the commonest answer
 
 
@@ -83,8 +87,8 @@ def _eval_value(saved: dict, checkpoint: str, split: str, metric: str) -> float:
 
 def unit_numbers(unit) -> dict:
     """The per-unit numbers the claims compare: variant, seed; for each test split and metric the
-    greedy SFT and RL (grpo/final) values and their gain; the same for mean@8 on test_id; the
-    informative share and mean co-influence at the SFT checkpoint."""
+    SFT and RL (grpo/final) values and their gain, greedy, mean@8 and pass@8 (``SAMPLED_TAGS``);
+    the informative share and mean co-influence at the SFT checkpoint."""
     import json
     from pathlib import Path
 
@@ -97,8 +101,8 @@ def unit_numbers(unit) -> dict:
     row = {"unit": unit.name, "variant": run_label(unit), "seed": run_seed(unit)}
     for split in SPLITS:
         for metric in METRICS:
-            for tag, suffix in (("greedy", ""), ("mean@8", SAMPLED_SUFFIX)):
-                sft, rft = (_eval_value(saved, c + suffix, split, metric) for c in (SFT, GRPO_FINAL))
+            for tag, (suffix, names) in SAMPLED_TAGS.items():
+                sft, rft = (_eval_value(saved, c + suffix, split, names.get(metric, metric)) for c in (SFT, GRPO_FINAL))
                 key = f"{tag}/{split}/{metric}"
                 row.update({f"{key}/sft": sft, f"{key}/rft": rft, f"{key}/gain": rft - sft})
     row.update(midway_numbers(saved))
@@ -159,6 +163,14 @@ CLAIMS = (
 ENDPOINTS = tuple((f"where the comparison {when}", f"{tag}/test_id/step_accuracy/{stage}", "BRIDGE", "vanilla", 0)
                   for tag in ("greedy", "mean@8") for stage, when in (("sft", "starts (SFT)"), ("rft", "ends (RL)")))
 
+# Whether RL widens the set of problems 8 samples solve at all (step-verified pass@8) or only
+# sharpens the samples on problems already solved. No claim of the paper, hence sign 0.
+COVERAGE = (
+    ("RL's change in step-verified pass@8 (BRIDGE)", "pass@8/test_id/step_accuracy/gain", "BRIDGE", None, 0),
+    ("RL's change in step-verified pass@8 (vanilla)", "pass@8/test_id/step_accuracy/gain", "vanilla", None, 0),
+    ("RL's change in step-verified pass@8, BRIDGE − vanilla", "pass@8/test_id/step_accuracy/gain", "BRIDGE", "vanilla", 0),
+)
+
 
 def claims_table(units, claims=CLAIMS):
     """One row per claim whose variants have units (unit dirs, or their :func:`numbers_of`): the
@@ -183,7 +195,7 @@ def claims_table(units, claims=CLAIMS):
     return pd.DataFrame(rows, columns=["claim", "measure", "a", "b", "seeds", "mean", "lo", "hi", "verdict"])
 
 
-ACCURACY_COLUMNS = tuple(f"{tag}/{split}/{metric}/{stage}" for tag, splits in (("greedy", SPLITS), ("mean@8", ("test_id",)))
+ACCURACY_COLUMNS = tuple(f"{tag}/{split}/{metric}/{stage}" for tag, splits in (("greedy", SPLITS), ("mean@8", ("test_id",)), ("pass@8", ("test_id",)))
                          for split in splits for metric in METRICS for stage in ("sft", "rft", "gain")) + tuple(
                              f"test_id/{g}" for g in GUESSES)
 

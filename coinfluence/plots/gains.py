@@ -271,10 +271,12 @@ def sampled_behaviours(run_dirs, split: str = "test_id", sft: str = "sft", rft: 
     ``CKPT@nN-tT``) of the SFT and RL-finetuned checkpoints: one row per (run, stage) with the
     variant, seed, whether its SFT data had injected behaviours, stage (``SFT``/``RFT``), n,
     accuracy (mean@N), pass@n, the share of completions using
-    injected behaviours, and the accuracy of completions with and without them on the same
-    queries (``paired_*``). Runs without both sampled evaluations are left out."""
+    injected behaviours, the accuracy of completions with and without them on the same
+    queries (``paired_*``), and the mean lines of each kind of behaviour per completion
+    (``behaviours/KIND``, the kinds the task counts). Runs without both sampled evaluations are left out."""
     keep = ["accuracy", "behaviours/frac", "paired_queries", "paired_accuracy_with_behaviours",
             "paired_accuracy_without_behaviours"]
+    kinds: list[str] = []  # in the task's order, over every run read
     rows = []
     for run in map(Path, run_dirs):
         df = read_eval(run)
@@ -287,14 +289,15 @@ def sampled_behaviours(run_dirs, split: str = "test_id", sft: str = "sft", rft: 
             if len(match):
                 found[stage] = match.iloc[0]
         if len(found) == 2:
+            kinds += [k for k in df.columns if k.startswith("behaviours/") and k not in keep and k not in kinds]
             for stage, r in found.items():
                 n = int(r["n"])
                 injected = data_config(run).get("behaviours", "none") != "none"
                 rows.append({"variant": run_label(run), "seed": run_seed(run), "run": str(run), "injected": injected,
                              "stage": stage, "n": n,
                              "pass@n": float(r.get(f"pass@{n}", np.nan)),
-                             **{k: float(r[k]) if pd.notna(r[k]) else np.nan for k in keep}})
-    return pd.DataFrame(rows, columns=["variant", "seed", "run", "injected", "stage", "n", "pass@n", *keep])
+                             **{k: float(r[k]) if pd.notna(r.get(k)) else np.nan for k in keep + kinds}})
+    return pd.DataFrame(rows, columns=["variant", "seed", "run", "injected", "stage", "n", "pass@n", *keep, *kinds])
 
 
 def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
