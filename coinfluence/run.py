@@ -59,6 +59,12 @@ def grpo_checkpoint_step(checkpoint: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def pass_key(metric: str, n: int) -> str:
+    """eval.json's key of pass@n by ``metric``'s criterion (``accuracy``: answer right;
+    ``step_accuracy``: answer and every step right): a query counts when any of its n samples does."""
+    return {"accuracy": f"pass@{n}", "step_accuracy": f"step_pass@{n}"}[metric]
+
+
 @dataclass(frozen=True)
 class Run:
     """A run directory ``root`` and the places of its files."""

@@ -286,7 +286,8 @@ def test_rl_start_end_places_each_tested_checkpoint_at_its_grpo_step(tmp_path):
         shutil.copytree(run, copy)
         saved = json.loads((copy / "eval.json").read_text())
         checkpoints = saved["checkpoints"]
-        checkpoints["sft@n8-t1"] = {"test_id": {**checkpoints["sft"]["test_id"], "n": 8, "temperature": 1.0}}
+        sampled = {"n": 8, "temperature": 1.0, "pass@8": 0.7, "step_pass@8": 0.6}
+        checkpoints["sft@n8-t1"] = {"test_id": {**checkpoints["sft"]["test_id"], **sampled}}
         if k == 0:  # only the first seed tested a midway checkpoint
             checkpoints["grpo/step-000002"] = {"test_id": {**checkpoints["sft"]["test_id"], "accuracy": 0.9}}
         (copy / "eval.json").write_text(json.dumps(saved))
@@ -296,9 +297,11 @@ def test_rl_start_end_places_each_tested_checkpoint_at_its_grpo_step(tmp_path):
     first = data[(data["run"] == str(copies[0])) & (data["sampling"] == "greedy")].set_index("step")["value"]
     assert list(first.index.sort_values()) == [0, 2, final]
     assert first[2] == pytest.approx(0.9) and first[final] == pytest.approx(eval_acc(VANILLA[0], "grpo/final", "test_id"))
-    assert set(data["sampling"]) == {"greedy", "mean@8"}
+    assert set(data["sampling"]) == {"greedy", "mean@8", "pass@8"}
+    assert set(data.loc[data["sampling"] == "pass@8", "value"]) == {0.7}  # pass@8 by the answer
     fig = gains.rl_start_end(copies)
-    greedy, sampled = fig.axes[:2]
+    greedy, sampled, passed = fig.axes[:3]
+    assert "pass@8" in passed.get_title()
     mean_line = [line for line in data_lines(greedy) if line.get_linewidth() > 2][0]
     assert list(mean_line.get_xdata()) == [0, final]  # step 2 has one seed of two: no mean there
     expected = 50 * sum(eval_acc(run, "grpo/final", "test_id") for run in VANILLA)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from coinfluence.run import pass_key
+
 LEVEL = 0.95
 RESAMPLES = 10_000
 MIN_SEEDS = 5
@@ -76,7 +78,7 @@ SAMPLED_SUFFIX = "@n8-t1"
 # How each metric is read from a checkpoint's results: greedy and mean@8 read the metric itself,
 # pass@8 the share of queries with at least one of its 8 samples right (by the same criterion).
 SAMPLED_TAGS = {"greedy": ("", {}), "mean@8": (SAMPLED_SUFFIX, {}),
-                "pass@8": (SAMPLED_SUFFIX, {"accuracy": "pass@8", "step_accuracy": "step_pass@8"})}
+                "pass@8": (SAMPLED_SUFFIX, {m: pass_key(m, 8) for m in METRICS})}
 GUESSES = ("guess/stated", "guess/majority")  # accuracy of answering a stated number; of the commonest answer
 
 

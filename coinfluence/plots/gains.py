@@ -138,9 +138,10 @@ def rl_gain_ablation(run_dirs, out_path=None, splits=SPLITS, metric: str | None 
 
 def accuracy_through_rl(run_dirs, split: str = "test_id", metric: str = "step_accuracy") -> pd.DataFrame:
     """One row per evaluation of ``split`` in each run's eval.json: variant, seed, run, sampling
-    (``greedy``, or ``mean@N`` for N samples at T > 0), the GRPO step of the checkpoint (0 for
-    SFT, N for grpo/step-N, :func:`final_step` for grpo/final) and the ``metric`` value."""
-    from coinfluence.run import GRPO_FINAL, SFT, grpo_checkpoint_step
+    (``greedy``; for N samples at T > 0 ``mean@N`` and ``pass@N``, a query counting when any of
+    its samples meets ``metric``), the GRPO step of the checkpoint (0 for SFT, N for
+    grpo/step-N, :func:`final_step` for grpo/final) and the ``metric`` value."""
+    from coinfluence.run import GRPO_FINAL, SFT, grpo_checkpoint_step, pass_key
 
     rows = []
     for label, runs in group_runs(run_dirs).items():
@@ -149,13 +150,15 @@ def accuracy_through_rl(run_dirs, split: str = "test_id", metric: str = "step_ac
             if not len(df) or metric not in df:
                 continue
             final = final_step(run)
-            for r in df[df["split"] == split].itertuples(index=False):
-                base = r.checkpoint.split("@", 1)[0]  # sampled evaluations are keyed CHECKPOINT@nN-tT
+            for r in df[df["split"] == split].to_dict("records"):
+                base = r["checkpoint"].split("@", 1)[0]  # sampled evaluations are keyed CHECKPOINT@nN-tT
                 step = 0 if base == SFT else final if base == GRPO_FINAL else grpo_checkpoint_step(base)
-                n, value = int(r.n) if pd.notna(r.n) else 1, getattr(r, metric)
-                if step is not None and pd.notna(value):
-                    rows.append({"variant": label, "seed": run_seed(run), "run": str(run),
-                                 "sampling": "greedy" if n == 1 else f"mean@{n}", "step": int(step), "value": float(value)})
+                n = int(r["n"]) if pd.notna(r.get("n")) else 1
+                values = {"greedy": r[metric]} if n == 1 else {f"mean@{n}": r[metric], f"pass@{n}": r.get(pass_key(metric, n))}
+                for sampling, value in values.items():
+                    if step is not None and pd.notna(value):
+                        rows.append({"variant": label, "seed": run_seed(run), "run": str(run),
+                                     "sampling": sampling, "step": int(step), "value": float(value)})
     return pd.DataFrame(rows, columns=["variant", "seed", "run", "sampling", "step", "value"])
 
 
@@ -175,10 +178,11 @@ def rl_start_end(run_dirs, out_path=None, split: str = "test_id", metric: str | 
     """Where RL starts and ends, per unit: ``metric`` (default :func:`primary_metric`) of ``split``
     against the GRPO step of each tested checkpoint, a thin line per seed and a thick one for the
     mean over a variant's seeds (at the steps every seed was tested), one panel per sampling
-    (greedy, mean@N). A gain alone hides where a variant started; this shows both."""
+    (greedy, mean@N, pass@N). A gain alone hides where a variant started; this shows both, and
+    pass@N beside mean@N shows whether RL widens what N samples solve or only sharpens them."""
     metric = metric or primary_metric(run_dirs)
     data = accuracy_through_rl(run_dirs, split, metric)
-    samplings = sorted(set(data["sampling"]), key=lambda k: (k != "greedy", k))
+    samplings = sorted(set(data["sampling"]), key=lambda k: (k != "greedy", k.startswith("pass"), k))
     labels = order_variants(data["variant"])
     colors = variant_colors(labels)
     seeds = {label: int(n) for label, n in data.groupby("variant")["run"].nunique().items()}

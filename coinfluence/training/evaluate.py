@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from coinfluence.device import model_device
-from coinfluence.run import SFT, Run
+from coinfluence.run import SFT, Run, pass_key
 from coinfluence.io import read_json, read_jsonl, write_json, write_jsonl
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.rewards import DEFAULT_REWARD, accuracy_reward, reward_scores
@@ -193,7 +193,7 @@ def verification_summary(records: Sequence[dict], n: int) -> dict:
         **{f"verdict/{v}": count / len(records) for v, count in Counter(r["verdict"] for r in records).most_common()},
     }
     if n > 1:
-        out[f"step_pass@{n}"] = fmean(any(verified[s : s + n]) for s in range(0, len(verified), n))
+        out[pass_key("step_accuracy", n)] = fmean(any(verified[s : s + n]) for s in range(0, len(verified), n))
     return out
 
 
@@ -203,7 +203,7 @@ def summarise_alphas(alphas: Sequence[float], n: int, temperature: float) -> dic
     summary = {"accuracy": sum(alphas) / count if count else float("nan"), "num_rows": count, "n": n, "temperature": temperature}
     if n > 1:
         summary[f"mean@{n}"] = summary["accuracy"]
-        summary[f"pass@{n}"] = sum(a > 0 for a in alphas) / count if count else float("nan")
+        summary[pass_key("accuracy", n)] = sum(a > 0 for a in alphas) / count if count else float("nan")
         summary["alpha_spread"] = alpha_spread(alphas)
     return summary
 
