@@ -387,7 +387,7 @@ def test_behaviour_use_from_sampled_evaluations(tmp_path):
     np.testing.assert_allclose(sft[kinds].astype(float), counts.mean().values / 2)
     assert (table.loc[table["stage"] == "RFT", kinds] == 0).all().all()
     fig = gains.behaviour_use([bridge, vanilla])
-    left, right = fig.axes  # top and bottom panel
+    left, right, kinds_panel = fig.axes  # top, middle and bottom panel
     heights = [b.get_height() for c in left.containers if isinstance(c, BarContainer) for b in c]
     assert heights == [0.0, 0.0, 50.0, 0.0]  # vanilla SFT, RFT; BRIDGE SFT, RFT (in %)
     assert [t.get_text() for t in left.get_xticklabels()] == ["vanilla", "BRIDGE"]
@@ -396,6 +396,10 @@ def test_behaviour_use_from_sampled_evaluations(tmp_path):
     assert [t.get_text() for t in right.get_xticklabels()] == ["BRIDGE"]
     pairs = [b.get_height() for c in right.containers if isinstance(c, BarContainer) for b in c]
     assert pairs[:2] == [100.0, 0.0] and all(np.isnan(pairs[2:])) and len(pairs) == 4
+    # bottom: BRIDGE's lines of each kind, SFT then after RL, per kind
+    assert [t.get_text() for t in kinds_panel.get_xticklabels()] == list(counts.columns)
+    lines = [b.get_height() for c in kinds_panel.containers if isinstance(c, BarContainer) for b in c]
+    np.testing.assert_allclose(lines, [v for mean in counts.mean().values / 2 for v in (mean, 0.0)])
     assert figure_legend_texts(fig) == ["with behaviours", "without", "SFT", "after RL"]
     assert "behaviour_use" in report.plan([bridge, vanilla])
 

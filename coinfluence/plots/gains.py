@@ -304,12 +304,28 @@ def sampled_behaviours(run_dirs, split: str = "test_id", sft: str = "sft", rft: 
     return pd.DataFrame(rows, columns=["variant", "seed", "run", "injected", "stage", "n", "pass@n", *keep, *kinds])
 
 
+def behaviour_kinds_panel(ax, data: pd.DataFrame, users: list[str], bar) -> None:
+    """Lines of each kind of behaviour per completion (``behaviours/KIND`` of
+    :func:`sampled_behaviours`), a group of bars per kind: each variant in ``users`` at SFT and
+    after RL. ``bar(ax, x, values, label, stage, width, scale=)`` draws one bar."""
+    kinds = [c for c in data.columns if c.startswith("behaviours/") and c != "behaviours/frac"]
+    width = 0.8 / max(2 * len(users), 1)
+    for x, kind in enumerate(kinds):
+        for i, (label, stage) in enumerate((label, stage) for label in users for stage in ("SFT", "RFT")):
+            d = data[(data["variant"] == label) & (data["stage"] == stage)]
+            bar(ax, x - 0.4 + (i + 0.5) * width, d[kind], label, stage, width=width * 0.95, scale=1)
+    ax.set_xticks(range(len(kinds)), [k.split("/", 1)[1] for k in kinds])
+    ax.set_ylabel("lines per completion")
+    ax.set_title("each kind of behaviour (solid: SFT, pale: after RL)")
+
+
 def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
     """What RL does to the injected behaviours, from sampled evaluations (see
     ``sampled_behaviours``). Top: share of sampled completions that use any injected behaviour,
-    SFT vs after RL, per variant. Bottom, for the variants trained on injected data: accuracy of
-    the samples with and without behaviours on the same queries, SFT and after RL. Bars: mean
-    over seeds, error bars ±1 s.d."""
+    SFT vs after RL, per variant. Middle, for the variants trained on injected data: accuracy of
+    the samples with and without behaviours on the same queries, SFT and after RL. Bottom, for
+    the same variants: lines of each kind of behaviour per completion, SFT and after RL. Bars:
+    mean over seeds, error bars ±1 s.d."""
     from matplotlib.patches import Patch
 
     data = sampled_behaviours(run_dirs, split)
@@ -318,15 +334,15 @@ def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
     colors = variant_colors(labels)
     pale = {"SFT": 1.0, "RFT": 0.45}
 
-    def bar(ax, x, values, label, stage, width, hatch=""):
-        v = 100 * values.dropna()
+    def bar(ax, x, values, label, stage, width, hatch="", scale=100):
+        v = scale * values.dropna()
         ax.bar(x, v.mean() if len(v) else np.nan, width=width, yerr=v.std(ddof=1) if len(v) > 1 else None, capsize=2,
                color=colors[label], alpha=pale[stage], hatch=hatch, edgecolor="black", lw=0.4)
 
     with theme():
         # One panel above the other, ~1.2 inches per variant so that two-line labels such as
         # "BRIDGE\n(p_explore=0.6)" fit (up to the page width: eight variants).
-        fig, axes = new_figure(1, 2, panel=(max(5.0, 1.2 * len(labels)), 2.8))
+        fig, axes = new_figure(1, 3, panel=(max(5.0, 1.2 * len(labels)), 2.8))
         ax = axes[0, 0]
         for x, label in enumerate(labels):
             for i, stage in enumerate(("SFT", "RFT")):
@@ -345,6 +361,7 @@ def behaviour_use(run_dirs, out_path=None, split: str = "test_id") -> Figure:
         ax.set_xticks(range(len(users)), [two_lines(label) for label in users])
         ax.set_ylabel("accuracy on the same queries (%)")
         ax.set_title("samples with vs without behaviours")
+        behaviour_kinds_panel(axes[2, 0], data, users, bar)
         if users:
             figure_legend(fig, [Patch(facecolor="white", edgecolor="black"), Patch(facecolor="white", edgecolor="black", hatch="//"),
                                 Patch(facecolor="grey", edgecolor="black"), Patch(facecolor="grey", alpha=pale["RFT"], edgecolor="black")],
