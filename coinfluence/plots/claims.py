@@ -197,8 +197,9 @@ def claims_table(units, claims=CLAIMS):
     return pd.DataFrame(rows, columns=["claim", "measure", "a", "b", "seeds", "mean", "lo", "hi", "verdict"])
 
 
-ACCURACY_COLUMNS = tuple(f"{tag}/{split}/{metric}/{stage}" for tag, splits in (("greedy", SPLITS), ("mean@8", ("test_id",)), ("pass@8", ("test_id",)))
-                         for split in splits for metric in METRICS for stage in ("sft", "rft", "gain")) + tuple(
+ACCURACY_COLUMNS = tuple(f"{tag}/{split}/{metric}/{stage}" for tag in SAMPLED_TAGS  # sampled on test_id only
+                         for split in (SPLITS if tag == "greedy" else ("test_id",))
+                         for metric in METRICS for stage in ("sft", "rft", "gain")) + tuple(
                              f"test_id/{g}" for g in GUESSES)
 
 

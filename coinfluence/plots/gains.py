@@ -20,6 +20,7 @@ from coinfluence.plots.style import (
     VARIANT_NAMES, figure_legend, new_figure, order_variants, save_figure, theme, two_lines, unique_legend_entries,
     variant_colors,
 )
+from coinfluence.run import GRPO_FINAL, SFT, grpo_checkpoint_step, pass_key
 
 SPLITS = ("test_id", "test_ood")
 SPLIT_TITLES = {"test_id": "in-distribution (test_id)", "test_ood": "out-of-distribution (test_ood)",
@@ -141,7 +142,6 @@ def accuracy_through_rl(run_dirs, split: str = "test_id", metric: str = "step_ac
     (``greedy``; for N samples at T > 0 ``mean@N`` and ``pass@N``, a query counting when any of
     its samples meets ``metric``), the GRPO step of the checkpoint (0 for SFT, N for
     grpo/step-N, :func:`final_step` for grpo/final) and the ``metric`` value."""
-    from coinfluence.run import GRPO_FINAL, SFT, grpo_checkpoint_step, pass_key
 
     rows = []
     for label, runs in group_runs(run_dirs).items():
@@ -299,7 +299,7 @@ def sampled_behaviours(run_dirs, split: str = "test_id", sft: str = "sft", rft: 
                 injected = data_config(run).get("behaviours", "none") != "none"
                 rows.append({"variant": run_label(run), "seed": run_seed(run), "run": str(run), "injected": injected,
                              "stage": stage, "n": n,
-                             "pass@n": float(r.get(f"pass@{n}", np.nan)),
+                             "pass@n": float(r.get(pass_key("accuracy", n), np.nan)),
                              **{k: float(r[k]) if pd.notna(r.get(k)) else np.nan for k in keep + kinds}})
     return pd.DataFrame(rows, columns=["variant", "seed", "run", "injected", "stage", "n", "pass@n", *keep, *kinds])
 
