@@ -104,6 +104,7 @@ def test_grpo_logs_the_share_of_rollouts_with_injected_behaviours(tok, warm, tmp
     for r in rows:
         batch = seen[(r["step"] - 1) * per_step : r["step"] * per_step]
         assert r["behaviours/frac"] == pytest.approx(sum(len(c) % 2 for c in batch) / per_step)
+        assert r["behaviours/attempts"] == pytest.approx(r["behaviours/frac"]) and r["behaviours/restates"] == 0
     assert 0 < sum(len(c) % 2 for c in seen) < len(seen), "every rollout alike: the test would be vacuous"
 
 

@@ -299,8 +299,9 @@ _BATCH_COLUMNS = ("correct", "rewards", "verified", "right_answer", "behaviours"
 
 def _scored_batch(loop: _Loop, rows: list[int], completions, ro) -> dict[str, torch.Tensor]:
     """Each rollout's correctness, reward, step check, answer check, use of injected behaviours,
-    length, finish and summed entropy, for the whole batch: every rank sees every rollout's numbers, so advantages and
-    metrics are the whole batch's."""
+    length, finish and summed entropy, then its lines of each kind of behaviour the task counts
+    (``behaviours/KIND``), for the whole batch: every rank sees every rollout's numbers, so
+    advantages and metrics are the whole batch's."""
     cfg, G = loop.cfg, loop.cfg.num_generations
     texts = [decode_completion(loop.tokenizer, c) for c in completions]
     group_prompts = [loop.train_rows[i]["prompt"] for i in rows for _ in range(G)]
@@ -308,12 +309,13 @@ def _scored_batch(loop: _Loop, rows: list[int], completions, ro) -> dict[str, to
     correct, rewards = reward_completions(texts, group_answers, cfg.format_reward, group_prompts, cfg.reward, loop.task)
     verified = [loop.task.check_steps(p, t).ok for p, t in zip(group_prompts, texts)]
     right_answer = reward_scores(accuracy_reward(cfg.reward), group_prompts, texts, group_answers)
-    behaviours = [any(loop.task.count_behaviours(t).values()) for t in texts]
-    columns = (correct, rewards, torch.tensor(verified), torch.tensor(right_answer), torch.tensor(behaviours),
-               ro.lengths, ro.finished, ro.entropies.sum(1))
+    counts = [loop.task.count_behaviours(t) for t in texts]
+    kinds = list(counts[0]) if counts else []  # the same kinds for every text of a task
+    columns = (correct, rewards, torch.tensor(verified), torch.tensor(right_answer), torch.tensor([any(c.values()) for c in counts]),
+               ro.lengths, ro.finished, ro.entropies.sum(1), *(torch.tensor([c[k] for c in counts]) for k in kinds))
     table = torch.stack([c.double().cpu() for c in columns], dim=1)
     gathered = dist_.gather_rows(table, [n * G for n in dist_.split_sizes(cfg.prompts_per_step)]).unbind(1)
-    return dict(zip(_BATCH_COLUMNS, gathered))
+    return dict(zip((*_BATCH_COLUMNS, *(f"behaviours/{k}" for k in kinds)), gathered))
 
 
 def _step_row(batch: dict[str, torch.Tensor], stats: dict, lr: float, G: int, P: int) -> dict:
@@ -329,6 +331,7 @@ def _step_row(batch: dict[str, torch.Tensor], stats: dict, lr: float, G: int, P:
         "step_accuracy": float(batch["verified"].mean()),
         # the share of rollouts with an injected behaviour (eval's name): does RL keep them?
         "behaviours/frac": float(batch["behaviours"].mean()),
+        **{name: float(lines.mean()) for name, lines in batch.items() if name.startswith("behaviours/")},  # per rollout
         "alpha_hist": [int(v) for v in torch.bincount(per_query.sum(1).long(), minlength=G + 1)],
         "completions/mean_length": float(lengths.mean()),
         # the longest rollout sets how long generation and the padded update take
