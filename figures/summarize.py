@@ -41,6 +41,16 @@ def curve_ends(metrics: pd.DataFrame, column: str, window: int = WINDOW) -> tupl
     return float(steps[column].head(window).mean()), float(steps[column].tail(window).mean())
 
 
+def curve_windows(metrics: pd.DataFrame, column: str, ends=(10, 50, 100, 200, 400), window: int = WINDOW) -> dict:
+    """Means of ``column`` over the ``window`` GRPO steps that end at each step of ``ends`` (steps
+    end-window+1..end), and over the last ``window`` steps (``"last"``)."""
+    if column not in metrics:
+        return dict.fromkeys((*ends, "last"), float("nan"))
+    steps = metrics[(metrics["step"] >= 1) & metrics[column].notna()].sort_values("step")
+    out = {end: float(steps.loc[steps["step"].between(end - window + 1, end), column].mean()) for end in ends}
+    return {**out, "last": float(steps[column].tail(window).mean())}
+
+
 def unit_row(unit: Path) -> dict:
     """One line of numbers for one unit directory."""
     row = {"unit": unit.name, "variant": run_label(unit)}
@@ -124,6 +134,11 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
         ts = pd.concat(series).groupby(["variant", "step"])[["mean_co_influence", "frac_informative", "mean_delta_J"]]
         print(ts.mean().to_string(), "\n")
 
+    logged = [u for u in units if "behaviours/frac" in read_metrics(u, "grpo")]
+    if logged:
+        print(f"## the GRPO log in {WINDOW}-step windows ending at each step: behaviours/frac, step_accuracy of the rollouts\n")
+        windows = {(u.name, c): curve_windows(read_metrics(u, "grpo"), c) for u in logged for c in ("behaviours/frac", "step_accuracy")}
+        print(pd.DataFrame(windows).T.round(3).to_string(), "\n")
     print("## step-verified test_id accuracy per unit (%): SFT, RL, gain; midway RL checkpoints as rft@N\n")
     print(step_verified_by_unit(numbers).round(1).to_string(), "\n")
     print("## accuracy (%), mean [95% bootstrap interval] over seeds\n")

@@ -25,6 +25,15 @@ def test_curve_ends_are_steps_1_to_10_and_the_last_10():
     assert last == pytest.approx(25.5)
 
 
+def test_curve_windows_end_at_each_step():
+    summarize = load("summarize")
+    rows = [{"step": 0, "val_id_accuracy": 0.5}] + [{"step": s, "reward": float(s)} for s in range(1, 61)]
+    windows = summarize.curve_windows(pd.DataFrame(rows), "reward", ends=(10, 50, 100), window=10)
+    assert windows[10] == pytest.approx(5.5) and windows[50] == pytest.approx(45.5)
+    assert windows["last"] == pytest.approx(55.5) and pd.isna(windows[100])  # no steps 91-100 logged
+    assert all(pd.isna(v) for v in summarize.curve_windows(pd.DataFrame(rows), "behaviours/frac").values())
+
+
 def test_make_figures_rl_draws_that_settings_units_into_their_own_dir_and_runs_none(tmp_path, monkeypatch):
     import shutil
     import sys
