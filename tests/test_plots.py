@@ -159,6 +159,22 @@ def test_reward_curves_show_the_behaviour_share_where_a_run_logged_it(tmp_path):
     np.testing.assert_allclose(panel.lines[0].get_ydata(), [r["behaviours/frac"] for r in logged])
 
 
+def test_a_panel_fewer_seeds_logged_says_so_and_the_legend_counts_each_variant_once(tmp_path):
+    copies = [tmp_path / run.name for run in VANILLA]
+    for run, copy in zip(VANILLA, copies):
+        shutil.copytree(run, copy)
+    rows = [json.loads(line) for line in (copies[0] / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:  # only the first seed logged the behaviour share
+        if r["stage"] == "grpo" and "reward" in r:
+            r["behaviours/frac"] = 0.5
+    (copies[0] / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fig = training.reward_curves(copies)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "rollouts with an injected behaviour\n(vanilla: 1 of 2 seeds)" in titles
+    assert titles[0] == "GRPO reward (training batch)"  # both seeds logged it: no note
+    assert figure_legend_texts(fig) == ["vanilla (2 seeds)"]
+
+
 # ----------------------------------------------------------------------------- analyses
 
 

@@ -76,23 +76,28 @@ def metric_curves(run_dirs, stage: str, columns, out_path=None, windows: dict[st
     # a panel only for what some run logged (runs older than step verification have no such column)
     logged = [c for c in columns if any(c[0] in df for frames in metrics.values() for df in frames)]
     columns = logged or list(columns)
+    # a variant's legend entry counts the seeds of its fullest panel; a panel that fewer seeds
+    # logged (a metric added later, a unit whose log is not kept) says so in its title
+    seeds = {label: max([sum(bool(c in df and df[c].notna().any()) for df in frames) for c, _, _ in columns] or [0])
+             for label, frames in metrics.items()}
     with theme():
         fig, axes = panel_grid(len(columns), panel=(4.2, 2.8), max_columns=2)
         for ax, (column, title, ylabel) in zip(axes, columns):
-            w = windows.get(column, 1)
+            w, fewer = windows.get(column, 1), []
             for label, frames in metrics.items():
                 stats = seed_mean([metric_by_step(df, column, w) for df in frames])
                 stats = stats[stats["n"] > 0]
                 if not len(stats):
                     continue
-                n = int(stats["n"].max())  # the runs that logged it (a unit may lack its metrics)
+                n, total = int(stats["n"].max()), seeds[label]
+                fewer += [f"{label}: {n} of {total} seeds"] if n < total else []
                 ax.plot(stats.index, stats["mean"], color=colors[label], marker="o" if len(stats) < 12 else None,
-                        ms=3, lw=1.5, label=f"{label} ({n} seed{'s' * (n > 1)})")
+                        ms=3, lw=1.5, label=f"{label} ({total} seed{'s' * (total > 1)})")
                 band = stats.dropna(subset=["std"])
                 if len(band):
                     ax.fill_between(band.index, band["mean"] - band["std"], band["mean"] + band["std"],
                                     color=colors[label], alpha=0.2, lw=0)
-            ax.set_title(title + (f", {w}-step mean" if w > 1 else ""))
+            ax.set_title(title + (f", {w}-step mean" if w > 1 else "") + ("\n(" + "; ".join(fewer) + ")" if fewer else ""))
             ax.set_xlabel(f"{STAGE_NAMES.get(stage, stage)} step")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)
