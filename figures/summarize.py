@@ -134,10 +134,11 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
         ts = pd.concat(series).groupby(["variant", "step"])[["mean_co_influence", "frac_informative", "mean_delta_J"]]
         print(ts.mean().to_string(), "\n")
 
-    logged = [u for u in units if "behaviours/frac" in read_metrics(u, "grpo")]
+    logs = {u.name: read_metrics(u, "grpo") for u in units}
+    logged = {name: log for name, log in logs.items() if "behaviours/frac" in log}
     if logged:
         print(f"## the GRPO log in {WINDOW}-step windows ending at each step: behaviours/frac, step_accuracy of the rollouts\n")
-        windows = {(u.name, c): curve_windows(read_metrics(u, "grpo"), c) for u in logged for c in ("behaviours/frac", "step_accuracy")}
+        windows = {(name, c): curve_windows(log, c) for name, log in logged.items() for c in ("behaviours/frac", "step_accuracy")}
         print(pd.DataFrame(windows).T.round(3).to_string(), "\n")
     print("## step-verified test_id accuracy per unit (%): SFT, RL, gain; midway RL checkpoints as rft@N\n")
     print(step_verified_by_unit(numbers).round(1).to_string(), "\n")
