@@ -11,8 +11,13 @@ influence time series at each analysed checkpoint, the injected behaviours in sa
 completions of the SFT and RL models, each unit's wall times, each unit's step-verified
 ``test_id`` accuracy (SFT, midway and final RL, gains); then, over seeds with 95% bootstrap
 intervals, every variant's accuracies (answer and step-verified, greedy and mean@8, SFT, RL and
-gain, and the guess baselines), the claims table with its verdicts (also as Markdown rows), and
-how well the SFT analysis (ΔJ, co-influence, informative share) ranks the units by RL gain.
+gain, and the guess baselines), the claims table with its verdicts, and how well the SFT
+analysis (ΔJ, co-influence, informative share) ranks the units by RL gain.
+
+Every table figures/README.md shows is printed here also as its Markdown rows (per-unit
+accuracies, claims, the comparisons that are not claims), so the README's tables are pasted, not
+transcribed; a test checks that each of its rows is one this script prints for a committed
+results directory.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from coinfluence.plots.claims import (COVERAGE, ENDPOINTS, SAMPLED_TAGS, accuracy_table, claims_markdown, claims_table, numbers_of,
@@ -80,6 +86,49 @@ def step_verified_by_unit(units) -> pd.DataFrame:
     table = numbers_of(units).set_index("unit")
     columns = [c for c in table if c.startswith(tuple(f"{tag}/test_id/step_accuracy/" for tag in SAMPLED_TAGS))]
     return (100 * table[columns]).rename(columns=lambda c: c.replace("/test_id/step_accuracy/", " "))
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, as figures/README.md shows it."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def points(share: float, signed: bool = False) -> str:
+    """A share in points to one decimal ("—" where missing), signed with a true minus if asked."""
+    if not np.isfinite(share):
+        return "—"
+    return (f"{100 * share:+.1f}" if signed else f"{100 * share:.1f}").replace("-", "−")
+
+
+def greedy_markdown(numbers: pd.DataFrame) -> str:
+    """Each unit's greedy accuracy (%, answer / step-verified) on both test splits at SFT and
+    after RL, and the share of its SFT model's right ``test_id`` answers that are step-verified."""
+    def both(r, split, stage):
+        return f"{points(r[f'greedy/{split}/accuracy/{stage}'])} / {points(r[f'greedy/{split}/step_accuracy/{stage}'])}"
+
+    rows = []
+    for r in numbers.to_dict("records"):
+        answered, verified = r["greedy/test_id/accuracy/sft"], r["greedy/test_id/step_accuracy/sft"]
+        faithful = points(verified / answered if answered else float("nan"))
+        rows.append([r["unit"], both(r, "test_id", "sft"), both(r, "test_id", "rft"), both(r, "test_ood", "sft"),
+                     both(r, "test_ood", "rft"), faithful + "%" * (faithful != "—")])
+    header = ["unit", "`test_id` SFT", "`test_id` RL", "`test_ood` SFT", "`test_ood` RL", "faithful share of right answers (SFT)"]
+    return markdown(header, rows)
+
+
+def step_verified_markdown(numbers: pd.DataFrame) -> str:
+    """Each unit's step-verified ``test_id`` accuracy (%): greedy at SFT, at the RL checkpoints
+    tested midway (``step N``) and at the end (``RL``), and the RL gains greedy, mean@8, pass@8."""
+    def col(tag, stage):
+        return f"{tag}/test_id/step_accuracy/{stage}"
+
+    midway = sorted({int(c.rsplit("@", 1)[1]) for c in numbers if c.startswith(col("greedy", "rft@"))})
+    rows = [[r["unit"], points(r[col("greedy", "sft")]), *(points(r[col("greedy", f"rft@{n}")]) for n in midway),
+             points(r[col("greedy", "rft")]), *(points(r[col(tag, "gain")], signed=True) for tag in SAMPLED_TAGS)]
+            for r in numbers.to_dict("records")]
+    header = ["unit", "SFT", *(f"step {n}" for n in midway), "RL", *(f"{tag} gain".replace("greedy ", "") for tag in SAMPLED_TAGS)]
+    return markdown(header, rows)
 
 
 def units_of(results: Path, drop_seeds: tuple[int, ...] = ()) -> list[Path]:
@@ -142,6 +191,10 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
         print(pd.DataFrame(windows).T.round(3).to_string(), "\n")
     print("## step-verified test_id accuracy per unit (%): SFT, RL, gain; midway RL checkpoints as rft@N\n")
     print(step_verified_by_unit(numbers).round(1).to_string(), "\n")
+    print("## per unit as figures/README.md rows: step-verified test_id accuracy (%) and RL gains\n")
+    print(step_verified_markdown(numbers), "\n")
+    print("## per unit as figures/README.md rows: greedy accuracy (%), answer / step-verified\n")
+    print(greedy_markdown(numbers), "\n")
     print("## accuracy (%), mean [95% bootstrap interval] over seeds\n")
     acc = accuracy_table(numbers)
     acc["value"] = [f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in zip(acc["mean"], acc["lo"], acc["hi"])]
@@ -152,9 +205,9 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     print("## claims as figures/README.md rows (points for accuracies and shares)\n")
     print(claims_markdown(claims), "\n")
     print("## where the paired comparison starts (SFT) and ends (RL): step-verified test_id, not a claim\n")
-    print(claims_markdown(claims_table(numbers, ENDPOINTS)), "\n")
+    print(claims_markdown(claims_table(numbers, ENDPOINTS), first="comparison"), "\n")
     print("## does RL widen what 8 samples solve (step-verified pass@8, test_id), or only sharpen? not a claim\n")
-    print(claims_markdown(claims_table(numbers, COVERAGE)), "\n")
+    print(claims_markdown(claims_table(numbers, COVERAGE), first="comparison"), "\n")
     print("## does the SFT model's analysis rank the units as RL does? Spearman's rho over units, 95% bootstrap over units\n")
     print(prediction_table(numbers).to_string(index=False, float_format=lambda v: f"{v:.2f}"), "\n")
 

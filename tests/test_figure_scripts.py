@@ -74,3 +74,33 @@ def test_summarize_can_leave_out_a_seed(tmp_path, bridge_seeds):
     (tmp_path / "notes").mkdir()  # not a unit
     assert [p.name for p in summarize.units_of(tmp_path)] == ["bridge-s0", "bridge-s1"]
     assert [p.name for p in summarize.units_of(tmp_path, drop_seeds=(0,))] == ["bridge-s1"]
+
+
+def markdown_tables(text: str) -> list[list[str]]:
+    """The Markdown tables of a text, each as its lines (separator line left out)."""
+    tables, table = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            table += [] if set(line) <= set("|-: ") else [line.rstrip()]
+        elif table:
+            tables, table = [*tables, table], []
+    return tables
+
+
+def test_markdown_tables_are_read_without_separators():
+    text = "a\n| x | y |\n|---|---:|\n| 1 | 2 |\n\n| z |\n| --- |\n| 3 |\ntext"
+    assert markdown_tables(text) == [["| x | y |", "| 1 | 2 |"], ["| z |", "| 3 |"]]
+
+
+def test_figures_readme_tables_are_what_summarize_prints_for_the_committed_units(capsys):
+    """Every table in figures/README.md with a header summarize prints is pasted from it: a row
+    that no committed results directory gives again is a stale or mistyped number."""
+    summarize = load("summarize")
+    printed = []
+    for results in sorted(FIGURES.glob("results*/")):
+        summarize.main(results)
+        printed += markdown_tables(capsys.readouterr().out)
+    headers, rows = {t[0] for t in printed}, {row for t in printed for row in t[1:]}
+    checked = [t for t in markdown_tables((FIGURES / "README.md").read_text()) if t[0] in headers]
+    assert len(checked) >= 7, "figures/README.md no longer shows summarize's tables under the headers it prints"
+    assert [row for t in checked for row in t[1:] if row not in rows] == []

@@ -226,15 +226,15 @@ def in_points(measure: str) -> bool:
     return not measure.endswith("co_influence")
 
 
-def claims_markdown(table) -> str:
-    """The claims table as the Markdown rows figures/README.md shows: claim, measure, mean [95%
-    interval] (points for accuracies and shares), seeds, verdict."""
+def claims_markdown(table, first: str = "claim") -> str:
+    """The claims table as the Markdown rows figures/README.md shows: claim (or what ``first``
+    names), measure, mean [95% interval] (points for accuracies and shares), seeds, verdict."""
     def cell(mean, lo, hi, points):
         def fmt(v):
             return (f"{100 * v:+.1f}" if points else f"{v:+.1e}").replace("-", "−")
         return f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) else fmt(mean)
 
-    lines = ["| claim | measure | mean [95% interval] | seeds | verdict |", "|---|---|---|---|---|"]
+    lines = [f"| {first} | measure | mean [95% interval] | seeds | verdict |", "|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
         measure = f"{r.measure}, {r.a} − {r.b}" if r.b else r.measure
         lines.append(f"| {r.claim} | {measure} | {cell(r.mean, r.lo, r.hi, in_points(r.measure))} | {r.seeds} | {r.verdict} |")
