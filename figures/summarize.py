@@ -136,6 +136,44 @@ def units_of(results: Path, drop_seeds: tuple[int, ...] = ()) -> list[Path]:
     return sorted(p for p in results.iterdir() if Run(p).config_path.exists() and run_seed(p) not in drop_seeds)
 
 
+def print_behaviours(units) -> None:
+    """The injected behaviours in the units' sampled completions: how often, how many lines of
+    each kind, and how right the samples with them are."""
+    print("## injected behaviours in sampled completions (eval --n 8 --temperature 1, test_id), mean over seeds\n")
+    sampled = sampled_behaviours(units)
+    if len(sampled):
+        cols = ["accuracy", "pass@n", "behaviours/frac", "paired_queries", "paired_accuracy_with_behaviours", "paired_accuracy_without_behaviours"]
+        print(sampled.groupby(["variant", "stage"])[cols].agg(["mean", "std", "count"]).round(3).to_string(), "\n")
+        kinds = [c for c in sampled.columns if c.startswith("behaviours/") and c != "behaviours/frac"]
+        if kinds:
+            print("lines of each behaviour per sampled completion, mean [min, max] over seeds\n")
+            spread = sampled.groupby(["variant", "stage"])[kinds].agg(["mean", "min", "max"])
+            print(pd.DataFrame({k.split("/")[1]: [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in spread[k].values]
+                                for k in kinds}, index=spread.index).to_string(), "\n")
+        print(sampled.drop(columns=["run"]).round(3).to_string(index=False), "\n")
+
+
+def print_training(units) -> None:
+    """The influence time series over training, and the GRPO log's behaviours and step-verified
+    share in 10-step windows (units that log ``behaviours/frac``)."""
+    print("## influence through training: mean over seeds at each analysed step\n")
+    series = []
+    for u in units:
+        path = Run(u).timeseries
+        if path.exists():
+            series.append(read_timeseries(path).assign(variant=run_label(u)))
+    if series:
+        ts = pd.concat(series).groupby(["variant", "step"])[["mean_co_influence", "frac_informative", "mean_delta_J"]]
+        print(ts.mean().to_string(), "\n")
+
+    logs = {u.name: read_metrics(u, "grpo") for u in units}
+    logged = {name: log for name, log in logs.items() if "behaviours/frac" in log}
+    if logged:
+        print(f"## the GRPO log in {WINDOW}-step windows ending at each step: behaviours/frac, step_accuracy of the rollouts\n")
+        windows = {(name, c): curve_windows(log, c) for name, log in logged.items() for c in ("behaviours/frac", "step_accuracy")}
+        print(pd.DataFrame(windows).T.round(3).to_string(), "\n")
+
+
 def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     units = units_of(results, drop_seeds)
     if not units:
@@ -161,34 +199,8 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     stats[["mean", "std"]] *= 100
     print(stats.round(2).to_string(), "\n")
 
-    print("## injected behaviours in sampled completions (eval --n 8 --temperature 1, test_id), mean over seeds\n")
-    sampled = sampled_behaviours(units)
-    if len(sampled):
-        cols = ["accuracy", "pass@n", "behaviours/frac", "paired_queries", "paired_accuracy_with_behaviours", "paired_accuracy_without_behaviours"]
-        print(sampled.groupby(["variant", "stage"])[cols].agg(["mean", "std", "count"]).round(3).to_string(), "\n")
-        kinds = [c for c in sampled.columns if c.startswith("behaviours/") and c != "behaviours/frac"]
-        if kinds:
-            print("lines of each behaviour per sampled completion, mean [min, max] over seeds\n")
-            spread = sampled.groupby(["variant", "stage"])[kinds].agg(["mean", "min", "max"])
-            print(pd.DataFrame({k.split("/")[1]: [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in spread[k].values]
-                                for k in kinds}, index=spread.index).to_string(), "\n")
-        print(sampled.drop(columns=["run"]).round(3).to_string(index=False), "\n")
-    print("## influence through training: mean over seeds at each analysed step\n")
-    series = []
-    for u in units:
-        path = Run(u).timeseries
-        if path.exists():
-            series.append(read_timeseries(path).assign(variant=run_label(u)))
-    if series:
-        ts = pd.concat(series).groupby(["variant", "step"])[["mean_co_influence", "frac_informative", "mean_delta_J"]]
-        print(ts.mean().to_string(), "\n")
-
-    logs = {u.name: read_metrics(u, "grpo") for u in units}
-    logged = {name: log for name, log in logs.items() if "behaviours/frac" in log}
-    if logged:
-        print(f"## the GRPO log in {WINDOW}-step windows ending at each step: behaviours/frac, step_accuracy of the rollouts\n")
-        windows = {(name, c): curve_windows(log, c) for name, log in logged.items() for c in ("behaviours/frac", "step_accuracy")}
-        print(pd.DataFrame(windows).T.round(3).to_string(), "\n")
+    print_behaviours(units)
+    print_training(units)
     print("## step-verified test_id accuracy per unit (%): SFT, RL, gain; midway RL checkpoints as rft@N\n")
     print(step_verified_by_unit(numbers).round(1).to_string(), "\n")
     print("## per unit as figures/README.md rows: step-verified test_id accuracy (%) and RL gains\n")
