@@ -213,3 +213,30 @@ def test_prediction_table_sets_the_headroom_baseline_beside_the_analysis(tmp_pat
     table = prediction_table(units, resamples=200).set_index("predictor")
     assert table.loc["greedy/test_id/step_accuracy/sft", "rho"] == pytest.approx(-1.0)  # weaker SFT, larger gain
     assert table.loc["greedy/test_id/step_accuracy/sft", "units"] == 10
+
+
+def test_claims_figure_draws_each_claim_in_points_coloured_by_its_verdict(tmp_path):
+    import matplotlib.colors
+
+    from coinfluence.plots.claims import VERDICT_COLORS, claims_figure, claims_table
+
+    units = []
+    for seed in range(5):
+        base = 0.3 + 0.05 * seed
+        units.append(fake_unit(tmp_path, "none", seed, base, base + 0.02, informative=0.40))
+        units.append(fake_unit(tmp_path, "both", seed, base, base + 0.12 + 0.01 * (seed % 2), informative=0.35))
+    units.append(fake_unit(tmp_path, "explore", 0, 0.3, 0.25))  # one seed: drawn, hollow, no interval
+    fig = claims_figure(units, tmp_path / "claims")
+    assert (tmp_path / "claims.png").exists() and (tmp_path / "claims.pdf").exists()
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_yticklabels()][::-1]  # drawn bottom-up, first claim on top
+    table = claims_table(units).set_index("claim")
+    assert "BRIDGE's SFT model has larger co-influence" in table.index and "BRIDGE's SFT model has larger co-influence" not in names
+    assert names[0] == "RL raises step-verified accuracy (BRIDGE)" and "exploration alone gains more than none" in names
+    markers = [line for line in ax.lines if line.get_marker() == "o"][::-1]
+    for name, marker in zip(names, markers):
+        row = table.loc[name]
+        assert marker.get_xdata()[0] == pytest.approx(100 * row["mean"])
+        assert matplotlib.colors.same_color(marker.get_color(), VERDICT_COLORS[row["verdict"]])
+        assert (marker.get_markerfacecolor() == "white") == (row["verdict"] == "too few seeds")
+    assert table.loc["BRIDGE's SFT model leaves more queries informative", "verdict"] == "opposite"

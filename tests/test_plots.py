@@ -449,7 +449,7 @@ def test_figures_name_and_colour_variants_alike(eight_variants, tmp_path):
 
 
 def test_draw_all_plans_what_the_inputs_support(tmp_path):
-    assert set(report.plan(ALL)) == {"reward_curves", "table1", "rl_gain_ablation", "rl_start_end", "rl_gain_sweep_p_exploit",
+    assert set(report.plan(ALL)) == {"reward_curves", "table1", "claims", "rl_gain_ablation", "rl_start_end", "rl_gain_sweep_p_exploit",
                                      "alpha_histograms", "influence_by_alpha", "influence_through_training"}
     # an analysis dir alone supports only the analysis figures; an --all-checkpoints dir adds the time series
     assert set(report.plan([BRIDGE / "analysis" / "sft"])) == {"alpha_histograms", "influence_by_alpha"}

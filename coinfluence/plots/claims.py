@@ -282,3 +282,41 @@ def prediction_table(units, outcome: str = "greedy/test_id/step_accuracy/gain", 
         rows.append({"predictor": predictor, "outcome": outcome, "units": len(x), "rho": spearman(x, y),
                      "lo": float(lo), "hi": float(hi)})
     return pd.DataFrame(rows, columns=["predictor", "outcome", "units", "rho", "lo", "hi"])
+
+
+# ----------------------------------------------------------------------------- the claims, drawn
+
+VERDICT_COLORS = {"reproduced": "#1b9e77", "opposite": "#d95f02", "not reproduced": "#666666", "too few seeds": "#a6a6a6"}
+
+
+def claims_in_points(units, claims=CLAIMS):
+    """The rows of :func:`claims_table` measured in points that have a mean: what
+    :func:`claims_figure` draws."""
+    table = claims_table(units, claims)
+    return table[[in_points(m) and np.isfinite(v) for m, v in zip(table["measure"], table["mean"])]]
+
+
+def claims_figure(units, out_path=None, claims=CLAIMS):
+    """Each claim measured in points as its mean over seeds and 95% bootstrap interval, coloured
+    by its verdict, against 0 (no effect): the claims table at a glance. A claim with too few
+    seeds is drawn hollow. Co-influence, a raw inner product on another scale, stays in the table."""
+    from coinfluence.plots.style import new_figure, save_figure, theme
+
+    table = claims_in_points(units, claims).iloc[::-1]  # first claim on top
+    with theme():
+        fig, axes = new_figure(1, panel=(7.0, 0.9 + 0.32 * len(table)))
+        ax = axes[0, 0]
+        ax.axvline(0, color="black", lw=0.8)
+        for y, r in enumerate(table.itertuples(index=False)):
+            color, hollow = VERDICT_COLORS.get(r.verdict, "black"), r.verdict == "too few seeds"
+            ax.errorbar(100 * r.mean, y, xerr=[[100 * (r.mean - r.lo)], [100 * (r.hi - r.mean)]] if np.isfinite(r.lo) else None,
+                        fmt="o", color=color, mfc="white" if hollow else color, ms=5, capsize=2.5, lw=1.4)
+            seeds = f"{r.seeds} seeds" if r.seeds else "unpaired"
+            ax.annotate(f"{r.verdict} ({seeds})", (1.01, y), xycoords=("axes fraction", "data"),
+                        va="center", fontsize="small", color=color, annotation_clip=False)
+        ax.set_yticks(range(len(table)), table["claim"], fontsize="small")
+        ax.set_ylim(-0.6, len(table) - 0.4)
+        ax.set_xlabel("mean over seeds [95% bootstrap interval], points (a − b where the claim compares two)")
+        if out_path is not None:
+            save_figure(fig, out_path)
+    return fig

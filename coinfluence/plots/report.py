@@ -1,8 +1,8 @@
 """Draw every figure a set of run and analysis dirs supports (``coinfluence plot`` and
 figures/make_figures.py).
 
-- run dirs (metrics.jsonl / eval.json / config.json): reward curves, Table 1, the behaviour
-  ablation, the injection-probability sweeps, and (from sampled evaluations) what RL does to the
+- run dirs (metrics.jsonl / eval.json / config.json): reward curves, Table 1, the paper's
+  claims with their intervals over seeds (claims.png), the behaviour ablation, the injection-probability sweeps, and (from sampled evaluations) what RL does to the
   injected behaviours; their SFT analysis (RUN/analysis/sft) joins the
   analyses and their RUN/analysis/timeseries.csv the influence-through-training figure;
 - analysis dirs (summary.json): α histograms and influence by α;
@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from coinfluence.errors import UserError
-from coinfluence.plots import analysis, gains, training
+from coinfluence.plots import analysis, claims, gains, training
 from coinfluence.plots.runs import (
     is_analysis_dir, is_run_dir, is_timeseries_dir, read_metrics, rl_gain, run_label, sft_analysis,
 )
@@ -22,7 +22,7 @@ from coinfluence.run import SFT, Run, analysis_dir_name
 
 # What draw_all can write, by output name (without suffix).
 NAMES = ("reward_curves", "alpha_histograms", "influence_by_alpha", "influence_through_training", "table1",
-         "rl_gain_ablation", "rl_start_end", "rl_gain_sweep_p_explore", "rl_gain_sweep_p_exploit", "behaviour_use")
+         "rl_gain_ablation", "rl_start_end", "rl_gain_sweep_p_explore", "rl_gain_sweep_p_exploit", "behaviour_use", "claims")
 
 
 def classify(paths) -> dict[str, list[Path]]:
@@ -79,6 +79,8 @@ def plan(paths) -> dict[str, tuple]:
     if evaluated:
         todo["table1"] = (gains.table1, evaluated, {})
         todo["rl_start_end"] = (gains.rl_start_end, evaluated, {})
+        if len(claims.claims_in_points(evaluated)):
+            todo["claims"] = (claims.claims_figure, evaluated, {})
         settings = {run_label(r) for r in evaluated} & {label for label, _ in gains.ABLATION}
         if len(settings) >= 2:
             todo["rl_gain_ablation"] = (gains.rl_gain_ablation, evaluated, {})
