@@ -34,7 +34,7 @@ from coinfluence.plots.claims import (COVERAGE, ENDPOINTS, SAMPLED_TAGS, accurac
                                       prediction_table)
 from coinfluence.plots.gains import rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label, run_seed
-from coinfluence.run import SFT, Run
+from coinfluence.run import GRPO_FINAL, SFT, Run
 
 ROOT = Path(__file__).resolve().parent
 WINDOW = 10  # steps per mean at each end of the GRPO curve
@@ -131,6 +131,21 @@ def step_verified_markdown(numbers: pd.DataFrame) -> str:
     return markdown(header, rows)
 
 
+def by_difficulty(units, split: str = "test_id") -> pd.DataFrame:
+    """Greedy step-verified accuracy (%) of ``split`` by the steps a solution needs, at SFT and
+    after RL, and the gain: one row per unit and step count, for units whose eval.json has
+    ``steps/K/...`` (eval writes it; figures/add_difficulty.py adds it to older units)."""
+    rows = []
+    for unit in units:
+        saved = json.loads(Run(unit).eval_json.read_text()).get("checkpoints", {}) if Run(unit).eval_json.exists() else {}
+        sft, rft = (saved.get(c, {}).get(split, {}) for c in (SFT, GRPO_FINAL))
+        for key in (k for k in sft if k.startswith("steps/") and k.endswith("/step_accuracy") and k in rft):
+            steps = int(key.split("/")[1])
+            rows.append({"variant": run_label(unit), "unit": unit.name, "steps": steps, "rows": sft[f"steps/{steps}/num_rows"],
+                         "sft": 100 * sft[key], "rft": 100 * rft[key], "gain": 100 * (rft[key] - sft[key])})
+    return pd.DataFrame(rows, columns=["variant", "unit", "steps", "rows", "sft", "rft", "gain"])
+
+
 def units_of(results: Path, drop_seeds: tuple[int, ...] = ()) -> list[Path]:
     """The unit directories under ``results``, without those of the seeds in ``drop_seeds``."""
     return sorted(p for p in results.iterdir() if Run(p).config_path.exists() and run_seed(p) not in drop_seeds)
@@ -151,6 +166,19 @@ def print_behaviours(units) -> None:
             print(pd.DataFrame({k.split("/")[1]: [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in spread[k].values]
                                 for k in kinds}, index=spread.index).to_string(), "\n")
         print(sampled.drop(columns=["run"]).round(3).to_string(index=False), "\n")
+
+
+def print_difficulty(units) -> None:
+    """Where the step-verified gain sits: each variant's SFT, RL and gain by the steps a solution
+    needs, mean [min, max] over the units that record it."""
+    table = by_difficulty(units)
+    if not len(table):
+        return
+    print("## step-verified test_id accuracy (%) by the steps a solution needs, greedy: mean [min, max] over units\n")
+    spread = table.groupby(["variant", "steps"]).agg(
+        units=("unit", "size"), rows=("rows", "mean"),
+        **{c: (c, lambda v: f"{v.mean():.1f} [{v.min():.1f}, {v.max():.1f}]") for c in ("sft", "rft", "gain")})
+    print(spread.to_string(), "\n")
 
 
 def print_training(units) -> None:
@@ -203,6 +231,7 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     print_training(units)
     print("## step-verified test_id accuracy per unit (%): SFT, RL, gain; midway RL checkpoints as rft@N\n")
     print(step_verified_by_unit(numbers).round(1).to_string(), "\n")
+    print_difficulty(units)
     print("## per unit as figures/README.md rows: step-verified test_id accuracy (%) and RL gains\n")
     print(step_verified_markdown(numbers), "\n")
     print("## per unit as figures/README.md rows: greedy accuracy (%), answer / step-verified\n")

@@ -141,6 +141,23 @@ def test_scored_records_count_the_behaviours_of_each_completion():
     assert summary["paired_queries"] == 2
 
 
+def test_difficulty_summary_groups_each_querys_samples_by_the_steps_it_needs():
+    from coinfluence.training.evaluate import difficulty_summary
+
+    def rec(prompt, reward, verdict):
+        return {"prompt": prompt, "reward": reward, "verdict": verdict}
+
+    steps = {"easy": 3, "easy too": 3, "hard": 5, "unreadable": None}
+    records = [rec("easy", 1.0, "correct"), rec("easy", 1.0, "wrong_inputs"),
+               rec("hard", 0.0, "wrong_arithmetic"), rec("hard", 1.0, "correct"),
+               rec("easy too", 0.0, "wrong_inputs"), rec("easy too", 0.0, "wrong_inputs"),
+               rec("unreadable", 1.0, "correct"), rec("unreadable", 1.0, "correct")]
+    s = difficulty_summary(records, 2, steps.get)
+    assert s == {"steps/3/num_rows": 2, "steps/3/accuracy": 0.5, "steps/3/step_accuracy": 0.25,
+                 "steps/5/num_rows": 1, "steps/5/accuracy": 0.5, "steps/5/step_accuracy": 0.5}
+    assert difficulty_summary(records, 2, lambda prompt: None) == {}
+
+
 def test_greedy_with_many_samples_is_a_user_error(tok):
     with pytest.raises(UserError, match="temperature"):
         sample_accuracy(None, tok, toy_rows(1), n=4, temperature=0.0)
@@ -193,6 +210,11 @@ def test_step_verified_accuracy_and_guess_baseline_of_scored_samples():
     assert summary["answer_stated"] == pytest.approx(1 / 3)
     assert summary["guess/stated"] == guess_baseline(rows)["guess/stated"]
     assert summary["guess/stated"] == sum(r["answer"] in stated_numbers(r["prompt"]) for r in rows) / 4
+    from coinfluence.tasks.registry import get_task
+
+    steps = [get_task("igsm").needed_steps(r["prompt"]) for r in rows]
+    assert sum(summary[f"steps/{k}/num_rows"] for k in set(steps)) == 4
+    assert all(summary[f"steps/{k}/step_accuracy"] == pytest.approx(1 / 3) for k in set(steps))
 
 
 def test_guess_baseline_by_hand():

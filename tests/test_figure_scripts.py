@@ -104,3 +104,40 @@ def test_figures_readme_tables_are_what_summarize_prints_for_the_committed_units
     checked = [t for t in markdown_tables((FIGURES / "README.md").read_text()) if t[0] in headers]
     assert len(checked) >= 7, "figures/README.md no longer shows summarize's tables under the headers it prints"
     assert [row for t in checked for row in t[1:] if row not in rows] == []
+
+
+def test_add_difficulty_adds_only_the_missing_numbers_from_a_units_own_samples(tmp_path):
+    import json
+
+    from coinfluence.tasks.data import DataConfig, make_dataset
+    from coinfluence.tasks.registry import get_task
+
+    add = load("add_difficulty")
+    rows = make_dataset(DataConfig(preset="mini2", behaviours="none", seed=1, sft_size=4, rl_size=4, eval_size=6))["test_id"]
+    run, results = tmp_path / "run", tmp_path / "results"
+    (run / "data").mkdir(parents=True)
+    (run / "eval").mkdir()
+    results.mkdir()
+    (run / "data" / "data_config.json").write_text(json.dumps({"data": {"task": "igsm"}}))
+    right = [i % 2 == 0 for i in range(len(rows))]  # greedy: every other row step-verified
+    records = [{"split": "test_id", "prompt": r["prompt"], "reward": float(ok), "verdict": "correct" if ok else "wrong_inputs"}
+               for r, ok in zip(rows, right)]
+    (run / "eval" / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    saved = {"checkpoints": {"sft": {"test_id": {"accuracy": 0.5, "num_rows": len(rows), "n": 1, "steps/3/accuracy": -1.0}}}}
+    for path in (run, results):
+        (path / "eval.json").write_text(json.dumps(saved))
+
+    found = add.difficulty_of_run(run)
+    steps = [get_task("igsm").needed_steps(r["prompt"]) for r in rows]
+    for k in set(steps):
+        ours = [ok for ok, s in zip(right, steps) if s == k]
+        assert found["sft"]["test_id"][f"steps/{k}/step_accuracy"] == pytest.approx(sum(ours) / len(ours))
+    for path in (run, results):
+        assert add.add_missing(path / "eval.json", found) == 3 * len(set(steps)) - (3 in steps)
+        numbers = json.loads((path / "eval.json").read_text())["checkpoints"]["sft"]["test_id"]
+        assert numbers["steps/3/accuracy"] == -1.0 and numbers["accuracy"] == 0.5  # what was there stays
+        assert add.add_missing(path / "eval.json", found) == 0
+
+    (run / "eval" / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:-1]))
+    with pytest.raises(SystemExit, match="samples"):
+        add.difficulty_of_run(run)

@@ -169,7 +169,7 @@ def evaluate_rows(model, tokenizer, rows: Sequence[dict], *, n: int = 1, tempera
             for s, (c, r) in enumerate(zip(samples, rewards))
         ]
     summary = {**summarise_alphas(alphas, n, temperature), "reward": reward, **verification_summary(records, n),
-               **task.guess_baseline(list(rows))}
+               **task.guess_baseline(list(rows)), **difficulty_summary(records, n, task.needed_steps)}
     return {**summary, **behaviour_summary(records, n)}, records
 
 
@@ -194,6 +194,24 @@ def verification_summary(records: Sequence[dict], n: int) -> dict:
     }
     if n > 1:
         out[pass_key("step_accuracy", n)] = fmean(any(verified[s : s + n]) for s in range(0, len(verified), n))
+    return out
+
+
+def difficulty_summary(records: Sequence[dict], n: int, needed_steps) -> dict:
+    """Answer and step-verified accuracy (mean@n) of the queries grouped by the steps a solution
+    needs (``needed_steps(prompt)``, the task's measure of difficulty): ``steps/K/num_rows``,
+    ``steps/K/accuracy``, ``steps/K/step_accuracy``. A gain that an average shows can sit on the
+    easy queries only; this says where it sits. Empty where the task cannot count the steps."""
+    groups: dict[int, list[dict]] = {}
+    for start in range(0, len(records), n):
+        steps = needed_steps(records[start]["prompt"])
+        if steps is not None:
+            groups.setdefault(steps, []).extend(records[start : start + n])
+    out = {}
+    for steps, group in sorted(groups.items()):
+        out[f"steps/{steps}/num_rows"] = len(group) // n
+        out[f"steps/{steps}/accuracy"] = fmean(r["reward"] for r in group)
+        out[f"steps/{steps}/step_accuracy"] = fmean(r["verdict"] == "correct" for r in group)
     return out
 
 
