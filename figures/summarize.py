@@ -32,9 +32,9 @@ import pandas as pd
 
 from coinfluence.plots.claims import (COVERAGE, ENDPOINTS, SAMPLED_TAGS, accuracy_table, claims_markdown, claims_table, numbers_of,
                                       prediction_table)
-from coinfluence.plots.gains import rl_gains, sampled_behaviours
+from coinfluence.plots.gains import by_difficulty, rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label, run_seed
-from coinfluence.run import GRPO_FINAL, SFT, Run
+from coinfluence.run import SFT, Run
 
 ROOT = Path(__file__).resolve().parent
 WINDOW = 10  # steps per mean at each end of the GRPO curve
@@ -131,21 +131,6 @@ def step_verified_markdown(numbers: pd.DataFrame) -> str:
     return markdown(header, rows)
 
 
-def by_difficulty(units, split: str = "test_id") -> pd.DataFrame:
-    """Greedy step-verified accuracy (%) of ``split`` by the steps a solution needs, at SFT and
-    after RL, and the gain: one row per unit and step count, for units whose eval.json has
-    ``steps/K/...`` (eval writes it; figures/add_difficulty.py adds it to older units)."""
-    rows = []
-    for unit in units:
-        saved = json.loads(Run(unit).eval_json.read_text()).get("checkpoints", {}) if Run(unit).eval_json.exists() else {}
-        sft, rft = (saved.get(c, {}).get(split, {}) for c in (SFT, GRPO_FINAL))
-        for key in (k for k in sft if k.startswith("steps/") and k.endswith("/step_accuracy") and k in rft):
-            steps = int(key.split("/")[1])
-            rows.append({"variant": run_label(unit), "unit": unit.name, "steps": steps, "rows": sft[f"steps/{steps}/num_rows"],
-                         "sft": 100 * sft[key], "rft": 100 * rft[key], "gain": 100 * (rft[key] - sft[key])})
-    return pd.DataFrame(rows, columns=["variant", "unit", "steps", "rows", "sft", "rft", "gain"])
-
-
 def units_of(results: Path, drop_seeds: tuple[int, ...] = ()) -> list[Path]:
     """The unit directories under ``results``, without those of the seeds in ``drop_seeds``."""
     return sorted(p for p in results.iterdir() if Run(p).config_path.exists() and run_seed(p) not in drop_seeds)
@@ -174,9 +159,10 @@ def print_difficulty(units) -> None:
     table = by_difficulty(units)
     if not len(table):
         return
+    table[["sft", "rft", "gain"]] *= 100
     print("## step-verified test_id accuracy (%) by the steps a solution needs, greedy: mean [min, max] over units\n")
     spread = table.groupby(["variant", "steps"]).agg(
-        units=("unit", "size"), rows=("rows", "mean"),
+        units=("run", "size"), rows=("rows", "mean"),
         **{c: (c, lambda v: f"{v.mean():.1f} [{v.min():.1f}, {v.max():.1f}]") for c in ("sft", "rft", "gain")})
     print(spread.to_string(), "\n")
 

@@ -325,6 +325,31 @@ def test_rl_start_end_places_each_tested_checkpoint_at_its_grpo_step(tmp_path):
     assert "mean@8" in sampled.get_title() and figure_legend_texts(fig) == ["vanilla (2 seeds)"]
 
 
+def test_accuracy_by_difficulty_reads_each_step_count_of_the_sft_and_rl_tests(tmp_path):
+    copies = []
+    for k, run in enumerate([*VANILLA, BRIDGE]):
+        copy = tmp_path / run.name
+        shutil.copytree(run, copy)
+        saved = json.loads((copy / "eval.json").read_text())
+        for ckpt, level in (("sft", 0.5), ("grpo/final", 0.6 + 0.1 * k)):
+            saved["checkpoints"][ckpt]["test_id"] |= {"steps/3/num_rows": 7, "steps/3/step_accuracy": level,
+                                                      "steps/4/num_rows": 5, "steps/4/step_accuracy": level / 2,
+                                                      "steps/3/accuracy": level, "steps/4/accuracy": level}
+        if k == 0:  # a sampled test has its own numbers by difficulty: not greedy, not read
+            saved["checkpoints"]["grpo/final@n8-t1"] = {"test_id": {"n": 8, "temperature": 1.0, "steps/3/step_accuracy": 0.0}}
+        (copy / "eval.json").write_text(json.dumps(saved))
+        copies.append(copy)
+    table = gains.by_difficulty(copies + [VANILLA[0]])  # the fixture itself has no numbers by difficulty
+    assert len(table) == 6 and set(table["steps"]) == {3, 4}
+    first = table[table["run"] == str(copies[0])].set_index("steps")
+    assert first.at[3, "gain"] == pytest.approx(0.1) and first.at[4, "gain"] == pytest.approx(0.05) and first.at[4, "rows"] == 5
+    fig = gains.accuracy_by_difficulty(copies, metric="step_accuracy")  # the fixtures' primary metric is the answer's
+    mean_gains = sorted(tuple(round(y, 6) for y in line.get_ydata()) for line in fig.axes[1].lines if line.get_linewidth() >= 2)
+    assert mean_gains == [(15.0, 7.5), (30.0, 15.0)]  # the mean of vanilla's two runs, BRIDGE's one
+    assert figure_legend_texts(fig) == ["vanilla (2 runs)", "BRIDGE (1 run)"]
+    assert "accuracy_by_difficulty" in report.plan(copies) and "accuracy_by_difficulty" not in report.plan(ALL)
+
+
 def test_rl_gain_sweep_over_p_exploit():
     points = gains.sweep_points(ALL, "p_exploit")
     assert sorted(points["p"].unique()) == [1.0, 2.5]  # 1.0: the default, recorded as unset

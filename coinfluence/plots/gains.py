@@ -209,6 +209,59 @@ def rl_start_end(run_dirs, out_path=None, split: str = "test_id", metric: str | 
     return fig
 
 
+def by_difficulty(run_dirs, split: str = "test_id", metric: str = "step_accuracy") -> pd.DataFrame:
+    """Greedy ``metric`` of ``split`` by the steps a solution needs (eval.json's ``steps/K/...``),
+    at SFT and after RL: one row per run and step count (variant, seed, run, steps, rows, sft,
+    rft, gain; fractions). Runs tested before eval wrote these numbers are left out."""
+    rows = []
+    for label, runs in group_runs(run_dirs).items():
+        for run in runs:
+            df = read_eval(run)
+            greedy = df[(df["split"] == split) & df["n"].fillna(1).eq(1) & df["temperature"].fillna(0).eq(0)].set_index("checkpoint")
+            if SFT not in greedy.index or GRPO_FINAL not in greedy.index:
+                continue
+            for column in (c for c in greedy.columns if c.startswith("steps/") and c.endswith(f"/{metric}")):
+                steps = int(column.split("/")[1])
+                sft, rft = greedy.at[SFT, column], greedy.at[GRPO_FINAL, column]
+                if pd.notna(sft) and pd.notna(rft):
+                    rows.append({"variant": label, "seed": run_seed(run), "run": str(run), "steps": steps,
+                                 "rows": int(greedy.at[SFT, f"steps/{steps}/num_rows"]), "sft": sft, "rft": rft, "gain": rft - sft})
+    return pd.DataFrame(rows, columns=["variant", "seed", "run", "steps", "rows", "sft", "rft", "gain"])
+
+
+def accuracy_by_difficulty(run_dirs, out_path=None, split: str = "test_id", metric: str | None = None) -> Figure:
+    """Where RL's gain sits: greedy ``metric`` of ``split`` (default :func:`primary_metric`) against
+    the steps a solution needs, at SFT (dashed, hollow) and after RL (solid), and the gain per step
+    count; means over each variant's runs, thin lines for single runs in the gain panel."""
+    metric = metric or primary_metric(run_dirs)
+    data = by_difficulty(run_dirs, split, metric)
+    labels = order_variants(data["variant"])
+    colors = variant_colors(labels)
+    with theme():
+        fig, axes = new_figure(2, panel=(3.4, 2.9))
+        level, gain = axes[0]
+        for label in labels:
+            v = data[data["variant"] == label]
+            means = 100 * v.groupby("steps")[["sft", "rft", "gain"]].mean()
+            n = v["run"].nunique()
+            level.plot(means.index, means["sft"], ls="--", marker="o", mfc="white", color=colors[label])
+            level.plot(means.index, means["rft"], marker="o", color=colors[label], label=f"{label} ({n} run{'s' * (n > 1)})")
+            for _, run in v.groupby("run"):
+                gain.plot(run["steps"], 100 * run["gain"], color=colors[label], lw=0.7, alpha=0.4)
+            gain.plot(means.index, means["gain"], marker="o", lw=2, color=colors[label])
+        gain.axhline(0, color="black", lw=0.8)
+        for ax, ylabel in ((level, f"{METRIC_NAMES[metric]} (%)\nSFT dashed, after RL solid"), (gain, "RL gain (points)")):
+            ax.set_xlabel("steps a solution needs")
+            ax.set_ylabel(ylabel)
+            ax.set_xticks(sorted(set(data["steps"])))
+        level.set_title(SPLIT_TITLES.get(split, split))
+        gain.set_title("RL gain by difficulty")
+        figure_legend(fig, *unique_legend_entries([level]))
+        if out_path is not None:
+            save_figure(fig, out_path)
+    return fig
+
+
 def default_probability(param: str) -> float:
     """The injection probability a run used when its data config left ``param`` unset."""
     from coinfluence.tasks.bridge import BehaviourConfig
