@@ -113,5 +113,9 @@ def score(
         return
     typer.echo(f"accuracy {summary['accuracy']:.4f} over {summary['n']} rows")
     typer.echo(f"steps all correct {summary['step_accuracy']:.4f}")
+    steps = sorted(int(k.split("/")[1]) for k in summary if k.startswith("steps/") and k.endswith("/num_rows"))
+    if steps:
+        typer.echo("steps all correct by the steps a solution needs: " + ", ".join(
+            f"{k}: {summary[f'steps/{k}/step_accuracy']:.4f} of {summary[f'steps/{k}/num_rows']}" for k in steps))
     for verdict, count in summary["verdicts"].items():
         typer.echo(f"  {verdict:22} {count}")

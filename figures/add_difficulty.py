@@ -1,5 +1,5 @@
 """Add eval's accuracy by difficulty (``steps/K/...``: the queries grouped by the steps a solution
-needs, see ``coinfluence.training.evaluate.difficulty_summary``) to units tested before eval
+needs, see ``coinfluence.tasks.score.difficulty_summary``) to units tested before eval
 wrote it, from the unit's own scored samples (RUN/eval/CHECKPOINT.jsonl). Only a unit whose run
 dir is still on this machine has them; keys its eval.json already has are left as they are.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from coinfluence.io import read_json, read_jsonl, write_json
 from coinfluence.run import Run
 from coinfluence.tasks.registry import get_task
-from coinfluence.training.evaluate import difficulty_summary
+from coinfluence.tasks.score import difficulty_summary
 
 
 def difficulty_of_run(run_dir: Path) -> dict[str, dict[str, dict]]:

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def run(*args):
     return subprocess.run([sys.executable, "-m", "coinfluence_cli.main", *args], capture_output=True, text=True)
@@ -36,6 +38,10 @@ def test_score_counts_wrong_rows(tmp_path):
     (tmp_path / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = json.loads(run("score", str(tmp_path / "mixed.jsonl"), "--json").stdout)
     assert summary["accuracy"] == 0.75 and summary["verdicts"]["wrong_final_answer"] == 5
+    # by the steps a solution needs: the same rows, the five wrong ones among them
+    by_steps = {k.split("/")[1]: v for k, v in summary.items() if k.startswith("steps/") and k.endswith("/num_rows")}
+    assert sum(by_steps.values()) == 20
+    assert sum(summary[f"steps/{k}/accuracy"] * n for k, n in by_steps.items()) == pytest.approx(15)
 
 
 def test_threads_option_sets_torch_threads(tmp_path):

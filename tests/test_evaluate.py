@@ -142,7 +142,7 @@ def test_scored_records_count_the_behaviours_of_each_completion():
 
 
 def test_difficulty_summary_groups_each_querys_samples_by_the_steps_it_needs():
-    from coinfluence.training.evaluate import difficulty_summary
+    from coinfluence.tasks.score import difficulty_summary
 
     def rec(prompt, reward, verdict):
         return {"prompt": prompt, "reward": reward, "verdict": verdict}

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from statistics import fmean
 
 from ..errors import UserError
 from ..io import read_rows
@@ -74,6 +76,24 @@ def answer_is_stated(prompt: str, completion: str) -> bool:
     return got is not None and got in stated_numbers(prompt)
 
 
+def difficulty_summary(records: Sequence[dict], n: int, needed_steps) -> dict:
+    """Answer and step-verified accuracy (mean@n) of the queries grouped by the steps a solution
+    needs (``needed_steps(prompt)``, the task's measure of difficulty): ``steps/K/num_rows``,
+    ``steps/K/accuracy``, ``steps/K/step_accuracy``. A gain that an average shows can sit on the
+    easy queries only; this says where it sits. Empty where the task cannot count the steps."""
+    groups: dict[int, list[dict]] = {}
+    for start in range(0, len(records), n):
+        steps = needed_steps(records[start]["prompt"])
+        if steps is not None:
+            groups.setdefault(steps, []).extend(records[start : start + n])
+    out = {}
+    for steps, group in sorted(groups.items()):
+        out[f"steps/{steps}/num_rows"] = len(group) // n
+        out[f"steps/{steps}/accuracy"] = fmean(r["reward"] for r in group)
+        out[f"steps/{steps}/step_accuracy"] = fmean(r["verdict"] == "correct" for r in group)
+    return out
+
+
 def score_rows(rows: list[dict], task) -> tuple[list[dict], dict]:
     """Per-row reward and step verdict of ``task``'s checker, and their summary."""
     results, verdicts = [], Counter()
@@ -96,6 +116,7 @@ def score_rows(rows: list[dict], task) -> tuple[list[dict], dict]:
         "answer_stated": sum(x["answer_stated"] for x in results) / n if n else 0.0,
         **task.guess_baseline(rows),
         **behaviour_frequencies([row["completion"] for row in rows], task),
+        **difficulty_summary([{"prompt": row["prompt"], **x} for row, x in zip(rows, results)], 1, task.needed_steps),
         "verdicts": dict(verdicts.most_common()),
     }
     return results, summary

@@ -21,7 +21,7 @@ from coinfluence.io import read_json, read_jsonl, write_json, write_jsonl
 from coinfluence.models.format import decode_completion, encode_prompt
 from coinfluence.tasks.rewards import DEFAULT_REWARD, accuracy_reward, reward_scores
 from coinfluence.tasks.registry import get_task
-from coinfluence.tasks.score import answer_is_stated
+from coinfluence.tasks.score import answer_is_stated, difficulty_summary
 from coinfluence.training.rollout import chunks_by_length, eval_mode, left_pad, length_order, sample
 
 # (model, tokenizer, prompt_ids, *, max_new_tokens, temperature, num_samples, seed) ->
@@ -194,24 +194,6 @@ def verification_summary(records: Sequence[dict], n: int) -> dict:
     }
     if n > 1:
         out[pass_key("step_accuracy", n)] = fmean(any(verified[s : s + n]) for s in range(0, len(verified), n))
-    return out
-
-
-def difficulty_summary(records: Sequence[dict], n: int, needed_steps) -> dict:
-    """Answer and step-verified accuracy (mean@n) of the queries grouped by the steps a solution
-    needs (``needed_steps(prompt)``, the task's measure of difficulty): ``steps/K/num_rows``,
-    ``steps/K/accuracy``, ``steps/K/step_accuracy``. A gain that an average shows can sit on the
-    easy queries only; this says where it sits. Empty where the task cannot count the steps."""
-    groups: dict[int, list[dict]] = {}
-    for start in range(0, len(records), n):
-        steps = needed_steps(records[start]["prompt"])
-        if steps is not None:
-            groups.setdefault(steps, []).extend(records[start : start + n])
-    out = {}
-    for steps, group in sorted(groups.items()):
-        out[f"steps/{steps}/num_rows"] = len(group) // n
-        out[f"steps/{steps}/accuracy"] = fmean(r["reward"] for r in group)
-        out[f"steps/{steps}/step_accuracy"] = fmean(r["verdict"] == "correct" for r in group)
     return out
 
 
