@@ -27,11 +27,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from coinfluence.plots.claims import (COVERAGE, ENDPOINTS, SAMPLED_TAGS, accuracy_table, claims_markdown, claims_table, numbers_of,
-                                      prediction_table)
+                                      points, prediction_table)
 from coinfluence.plots.gains import by_difficulty, rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label, run_seed
 from coinfluence.run import SFT, Run
@@ -92,13 +91,6 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown table, as figures/README.md shows it."""
     lines = [header, ["---"] * len(header), *rows]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
-
-
-def points(share: float, signed: bool = False) -> str:
-    """A share in points to one decimal ("—" where missing), signed with a true minus if asked."""
-    if not np.isfinite(share):
-        return "—"
-    return (f"{100 * share:+.1f}" if signed else f"{100 * share:.1f}").replace("-", "−")
 
 
 def greedy_markdown(numbers: pd.DataFrame) -> str:

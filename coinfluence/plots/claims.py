@@ -226,12 +226,20 @@ def in_points(measure: str) -> bool:
     return not measure.endswith("co_influence")
 
 
+def points(share: float, signed: bool = False) -> str:
+    """A share in points to one decimal ("—" where missing), signed with a true minus if asked:
+    how every table of figures/README.md writes an accuracy or a share."""
+    if not np.isfinite(share):
+        return "—"
+    return (f"{100 * share:+.1f}" if signed else f"{100 * share:.1f}").replace("-", "−")
+
+
 def claims_markdown(table, first: str = "claim") -> str:
     """The claims table as the Markdown rows figures/README.md shows: claim (or what ``first``
     names), measure, mean [95% interval] (points for accuracies and shares), seeds, verdict."""
-    def cell(mean, lo, hi, points):
+    def cell(mean, lo, hi, in_points_):
         def fmt(v):
-            return (f"{100 * v:+.1f}" if points else f"{v:+.1e}").replace("-", "−")
+            return points(v, signed=True) if in_points_ else f"{v:+.1e}".replace("-", "−")
         return f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) else fmt(mean)
 
     lines = [f"| {first} | measure | mean [95% interval] | seeds | verdict |", "|---|---|---|---|---|"]
