@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from coinfluence.plots.claims import (COVERAGE, ENDPOINTS, SAMPLED_TAGS, accuracy_table, claims_markdown, claims_table, numbers_of,
-                                      points, prediction_table)
+from coinfluence.plots.claims import (COVERAGE, ENDPOINTS, SAMPLED_TAGS, accuracy_table, claims_markdown, claims_table, markdown,
+                                      numbers_of, points, prediction_table)
 from coinfluence.plots.gains import by_difficulty, rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label, run_seed
 from coinfluence.run import SFT, Run
@@ -85,12 +85,6 @@ def step_verified_by_unit(units) -> pd.DataFrame:
     table = numbers_of(units).set_index("unit")
     columns = [c for c in table if c.startswith(tuple(f"{tag}/test_id/step_accuracy/" for tag in SAMPLED_TAGS))]
     return (100 * table[columns]).rename(columns=lambda c: c.replace("/test_id/step_accuracy/", " "))
-
-
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table, as figures/README.md shows it."""
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
 def greedy_markdown(numbers: pd.DataFrame) -> str:

@@ -226,6 +226,12 @@ def in_points(measure: str) -> bool:
     return not measure.endswith("co_influence")
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, as figures/README.md shows it."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
 def points(share: float, signed: bool = False) -> str:
     """A share in points to one decimal ("—" where missing), signed with a true minus if asked:
     how every table of figures/README.md writes an accuracy or a share."""
@@ -242,11 +248,9 @@ def claims_markdown(table, first: str = "claim") -> str:
             return points(v, signed=True) if in_points_ else f"{v:+.1e}".replace("-", "−")
         return f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]" if np.isfinite(lo) else fmt(mean)
 
-    lines = [f"| {first} | measure | mean [95% interval] | seeds | verdict |", "|---|---|---|---|---|"]
-    for r in table.itertuples(index=False):
-        measure = f"{r.measure}, {r.a} − {r.b}" if r.b else r.measure
-        lines.append(f"| {r.claim} | {measure} | {cell(r.mean, r.lo, r.hi, in_points(r.measure))} | {r.seeds} | {r.verdict} |")
-    return "\n".join(lines)
+    rows = [[r.claim, f"{r.measure}, {r.a} − {r.b}" if r.b else r.measure, cell(r.mean, r.lo, r.hi, in_points(r.measure)),
+             str(r.seeds), r.verdict] for r in table.itertuples(index=False)]
+    return markdown([first, "measure", "mean [95% interval]", "seeds", "verdict"], rows)
 
 
 # Numbers of the SFT model's analysis that could tell, before RL, which models RL will help.
