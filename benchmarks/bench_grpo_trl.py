@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import os
 import random
@@ -44,7 +43,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 import torch  # noqa: E402
-from machine import lscpu_model, package_versions  # noqa: E402  (benchmarks/machine.py)
+from machine import lscpu_model, package_versions, publish  # noqa: E402  (benchmarks/machine.py)
 
 from coinfluence.run import Run  # noqa: E402
 
@@ -183,7 +182,7 @@ def check_prompt_ids(tok, rows) -> None:
 # ----------------------------------------------------------------------------- main
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--ckpt", default=None, help="a checkpoint directory (e.g. runs/demo/sft) instead of the preset")
@@ -203,15 +202,11 @@ def main() -> None:
     if args.quick:
         args.prompts, args.num_generations, args.max_completion_length, args.micro_batch, args.steps = 2, 4, 32, 8, 1
         args.stem += "_quick"  # a smoke run never replaces the published tables
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    import transformers
+    return args
 
-    transformers.logging.set_verbosity_error()
 
-    model, tok, rows = setup(args)
-    check_prompt_ids(tok, rows)
-    load_before = os.getloadavg()
+def time_trainers(model, tok, rows, args) -> dict[str, dict]:
+    """Each trainer's timings on its own copy of the model, from the same seed."""
     runners = [("ours", run_ours), ("trl", run_trl)]
     if args.order == "trl-first":
         runners.reverse()
@@ -221,59 +216,66 @@ def main() -> None:
         random.seed(args.seed)
         print(f"{name} ...", file=sys.stderr, flush=True)
         res[name] = fn(copy.deepcopy(model), tok, rows, args)
-    load_after = os.getloadavg()
+    return res
 
-    rows_out = []
+
+def summary_rows(res: dict[str, dict]) -> list[dict]:
+    """Medians per trainer, then TRL's over ours."""
+    out = []
     for name in ("ours", "trl"):
         r = res[name]
         step = statistics.median(r["step_s"])
         gen = statistics.median(r["generation_s"])
         opt = statistics.median(r["optimise_s"]) if r.get("optimise_s") else float("nan")
-        rows_out.append({"trainer": name, "step_s": step, "generation_s": gen, "rest_s": step - gen, "optimise_s": opt,
-                         "mean_completion_tokens": r["mean_length"], "reward": r["reward"], "steps_timed": len(r["step_s"]),
-                         "all_step_s": " ".join(f"{x:.2f}" for x in r["step_s"])})
-    ours, trl = rows_out
+        out.append({"trainer": name, "step_s": step, "generation_s": gen, "rest_s": step - gen, "optimise_s": opt,
+                    "mean_completion_tokens": r["mean_length"], "reward": r["reward"], "steps_timed": len(r["step_s"]),
+                    "all_step_s": " ".join(f"{x:.2f}" for x in r["step_s"])})
+    ours, trl = out
     ratio = {"trainer": "TRL / ours", "step_s": trl["step_s"] / ours["step_s"], "generation_s": trl["generation_s"] / ours["generation_s"],
              "rest_s": trl["rest_s"] / ours["rest_s"] if ours["rest_s"] > 0 else float("nan")}
+    return [*out, ratio]
+
+
+def cell(r: dict, h: str) -> str:
+    v = r.get(h, "")
+    if isinstance(v, float) and v != v:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.2f}x" if r["trainer"] == "TRL / ours" else f"{v:.3f}" if h.endswith("_s") else f"{v:.2f}"
+    return str(v)
+
+
+def write_tables(args, rows: list[dict], n_params: int, loads: tuple[float, float]) -> None:
     header = ["trainer", "step_s", "generation_s", "rest_s", "optimise_s", "mean_completion_tokens", "reward", "steps_timed", "all_step_s"]
-
-    def cell(r, h):
-        v = r.get(h, "")
-        if isinstance(v, float) and v != v:
-            return "n/a"
-        if isinstance(v, float):
-            return f"{v:.2f}x" if r["trainer"] == "TRL / ours" else f"{v:.3f}" if h.endswith("_s") else f"{v:.2f}"
-        return str(v)
-
-    table = [[cell(r, h) for h in header] for r in (*rows_out, ratio)]
-    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for t in table:
-        print("  ".join(c.ljust(w) for c, w in zip(t, widths)))
-
-    with open(HERE / f"{args.stem}.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=header)
-        w.writeheader()
-        for r in (*rows_out, ratio):
-            w.writerow({h: r.get(h, "") for h in header})
     command = " ".join([".venv-bench/bin/python", "benchmarks/bench_grpo_trl.py", *sys.argv[1:]])
-    n_params = sum(p.numel() for p in model.parameters())
-    md = [
+    preamble = [
         "# One GRPO step: coinfluence vs TRL `GRPOTrainer`\n",
         f"Command: `{command}`  ",
         f"Machine: {lscpu_model()}, {os.cpu_count()} CPUs, {args.threads} torch threads; {package_versions('torch', 'transformers', 'trl', 'accelerate', 'datasets')}  ",
-        f"Load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f} (other processes shared the cores when it exceeds the core count)  ",
+        f"Load average (1 min) before / after: {loads[0]:.1f} / {loads[1]:.1f} (other processes shared the cores when it exceeds the core count)  ",
         f"Setting: `{args.ckpt or args.preset}` model ({n_params:,} parameters, float32, eager attention), P = {args.prompts} prompts x "
         f"G = {args.num_generations} rollouts, max_completion_length {args.max_completion_length}, temperature 1, "
         f"loss_type grpo, beta 0, micro-batch {args.micro_batch}, one optimizer step per P·G rollouts; median of {args.steps} timed steps "
         f"after {args.warmup} warm-up step(s); generation = the sampler (ours) / `_generate` (TRL); rest = step − generation (reward, advantages, log-probs, loss, backward, AdamW); "
         "optimise (ours only) = `grpo._optimise`, the forward/backward/AdamW part of rest.\n",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *["| " + " | ".join(t) + " |" for t in table],
     ]
-    (HERE / f"{args.stem}.md").write_text("\n".join(md) + "\n")
+    publish(HERE / args.stem, header, [[cell(r, h) for h in header] for r in rows], rows, preamble)
 
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+
+    model, tok, rows = setup(args)
+    check_prompt_ids(tok, rows)
+    load_before = os.getloadavg()[0]
+    res = time_trainers(model, tok, rows, args)
+    load_after = os.getloadavg()[0]
+    write_tables(args, summary_rows(res), sum(p.numel() for p in model.parameters()), (load_before, load_after))
 
 if __name__ == "__main__":
     main()

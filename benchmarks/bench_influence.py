@@ -21,7 +21,6 @@ making every group informative (the aggregated path's worst case).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import torch
 from floor import backward_floor  # noqa: E402  (benchmarks/floor.py)
+from machine import publish  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
 
@@ -128,7 +128,7 @@ def memory_child(n: int, dim: int, completion_tokens: int, chunk_size: int, para
                       "features_mib": F.numel() * F.element_size() / 2**20}))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--queries", type=int, default=8)
     ap.add_argument("--num-generations", type=int, default=8)
@@ -148,14 +148,14 @@ def main() -> None:
     ap.add_argument("--memory-kron", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.memory_child:
-        memory_child(args.memory_n, args.memory_dim, args.memory_tokens, args.chunk_size, args.memory_params or None, args.memory_kron)
-        return
+    return args
 
+
+def speed_rows(args) -> list[tuple[str, str, str]]:
     model, tok, prompts, comps, rewards = setup(args.queries, args.num_generations, args.completion_tokens)
     f = bench_features(model, tok, prompts, comps, args.loop_n, args.chunk_size)
     d = bench_delta_J(model, tok, prompts, comps, rewards, args.num_generations, max(1, args.queries // 2))
-    rows = [
+    return [
         ("features: vmap", f"{f['vmap_s']:.2f} s", f"{f['n_rollouts']} rollouts, {f['params']:,} params"),
         ("features: per-rollout loop", f"{f['loop_s_extrapolated']:.2f} s", f"extrapolated from {f['loop_measured_on']} rollouts"),
         ("features: batched backward (floor)", f"{f['floor_s']:.2f} s", "one backward of Σℓ, same chunks"),
@@ -168,33 +168,38 @@ def main() -> None:
         ("one GRPO step (same rollouts)", f"{d['grpo_step_s']:.2f} s", "forward+backward+AdamW"),
         ("aggregated / GRPO step", f"{d['aggregated_over_step']:.2f}x", "aim <= 1.5x"),
     ]
-    if not args.skip_memory:
-        def child(*extra):
-            cmd = [sys.executable, __file__, "--memory-child", "--memory-n", str(args.memory_n), "--memory-dim", str(args.memory_dim),
-                   "--chunk-size", str(max(args.chunk_size, 64)), *extra]
-            return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
-        for m, label, regex in (
-            (child("--memory-tokens", str(args.memory_tokens), "--memory-params", args.memory_params), "Gaussian sketch", args.memory_params),
-            (child("--memory-tokens", str(args.memory_kron_tokens), "--memory-params", args.memory_kron_params,
-                   "--memory-kron", str(args.memory_kron_rank)), f"Kronecker sketch, rank {args.memory_kron_rank}", args.memory_kron_params),
-        ):
-            rows.append((f"peak RSS, {m['n_rollouts']} rollouts -> d={m['project_dim']} ({label})", f"{m['peak_rss_mib']:.0f} MiB",
-                         f"{m['rss_before_mib']:.0f} MiB before; features {m['features_mib']:.0f} MiB; {m['seconds']:.0f} s; "
-                         f"{m['params']:,} params ({regex or 'all'})"))
-    width = max(len(r[0]) for r in rows)
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>10}  {note}")
+
+def memory_rows(args) -> list[tuple[str, str, str]]:
+    """Peak memory of a large sketch, Gaussian and Kronecker, each in its own process."""
+    def child(*extra):
+        cmd = [sys.executable, __file__, "--memory-child", "--memory-n", str(args.memory_n), "--memory-dim", str(args.memory_dim),
+               "--chunk-size", str(max(args.chunk_size, 64)), *extra]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+    rows = []
+    for m, label, regex in (
+        (child("--memory-tokens", str(args.memory_tokens), "--memory-params", args.memory_params), "Gaussian sketch", args.memory_params),
+        (child("--memory-tokens", str(args.memory_kron_tokens), "--memory-params", args.memory_kron_params,
+               "--memory-kron", str(args.memory_kron_rank)), f"Kronecker sketch, rank {args.memory_kron_rank}", args.memory_kron_params),
+    ):
+        rows.append((f"peak RSS, {m['n_rollouts']} rollouts -> d={m['project_dim']} ({label})", f"{m['peak_rss_mib']:.0f} MiB",
+                     f"{m['rss_before_mib']:.0f} MiB before; features {m['features_mib']:.0f} MiB; {m['seconds']:.0f} s; "
+                     f"{m['params']:,} params ({regex or 'all'})"))
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    if args.memory_child:
+        memory_child(args.memory_n, args.memory_dim, args.memory_tokens, args.chunk_size, args.memory_params or None, args.memory_kron)
+        return
+    rows = speed_rows(args) + ([] if args.skip_memory else memory_rows(args))
     command = " ".join([".venv/bin/python", "benchmarks/bench_influence.py", *sys.argv[1:]])
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}"
-    with open(HERE / "influence.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["measure", "value", "note"])
-        w.writerows(rows)
-    md = ["# Influence engine benchmark\n", f"Command: `{command}`  ", f"Machine: {machine}\n",
-          "| measure | value | note |", "|---|---:|---|", *[f"| {a} | {b} | {c} |" for a, b, c in rows]]
-    (HERE / "influence.md").write_text("\n".join(md) + "\n")
-
+    header = ["measure", "value", "note"]
+    publish(HERE / "influence", header, [list(r) for r in rows], [dict(zip(header, r)) for r in rows],
+            ["# Influence engine benchmark\n", f"Command: `{command}`  ", f"Machine: {machine}\n"], align="---|---:|---")
 
 if __name__ == "__main__":
     main()

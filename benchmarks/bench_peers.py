@@ -36,7 +36,6 @@ method added on top of model + data; tracemalloc would miss torch's allocations.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -50,7 +49,7 @@ from pathlib import Path
 
 import torch
 from floor import backward_floor  # noqa: E402  (benchmarks/floor.py)
-from machine import lscpu_model, package_versions, rss_now_mib  # noqa: E402  (benchmarks/machine.py)
+from machine import lscpu_model, package_versions, publish, rss_now_mib  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
 LINEAR_REGEX = r"^model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$"
@@ -271,7 +270,7 @@ def child(args) -> None:
 # ----------------------------------------------------------------------------- parent
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny", help="model preset (randomly initialised, seeded)")
     ap.add_argument("--ckpt", default=None, help="a checkpoint directory instead of the preset")
@@ -295,13 +294,29 @@ def main() -> None:
     if args.quick:
         args.n_train, args.n_target, args.completion_tokens, args.repeats = 16, 8, (8, 16), 1
         args.batch_size = min(args.batch_size, 8)
-    if args.child_method:
-        child(args)
-        return
+    return args
 
-    load_before = os.getloadavg()
-    results = []
-    kernels = {}
+
+def run_child(args, scope: str, method: str, out: Path) -> dict:
+    """One method in one scope, in its own process; its kernel goes to ``out``."""
+    cmd = [sys.executable, __file__, "--child-method", method, "--child-scope", scope, "--child-out", str(out),
+           "--preset", args.preset, "--n-train", str(args.n_train), "--n-target", str(args.n_target),
+           "--completion-tokens", *map(str, args.completion_tokens), "--batch-size", str(args.batch_size),
+           "--repeats", str(args.repeats), "--threads", str(args.threads), "--seed", str(args.seed), "--dtype", args.dtype]
+    if args.ckpt:
+        cmd += ["--ckpt", args.ckpt]
+    print(f"[{scope}] {method} ...", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        err = (proc.stderr.strip().splitlines() or ["failed"])[-1][:160]
+        return {"scope": scope, "method": method, "status": f"failed: {err}"}
+    return {"scope": scope, "method": method, "status": "ok", **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def run_all(args) -> tuple[list[dict], dict]:
+    """Every (scope, method) pair: its result row, and the kernels the methods returned."""
+    results, kernels = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for scope in args.scopes:
             for method in args.methods:
@@ -309,75 +324,64 @@ def main() -> None:
                     results.append({"scope": scope, "method": method, "status": "n/a: tracks nn.Linear/Conv2d only"})
                     continue
                 out = Path(tmp) / f"{scope}-{method}.pt"
-                cmd = [sys.executable, __file__, "--child-method", method, "--child-scope", scope, "--child-out", str(out),
-                       "--preset", args.preset, "--n-train", str(args.n_train), "--n-target", str(args.n_target),
-                       "--completion-tokens", *map(str, args.completion_tokens), "--batch-size", str(args.batch_size),
-                       "--repeats", str(args.repeats), "--threads", str(args.threads), "--seed", str(args.seed), "--dtype", args.dtype]
-                if args.ckpt:
-                    cmd += ["--ckpt", args.ckpt]
-                print(f"[{scope}] {method} ...", file=sys.stderr, flush=True)
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    err = (proc.stderr.strip().splitlines() or ["failed"])[-1][:160]
-                    results.append({"scope": scope, "method": method, "status": f"failed: {err}"})
-                    print(proc.stderr[-3000:], file=sys.stderr)
-                    continue
-                res = json.loads(proc.stdout.strip().splitlines()[-1])
-                if out.exists():
+                results.append(run_child(args, scope, method, out))
+                if results[-1]["status"] == "ok" and out.exists():
                     kernels[(scope, method)] = torch.load(out)
-                results.append({"scope": scope, "method": method, "status": "ok", **res})
-    load_after = os.getloadavg()
+    return results, kernels
 
-    # Agreement with ours-vmap, and speed-ups, within each scope.
+
+def compare_to_ours(results: list[dict], kernels: dict) -> None:
+    """Add each method's error and time relative to ours-vmap in its scope."""
     for r in results:
         if r["status"] != "ok":
             continue
         ref = kernels.get((r["scope"], "ours-vmap"))
         K = kernels.get((r["scope"], r["method"]))
-        if K is None:
+        if K is None or ref is None:
             pass
-        elif ref is not None and K.shape == ref.shape:
+        elif K.shape == ref.shape:
             r["max_rel_err"] = float((K - ref).abs().max() / ref.abs().max())
-        elif ref is not None:
+        else:
             r["max_rel_err"] = float("nan")
             r["status"] = f"shape {tuple(K.shape)} != {tuple(ref.shape)}"
         base = next((x for x in results if x["scope"] == r["scope"] and x["method"] == "ours-vmap" and x["status"] == "ok"), None)
         if base:
             r["ours_vmap_speedup"] = r["warm_s"] / base["warm_s"]
 
+
+def write_tables(args, results: list[dict], loads: tuple[float, float]) -> None:
     header = ["scope", "method", "params", "warm_s", "cold_s", "peak_delta_mib", "max_rel_err", "ours_vmap_speedup", "status"]
     fmt = {"params": "{:,}", "warm_s": "{:.3f}", "cold_s": "{:.3f}", "peak_delta_mib": "{:.0f}", "max_rel_err": "{:.1e}",
            "ours_vmap_speedup": "{:.2f}x"}
     table = [[(fmt[h].format(r[h]) if h in fmt and h in r else str(r.get(h, ""))) for h in header] for r in results]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-
-    # A smoke run (--quick) writes *_quick files, so it never replaces the published tables.
-    stem = ("peers" if args.dtype == "float32" else f"peers_{args.dtype}") + ("_quick" if args.quick else "")
-    with open(HERE / f"{stem}.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(results)
     command = " ".join([".venv-bench/bin/python", "benchmarks/bench_peers.py", *sys.argv[1:]])
     lo, hi, mean = next((r["tokens"] for r in results if "tokens" in r), (0, 0, 0))
-    md = [
+    preamble = [
         "# Per-rollout features + kernel: coinfluence vs dattri vs Kronfluence\n",
         f"Command: `{command}`  ",
         f"Machine: {lscpu_model()}, {os.cpu_count()} CPUs, {args.threads} torch threads; {package_versions('torch', 'transformers', 'dattri', 'kronfluence')}  ",
-        f"Load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f} (other processes shared the cores when it exceeds the core count)  ",
+        f"Load average (1 min) before / after: {loads[0]:.1f} / {loads[1]:.1f} (other processes shared the cores when it exceeds the core count)  ",
         f"Setting: `{args.ckpt or args.preset}` model, {args.n_train} train + {args.n_target} target rollouts of "
         f"{lo}-{hi} tokens (mean {mean:.0f}), ℓ = seq-mean completion log-prob, batch {args.batch_size}, "
         f"warm time = median of {args.repeats} runs after a cold one (fewer for runs over 10 s), peak = growth of peak RSS over the RSS after setup (cold run), "
         "error = max |K − K_ours-vmap| / max |K_ours-vmap|, speed-up = time / ours-vmap time (>1: ours is faster); "
         "`floor` = one batched forward+backward of Σℓ over the same chunks, no per-rollout gradients (a lower bound, not a method).\n",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *["| " + " | ".join(row) + " |" for row in table],
     ]
-    (HERE / f"{stem}.md").write_text("\n".join(md) + "\n")
+    # A smoke run (--quick) writes *_quick files, so it never replaces the published tables.
+    stem = ("peers" if args.dtype == "float32" else f"peers_{args.dtype}") + ("_quick" if args.quick else "")
+    publish(HERE / stem, header, table, results, preamble)
 
+
+def main() -> None:
+    args = parse_args()
+    if args.child_method:
+        child(args)
+        return
+    load_before = os.getloadavg()[0]
+    results, kernels = run_all(args)
+    load_after = os.getloadavg()[0]
+    compare_to_ours(results, kernels)
+    write_tables(args, results, (load_before, load_after))
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,6 @@ the RSS after setup (model + data). Writes scaling.csv, scaling.md and scaling.p
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import json
 import os
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from machine import lscpu_model, rss_now_mib  # noqa: E402  (benchmarks/machine.py)
+from machine import lscpu_model, publish, rss_now_mib  # noqa: E402  (benchmarks/machine.py)
 
 HERE = Path(__file__).resolve().parent
 
@@ -127,7 +126,7 @@ def plot(results, path: Path, args) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ns", type=int, nargs="+", default=[64, 256, 1024], help="train rollouts for the rollout sweep")
     ap.add_argument("--presets", nargs="+", default=["nano", "tiny", "small"], help="presets for the parameter sweep")
@@ -149,67 +148,72 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.ns, args.param_n, args.targets, args.completion_tokens, args.project_dim = [16, 32, 64], 16, 8, (8, 16), 64
-    if args.child_preset:
-        child(args)
-        return
+    return args
 
+
+def measure(args, preset: str, n: int, dim: int, kron: int) -> dict:
+    """One preset, N and projection, in its own process."""
+    cmd = [sys.executable, __file__, "--child-preset", preset, "--child-n", str(n), "--child-dim", str(dim),
+           "--child-kron", str(kron),
+           "--targets", str(args.targets), "--completion-tokens", *map(str, args.completion_tokens),
+           "--chunk-size", str(args.chunk_size), "--threads", str(args.threads), "--seed", str(args.seed)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-2000:], file=sys.stderr)
+        return {"status": "failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1][:120]}
+    return {"status": "ok", **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def sweep(args) -> list[dict]:
+    """The rollout sweep (tiny, N in --ns) and the parameter sweep (--presets at --param-n), each projection."""
     configs = [("rollouts", "tiny", n) for n in args.ns] + [("params", p, args.param_n) for p in args.presets]
-    load_before = os.getloadavg()
-    results, cache = [], {}
     variants = [(0, 0), (args.project_dim, 0)]
     if args.kron_rank and importlib.util.find_spec("coinfluence.influence.layerwise") is not None:
         variants.append((0, args.kron_rank))
-    for sweep, preset, n in configs:
+    results, cache = [], {}
+    for name, preset, n in configs:
         for dim, kron in variants:
             proj = f"kron k={kron}" if kron else "none" if not dim else f"d={dim}"
             key = (preset, n, dim, kron)
             if key not in cache:  # tiny at N = param-n appears in both sweeps: run it once
-                cmd = [sys.executable, __file__, "--child-preset", preset, "--child-n", str(n), "--child-dim", str(dim),
-                       "--child-kron", str(kron),
-                       "--targets", str(args.targets), "--completion-tokens", *map(str, args.completion_tokens),
-                       "--chunk-size", str(args.chunk_size), "--threads", str(args.threads), "--seed", str(args.seed)]
                 print(f"{preset} N={n} {proj} ...", file=sys.stderr, flush=True)
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    print(proc.stderr[-2000:], file=sys.stderr)
-                    cache[key] = {"status": "failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1][:120]}
-                else:
-                    cache[key] = {"status": "ok", **json.loads(proc.stdout.strip().splitlines()[-1])}
+                cache[key] = measure(args, *key)
             engine = "layerwise" if kron else "vmap (kernel_streaming)"
-            results.append({"sweep": sweep, "preset": preset, "n_train": n, "n_target": args.targets, "engine": engine,
+            results.append({"sweep": name, "preset": preset, "n_train": n, "n_target": args.targets, "engine": engine,
                             "projection": proj, **cache[key]})
-    load_after = os.getloadavg()
+    return results
 
+
+def write_tables(args, results: list[dict], loads: tuple[float, float]) -> None:
     header = ["sweep", "preset", "params", "n_train", "n_target", "tokens", "engine", "projection", "feature_dim", "seconds", "peak_delta_mib", "status"]
     fmt = {"params": "{:,}", "tokens": "{:,}", "feature_dim": "{:,}", "seconds": "{:.2f}", "peak_delta_mib": "{:.0f}"}
     table = [[fmt[h].format(r[h]) if h in fmt and r.get(h) is not None else str(r.get(h, "")) for h in header] for r in results]
-    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for t in table:
-        print("  ".join(c.ljust(w) for c, w in zip(t, widths)))
     stem = "scaling_quick" if args.quick else "scaling"  # a smoke run never replaces the published files
-    with open(HERE / f"{stem}.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(results)
     plot(results, HERE / f"{stem}.png", args)
     command = " ".join([".venv-bench/bin/python", "benchmarks/bench_scaling.py", *sys.argv[1:]])
-    md = [
+    preamble = [
         "# Kernel analysis scaling\n",
         f"Command: `{command}`  ",
         f"Machine: {lscpu_model()}, {os.cpu_count()} CPUs, {args.threads} torch threads; torch {torch.__version__}  ",
-        f"Load average (1 min) before / after: {load_before[0]:.1f} / {load_after[0]:.1f} (other processes shared the cores when it exceeds the core count)  ",
+        f"Load average (1 min) before / after: {loads[0]:.1f} / {loads[1]:.1f} (other processes shared the cores when it exceeds the core count)  ",
         f"Setting: `influence.analyze.kernel_streaming` (vmap features, chunk {args.chunk_size}; K = F_target · F_trainᵀ), and "
         f"`influence.layerwise.features_layerwise` with the Kronecker sketch (rank {args.kron_rank}) + the same kernel, for N train "
         f"rollouts against {args.targets} target rollouts, completions of {args.completion_tokens[0]}-{args.completion_tokens[1]} tokens after "
         "20-77-token prompts, all parameters; `tokens` counts train + target tokens. Peak = growth of peak RSS over the RSS after setup.\n",
         f"![scaling]({stem}.png)\n",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *["| " + " | ".join(t) + " |" for t in table],
     ]
-    (HERE / f"{stem}.md").write_text("\n".join(md) + "\n")
+    publish(HERE / stem, header, table, results, preamble)
 
+
+def main() -> None:
+    args = parse_args()
+    if args.child_preset:
+        child(args)
+        return
+    load_before = os.getloadavg()[0]
+    results = sweep(args)
+    load_after = os.getloadavg()[0]
+    write_tables(args, results, (load_before, load_after))
 
 if __name__ == "__main__":
     main()
