@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from coinfluence.plots.claims import (COVERAGE, ENDPOINTS, SAMPLED_TAGS, accuracy_table, claims_markdown, claims_table, markdown,
-                                      numbers_of, points, prediction_table)
+                                      numbers_of, points, prediction_markdown, prediction_table)
 from coinfluence.plots.gains import by_difficulty, rl_gains, sampled_behaviours
 from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label, run_seed
 from coinfluence.run import SFT, Run
@@ -222,7 +222,10 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     print("## does RL widen what 8 samples solve (step-verified pass@8, test_id), or only sharpen? not a claim\n")
     print(claims_markdown(claims_table(numbers, COVERAGE), first="comparison"), "\n")
     print("## does the SFT model's analysis rank the units as RL does? Spearman's rho over units, 95% bootstrap over units\n")
-    print(prediction_table(numbers).to_string(index=False, float_format=lambda v: f"{v:.2f}"), "\n")
+    prediction = prediction_table(numbers)
+    print(prediction.to_string(index=False, float_format=lambda v: f"{v:.2f}"), "\n")
+    print("## the same as figures/README.md rows (outcome: greedy step-verified test_id gain)\n")
+    print(prediction_markdown(prediction), "\n")
 
 
 if __name__ == "__main__":

@@ -205,6 +205,14 @@ def test_prediction_table_ranks_units_by_their_sft_analysis(tmp_path):
     assert table.loc["sft/frac_informative", "rho"] == pytest.approx(-1.0)
     assert np.isnan(table.loc["sft/mean_co_influence", "rho"])  # the same in every unit: no ranking
 
+    from coinfluence.plots.claims import prediction_markdown
+
+    rows = prediction_markdown(table.reset_index()).splitlines()
+    assert rows[0] == "| SFT number | units | Spearman ρ with the RL gain [95% interval] |"
+    assert "| sft/mean_delta_J | 10 | +1.00 [+1.00, +1.00] |" in rows
+    assert "| sft/mean_co_influence | 10 | — |" in rows
+    assert "| sft/mean_delta_J | 6 | +1.00 |" in prediction_markdown(few.reset_index())  # too few units: no interval
+
 
 def test_prediction_table_sets_the_headroom_baseline_beside_the_analysis(tmp_path):
     from coinfluence.plots.claims import prediction_table

@@ -296,6 +296,18 @@ def prediction_table(units, outcome: str = "greedy/test_id/step_accuracy/gain", 
     return pd.DataFrame(rows, columns=["predictor", "outcome", "units", "rho", "lo", "hi"])
 
 
+
+def prediction_markdown(table) -> str:
+    """:func:`prediction_table` as the Markdown rows figures/README.md shows: the SFT number, the
+    units ranked, and Spearman's ρ with the RL gain and its interval (two decimals, signed)."""
+    def rho(v):
+        return f"{v:+.2f}".replace("-", "−") if np.isfinite(v) else "—"
+
+    rows = [[r.predictor, str(r.units), f"{rho(r.rho)} [{rho(r.lo)}, {rho(r.hi)}]" if np.isfinite(r.lo) else rho(r.rho)]
+            for r in table.itertuples(index=False)]
+    return markdown(["SFT number", "units", "Spearman ρ with the RL gain [95% interval]"], rows)
+
+
 # ----------------------------------------------------------------------------- the claims, drawn
 
 VERDICT_COLORS = {"reproduced": "#1b9e77", "opposite": "#d95f02", "not reproduced": "#666666", "too few seeds": "#a6a6a6"}
