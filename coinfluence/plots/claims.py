@@ -296,7 +296,6 @@ def prediction_table(units, outcome: str = "greedy/test_id/step_accuracy/gain", 
     return pd.DataFrame(rows, columns=["predictor", "outcome", "units", "rho", "lo", "hi"])
 
 
-
 def prediction_markdown(table) -> str:
     """:func:`prediction_table` as the Markdown rows figures/README.md shows: the SFT number, the
     units ranked, and Spearman's ρ with the RL gain and its interval (two decimals, signed)."""
