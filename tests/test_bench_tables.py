@@ -20,22 +20,22 @@ def machine():
 
 
 def test_publish_prints_aligned_columns_and_saves_the_rows_as_csv_and_markdown(machine, tmp_path, capsys):
-    header = ["method", "seconds", "status"]
-    rows = [{"method": "ours", "seconds": 0.5, "tokens": [1, 2, 3], "status": "ok"}, {"method": "a peer", "status": "failed: x, y"}]
+    header = ["method", "score", "status"]
+    rows = [{"method": "ours", "score": 0.5, "tokens": [1, 2, 3], "status": "ok"}, {"method": "a peer", "status": "failed: x, y"}]
     table = [["ours", "0.500", "ok"], ["a peer", "", "failed: x, y"]]
     machine.publish(tmp_path / "bench", header, table, rows, ["# Title\n", "Command: `x`"], align="---|---:|---")
 
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == "method  seconds  status"
-    assert printed[1] == "ours    0.500    ok"
-    assert printed[2] == "a peer           failed: x, y"
+    assert printed[0] == "method  score  status"
+    assert printed[1] == "ours    0.500  ok"
+    assert printed[2] == "a peer         failed: x, y"
     with open(tmp_path / "bench.csv", newline="") as f:
         saved = list(csv.DictReader(f))
-    assert saved == [{"method": "ours", "seconds": "0.5", "status": "ok"},
-                     {"method": "a peer", "seconds": "", "status": "failed: x, y"}]
+    assert saved == [{"method": "ours", "score": "0.5", "status": "ok"},
+                     {"method": "a peer", "score": "", "status": "failed: x, y"}]
     assert (tmp_path / "bench.md").read_text().splitlines() == [
         "# Title", "", "Command: `x`",
-        "| method | seconds | status |", "|---|---:|---|", "| ours | 0.500 | ok |", "| a peer |  | failed: x, y |"]
+        "| method | score | status |", "|---|---:|---|", "| ours | 0.500 | ok |", "| a peer |  | failed: x, y |"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.csv", "bench.md"]  # no temporaries left
 
 
