@@ -18,7 +18,6 @@ counted in ``coinfluence.distributed.TRAFFIC``. Writes benchmarks/distributed.cs
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import socket
 import sys
@@ -29,8 +28,10 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+from coinfluence.io import write_text
+
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import lscpu_model, package_versions  # noqa: E402
+from machine import lscpu_model, package_versions, write_csv  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -109,10 +110,7 @@ def main() -> None:
         row["speed_up"] = base["seconds_per_step"] / row["seconds_per_step"]
     load_after = os.getloadavg()
     suffix = "_quick" if args.quick else ""
-    with open(HERE / f"distributed{suffix}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(HERE / f"distributed{suffix}.csv", list(rows[0]), rows)
     command = "python benchmarks/bench_distributed.py" + "".join(f" {a}" for a in sys.argv[1:])
     lines = [
         "# Data parallelism: 2 CPU processes vs 1", "",
@@ -128,7 +126,7 @@ def main() -> None:
     ]
     lines += [f"| {r['stage']} | {r['processes']} | {r['seconds_per_step']:.2f} | {r['speed_up']:.2f}x | "
               f"{r['all_reduce_bytes_per_step']:,.0f} | {r['all_gather_bytes_per_step']:,.0f} |" for r in rows]
-    (HERE / f"distributed{suffix}.md").write_text("\n".join(lines) + "\n")
+    write_text(HERE / f"distributed{suffix}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

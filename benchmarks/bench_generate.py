@@ -9,16 +9,19 @@ median of the repeats; the checker row re-reads every generated row.
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
 from coinfluence.tasks.bridge import behaviour_preset
 from coinfluence.tasks.data import DataConfig, make_dataset
 from coinfluence.tasks.igsm import PRESETS, check_steps, generate, render_question, render_solution
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import write_csv  # noqa: E402
 
 
 def time_it(fn, repeats):
@@ -68,12 +71,10 @@ def main():
     print(f"{n} mini problems, median of {args.repeats} ({machine})")
     print(f"{'what':42} {'seconds':>8} {'problems/s':>11}")
     out = Path(__file__).with_name("generate.csv")
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["what", "n", "seconds", "problems_per_second"])
-        for name, sec in results:
-            print(f"{name:42} {sec:8.2f} {n / sec:11.0f}")
-            w.writerow([name, n, round(sec, 3), round(n / sec)])
+    for name, sec in results:
+        print(f"{name:42} {sec:8.2f} {n / sec:11.0f}")
+    rows = [{"what": name, "n": n, "seconds": round(sec, 3), "problems_per_second": round(n / sec)} for name, sec in results]
+    write_csv(out, list(rows[0]), rows)
     print(f"wrote {out}")
 
 

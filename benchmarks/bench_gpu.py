@@ -30,7 +30,6 @@ directory with ``--cpu-smoke``).
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from coinfluence.training.rollout import sample
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from floor import backward_floor  # noqa: E402
+from machine import write_csv  # noqa: E402
 
 PAD, G = 0, 8
 HALF_B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -134,11 +134,7 @@ class Table:
         lines = [self.header, "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |" for r in self.rows]
         write_text(self.out / "gpu.md", "\n".join(lines) + "\n")
-        with tempfile.NamedTemporaryFile("w", newline="", dir=self.out, delete=False, suffix=".tmp") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.rows)
-        Path(f.name).replace(self.out / "gpu.csv")
+        write_csv(self.out / "gpu.csv", keys, self.rows)
 
 
 def copy_bandwidth(s: Setting) -> float:

@@ -17,7 +17,6 @@ Writes ``lds.csv`` and ``lds.md`` beside this file (the outputs of each command 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -25,6 +24,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import write_csv  # noqa: E402
+
 COINFLUENCE = [sys.executable, "-m", "coinfluence_cli.main", "--threads", "1"]
 
 
@@ -69,10 +71,7 @@ def main() -> None:
                          "interval_lo": lds[kind]["interval_95"][0], "interval_hi": lds[kind]["interval_95"][1],
                          "seconds": seconds})
     fields = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
-    with open(HERE / "lds.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(HERE / "lds.csv", fields, rows)
     print((HERE / "lds.csv").read_text())
 
 

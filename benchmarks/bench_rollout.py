@@ -19,7 +19,6 @@ same arithmetic with torch's kernels on this machine.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -29,10 +28,11 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from coinfluence.io import write_text
 from coinfluence.training.rollout import sample
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import lscpu_model  # noqa: E402
+from machine import lscpu_model, write_csv  # noqa: E402
 
 PAD, EOS = 0, 1
 
@@ -159,11 +159,8 @@ def main():
 
     load_after = load_average()
     here = Path(__file__).parent
-    with open(here / "rollout.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})
+    write_csv(here / "rollout.csv", list(rows[0]),
+              [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rows])
     command = "python benchmarks/bench_rollout.py " + " ".join(sys.argv[1:])
     lines = [
         "# Rollout sampler vs `model.generate`",
@@ -183,7 +180,7 @@ def main():
     for r in rows:
         lines.append(f"| {r['batch']} | {r['generate_tok_s']:.0f} | {r['ours_tok_s']:.0f} | {r['generate_ms_step']:.1f} | "
                      f"{r['ours_ms_step']:.1f} | {r['speedup']:.2f}x | {r['floor_ms_step']:.1f} | {r['generate_over_floor']:.2f}x |")
-    (here / "rollout.md").write_text("\n".join(lines) + "\n")
+    write_text(here / "rollout.md", "\n".join(lines) + "\n")
     print(f"wrote {here / 'rollout.csv'} and {here / 'rollout.md'}")
 
 

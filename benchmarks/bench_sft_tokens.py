@@ -13,8 +13,8 @@ Writes benchmarks/sft_tokens.csv beside this file.
 from __future__ import annotations
 
 import argparse
-import csv
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +22,9 @@ import torch
 
 from coinfluence.models import load_model
 from coinfluence.training.sft import SFTConfig, collate, encode_rows, epoch_batches, make_optimizer, summed_token_loss
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import write_csv  # noqa: E402
 
 
 def sft_rows(n: int, seed: int) -> tuple[list[dict], str]:
@@ -120,11 +123,8 @@ def main() -> None:
         print(" | ".join(f"{r[c]!s:>22}" for c in cols))
     base = {r["mode"]: r["real_tokens_per_second"] for r in results}
     print(f"bucketed / random-budget = {base['bucketed'] / base['random-budget']:.2f}x, bucketed / random-fixed = {base['bucketed'] / base['random-fixed']:.2f}x")
-    with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["preset", "tokens_per_batch", *cols])
-        writer.writeheader()
-        for r in results:
-            writer.writerow({"preset": args.preset, "tokens_per_batch": args.tokens_per_batch, **r})
+    write_csv(args.out, ["preset", "tokens_per_batch", *cols],
+              [{"preset": args.preset, "tokens_per_batch": args.tokens_per_batch, **r} for r in results])
     print(f"wrote {args.out}")
 
 

@@ -21,7 +21,6 @@ Measures, in one run, on the imported checkpoint (``coinfluence models import``)
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -35,7 +34,12 @@ from pathlib import Path
 
 import torch
 
+from coinfluence.io import write_text
+
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import write_csv  # noqa: E402
+
 INSTRUCTION = "Solve it step by step and end with the final answer as a number."
 READERS = ("answer", "last-number", "first-number", "boxed")
 ANALYSIS_TOKENS = 16  # "a + b = c" in digit tokens; 8 cut two-digit sums off
@@ -192,10 +196,7 @@ def analysis(model_dir: str, n_layers: int, queries: int, kron_rank: int, valida
 
 
 def write_outputs(rows: list[dict], csv_path: Path, md_path: Path, command: str) -> None:
-    with csv_path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["section", "measure", "setting", "value", "unit"])
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(csv_path, ["section", "measure", "setting", "value", "unit"], rows)
     lines = ["# SmolLM2-135M-Instruct on the CPU", "", f"Command: `{command}`", "",
              f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
              f"load average {os.getloadavg()[0]:.1f} when written (other jobs share the cores: compare times within this run).", "",
@@ -203,7 +204,7 @@ def write_outputs(rows: list[dict], csv_path: Path, md_path: Path, command: str)
     for r in rows:
         value = r["value"].replace("|", "\\|") if r["unit"] == "text" else f"{r['value']:.4g} {r['unit']}"
         lines.append(f"| {r['section']} | {r['measure']} | {r['setting']} | {value} |")
-    md_path.write_text("\n".join(lines) + "\n")
+    write_text(md_path, "\n".join(lines) + "\n")
 
 
 def main() -> None:

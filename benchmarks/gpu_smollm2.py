@@ -18,13 +18,14 @@ The named model is imported first when it is not yet (needs the ``pretrained`` e
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "figures"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from machine import write_csv  # noqa: E402
 from run_unit import run_unit  # noqa: E402
 
 from coinfluence.io import read_json  # noqa: E402
@@ -99,10 +100,7 @@ def run_study(size: str, model: str, results_root: Path, runs_root: Path, varian
         unit = run_unit(variant, seed, runs_root=runs_root, results_root=results_root, setting=setting, extra=extra)
         lines += unit_summary(unit)
     path = results_root / "summary.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
-        w.writeheader()
-        w.writerows(lines)
+    write_csv(path, SUMMARY_COLUMNS, lines)
     print(f"summary: {path}", flush=True)
     return path
 

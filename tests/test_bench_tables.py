@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,18 @@ def test_publish_prints_aligned_columns_and_saves_the_rows_as_csv_and_markdown(m
 
 def test_markdown_table_gives_every_column_the_one_separator_when_not_told_otherwise(machine):
     assert machine.markdown_table(["a", "b"], [["1", "2"]])[1] == "|---|---|"
+
+
+def test_no_benchmark_writes_its_published_files_in_place():
+    # A benchmark killed mid-write must leave the committed table as it was: every script saves
+    # through machine.write_csv / coinfluence.io.write_text (temporary file, then rename). Scratch
+    # inputs written into a script's own temporary directory (``tmp / ...``) are not published.
+    in_place = re.compile(r"""open\([^)]*["']w|\.write_text\(|csv\.(Dict)?[wW]riter\(""")
+    offenders = []
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        if script.name == "machine.py":
+            continue
+        for number, line in enumerate(script.read_text().splitlines(), 1):
+            if in_place.search(line) and "tmp /" not in line:
+                offenders.append(f"{script.name}:{number}: {line.strip()}")
+    assert offenders == []
