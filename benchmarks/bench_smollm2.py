@@ -108,10 +108,19 @@ def sampling(model, tok, n: int, max_new_tokens: int) -> list[dict]:
             {"measure": "prompts with identical greedy ids", "setting": setting, "value": same / n, "unit": "fraction"}]
 
 
+def sft_update(model, opt, batch) -> None:
+    from coinfluence.training.sft import summed_token_loss
+
+    loss, count = summed_token_loss(model, batch)
+    (loss / count).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def sft_step(model, tok, n: int, steps: int) -> list[dict]:
     import copy
 
-    from coinfluence.training.sft import collate, encode_rows, summed_token_loss
+    from coinfluence.training.sft import collate, encode_rows
 
     _, rows = task_rows("mini", 1, n)
     batch = collate(encode_rows(tok, rows, 1024), tok.pad_token_id, True)
@@ -122,14 +131,7 @@ def sft_step(model, tok, n: int, steps: int) -> list[dict]:
         if checkpointing:
             m.gradient_checkpointing_enable()  # recompute activations in backward: less memory
         opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
-
-        def step():
-            loss, count = summed_token_loss(m, batch)
-            (loss / count).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        times = [timed(step)[0] for _ in range(steps)]
+        times = [timed(partial(sft_update, m, opt, batch))[0] for _ in range(steps)]
         best = min(times[1:] or times)  # the first step also allocates AdamW's state
         setting = f"{n} mini rows ({tokens} tokens), AdamW, fp32" + (", gradient checkpointing" if checkpointing else "")
         out += [{"measure": "SFT step", "setting": setting, "value": best, "unit": "s"},
