@@ -31,7 +31,7 @@ import torch.multiprocessing as mp
 from coinfluence.io import write_text
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import lscpu_model, package_versions, write_csv  # noqa: E402
+from machine import lscpu_model, markdown_table, package_versions, write_csv  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -121,11 +121,11 @@ def main() -> None:
         f"at most {args.new_tokens} new tokens, beta 0.04.  ",
         f"Load average (1/5/15 min) before: {' '.join(f'{x:.1f}' for x in load_before)}; after: "
         f"{' '.join(f'{x:.1f}' for x in load_after)}.", "",
-        "| stage | processes | s/step | speed-up | all-reduce bytes/step/rank | all-gather bytes/step/rank |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {r['stage']} | {r['processes']} | {r['seconds_per_step']:.2f} | {r['speed_up']:.2f}x | "
-              f"{r['all_reduce_bytes_per_step']:,.0f} | {r['all_gather_bytes_per_step']:,.0f} |" for r in rows]
+    header = ["stage", "processes", "s/step", "speed-up", "all-reduce bytes/step/rank", "all-gather bytes/step/rank"]
+    table = [[r["stage"], str(r["processes"]), f"{r['seconds_per_step']:.2f}", f"{r['speed_up']:.2f}x",
+              f"{r['all_reduce_bytes_per_step']:,.0f}", f"{r['all_gather_bytes_per_step']:,.0f}"] for r in rows]
+    lines += markdown_table(header, table, align="---|---:|---:|---:|---:|---:")
     write_text(HERE / f"distributed{suffix}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

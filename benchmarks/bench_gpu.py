@@ -53,7 +53,7 @@ from coinfluence.training.rollout import sample
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from floor import backward_floor  # noqa: E402
-from machine import write_csv  # noqa: E402
+from machine import markdown_table, write_csv  # noqa: E402
 
 PAD, G = 0, 8
 HALF_B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
@@ -131,8 +131,8 @@ class Table:
 
     def write(self) -> None:
         keys = list(dict.fromkeys(k for r in self.rows for k in r))
-        lines = [self.header, "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        lines += ["| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |" for r in self.rows]
+        table = [["" if r.get(k) is None else str(r[k]) for k in keys] for r in self.rows]
+        lines = [self.header, "", *markdown_table(keys, table)]
         write_text(self.out / "gpu.md", "\n".join(lines) + "\n")
         write_csv(self.out / "gpu.csv", keys, self.rows)
 

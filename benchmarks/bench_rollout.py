@@ -32,7 +32,7 @@ from coinfluence.io import write_text
 from coinfluence.training.rollout import sample
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import lscpu_model, write_csv  # noqa: E402
+from machine import lscpu_model, markdown_table, write_csv  # noqa: E402
 
 PAD, EOS = 0, 1
 
@@ -174,12 +174,13 @@ def main():
         "Other processes shared these cores during the run when the load exceeds the core count, "
         "so absolute rates are noisy; the two columns of a row were measured back to back.",
         "",
-        "| batch | generate tok/s | ours tok/s | generate ms/step | ours ms/step | speed-up | matmul floor ms/step | generate / floor |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        lines.append(f"| {r['batch']} | {r['generate_tok_s']:.0f} | {r['ours_tok_s']:.0f} | {r['generate_ms_step']:.1f} | "
-                     f"{r['ours_ms_step']:.1f} | {r['speedup']:.2f}x | {r['floor_ms_step']:.1f} | {r['generate_over_floor']:.2f}x |")
+    header = ["batch", "generate tok/s", "ours tok/s", "generate ms/step", "ours ms/step", "speed-up", "matmul floor ms/step",
+              "generate / floor"]
+    table = [[str(r["batch"]), f"{r['generate_tok_s']:.0f}", f"{r['ours_tok_s']:.0f}", f"{r['generate_ms_step']:.1f}",
+              f"{r['ours_ms_step']:.1f}", f"{r['speedup']:.2f}x", f"{r['floor_ms_step']:.1f}", f"{r['generate_over_floor']:.2f}x"]
+             for r in rows]
+    lines += markdown_table(header, table, align="---:")
     write_text(here / "rollout.md", "\n".join(lines) + "\n")
     print(f"wrote {here / 'rollout.csv'} and {here / 'rollout.md'}")
 

@@ -38,7 +38,7 @@ from coinfluence.io import write_text
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from machine import write_csv  # noqa: E402
+from machine import markdown_table, write_csv  # noqa: E402
 
 INSTRUCTION = "Solve it step by step and end with the final answer as a number."
 READERS = ("answer", "last-number", "first-number", "boxed")
@@ -162,7 +162,7 @@ def analysis(model_dir: str, n_layers: int, queries: int, kron_rank: int, valida
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name, seed in (("train", 1), ("targets", 2)):
-            (tmp / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in arithmetic_rows(queries, seed)))
+            write_text(tmp / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in arithmetic_rows(queries, seed)))
         params = LAST_MLP.format(last=n_layers - 1)
         opts = AnalyzeOptions(ckpt=model_dir, train=str(tmp / "train.jsonl"), targets=str(tmp / "targets.jsonl"), queries=queries,
                               targets_n=queries, num_generations=8, max_completion_length=ANALYSIS_TOKENS, temperature=ANALYSIS_TEMPERATURE, reward="last-number", params=params,
@@ -201,11 +201,10 @@ def write_outputs(rows: list[dict], csv_path: Path, md_path: Path, command: str)
     write_csv(csv_path, ["section", "measure", "setting", "value", "unit"], rows)
     lines = ["# SmolLM2-135M-Instruct on the CPU", "", f"Command: `{command}`", "",
              f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-             f"load average {os.getloadavg()[0]:.1f} when written (other jobs share the cores: compare times within this run).", "",
-             "| section | measure | setting | value |", "|---|---|---|---|"]
-    for r in rows:
-        value = r["value"].replace("|", "\\|") if r["unit"] == "text" else f"{r['value']:.4g} {r['unit']}"
-        lines.append(f"| {r['section']} | {r['measure']} | {r['setting']} | {value} |")
+             f"load average {os.getloadavg()[0]:.1f} when written (other jobs share the cores: compare times within this run).", ""]
+    table = [[r["section"], r["measure"], r["setting"],
+              r["value"].replace("|", "\\|") if r["unit"] == "text" else f"{r['value']:.4g} {r['unit']}"] for r in rows]
+    lines += markdown_table(["section", "measure", "setting", "value"], table)
     write_text(md_path, "\n".join(lines) + "\n")
 
 
