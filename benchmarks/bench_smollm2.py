@@ -129,7 +129,9 @@ def sft_step(model, tok, n: int, steps: int) -> list[dict]:
     for checkpointing in (False, True):
         m = copy.deepcopy(model).train()
         if checkpointing:
-            m.gradient_checkpointing_enable()  # recompute activations in backward: less memory
+            # recompute activations in backward: less memory; transformers 5 renamed the method
+            enable = getattr(m, "activation_checkpointing_enable", None) or m.gradient_checkpointing_enable
+            enable()
         opt = torch.optim.AdamW(m.parameters(), lr=1e-5)
         times = [timed(partial(sft_update, m, opt, batch))[0] for _ in range(steps)]
         best = min(times[1:] or times)  # the first step also allocates AdamW's state
