@@ -8,8 +8,9 @@ SFT analysis (informative share, mean α, share at α=0, mean co-influence of in
 queries), the GRPO training curve (10-step means of ``reward`` and
 ``completions/mean_length`` at the start and the end), the RL gain on each test split, the
 influence time series at each analysed checkpoint, the injected behaviours in sampled
-completions of the SFT and RL models, each unit's wall times, each unit's step-verified
-``test_id`` accuracy (SFT, midway and final RL, gains); then, over seeds with 95% bootstrap
+completions of the SFT and RL models, each unit's wall times, each unit's greedy step-verified
+``val_id`` accuracy at every RL test and, where it rebuilt its SFT model, that model's validation
+next to the study unit's, each unit's step-verified ``test_id`` accuracy (SFT, midway and final RL, gains); then, over seeds with 95% bootstrap
 intervals, every variant's accuracies (answer and step-verified, greedy and mean@8, SFT, RL and
 gain, and the guess baselines), the claims table with its verdicts, and how well the SFT
 analysis (ΔJ, co-influence, informative share) ranks the units by RL gain.
@@ -32,7 +33,8 @@ import pandas as pd
 from coinfluence.plots.claims import (COVERAGE, ENDPOINTS, SAMPLED_TAGS, accuracy_table, claims_markdown, claims_table, markdown,
                                       numbers_of, points, prediction_markdown, prediction_table)
 from coinfluence.plots.gains import by_difficulty, rl_gains, sampled_behaviours
-from coinfluence.plots.runs import read_metrics, read_queries, read_summary, read_timeseries, run_label, run_seed
+from coinfluence.plots.runs import (read_json_or_empty, read_metrics, read_queries, read_summary, read_timeseries, run_label,
+                                    run_seed)
 from coinfluence.run import SFT, Run
 
 ROOT = Path(__file__).resolve().parent
@@ -115,6 +117,32 @@ def step_verified_markdown(numbers: pd.DataFrame) -> str:
             for r in numbers.to_dict("records")]
     header = ["unit", "SFT", *(f"step {n}" for n in midway), "RL", *(f"{tag} gain".replace("greedy ", "") for tag in SAMPLED_TAGS)]
     return markdown(header, rows)
+
+
+def validation_by_step(units) -> pd.DataFrame:
+    """Greedy step-verified ``val_id`` accuracy (%) of each unit's GRPO run at every test, one
+    column per step (step 0 tests the SFT model RL starts from); units without a GRPO log are left out."""
+    curves = {}
+    for u in units:
+        log = read_metrics(u, "grpo")
+        if "val_id_step_accuracy" in log:
+            tested = log[log["val_id_step_accuracy"].notna()]
+            curves[u.name] = 100 * tested.set_index("step")["val_id_step_accuracy"]
+    return pd.DataFrame(curves).T.sort_index(axis=1)
+
+
+def rebuilt_sft(units) -> pd.DataFrame:
+    """Units that rebuilt their SFT model: its final validation (answer / step-verified, %) next to
+    the study unit's, and whether the rebuilt SFT log repeated the study's value for value."""
+    rows = []
+    for u in units:
+        repeat = read_json_or_empty(u / "unit.json").get("sft_repeats_study_unit") or {}
+        last = repeat.get("last_row")
+        if last:
+            pair = [f"{points(a)} / {points(s)}" for a, s in zip(last["val_accuracy"], last["val_step_accuracy"])]
+            rows.append({"unit": u.name, "rebuilt": pair[0], "study unit": pair[1], "SFT step": last["step"][0],
+                         "identical log": repeat["identical"]})
+    return pd.DataFrame(rows)
 
 
 def units_of(results: Path, drop_seeds: tuple[int, ...] = ()) -> list[Path]:
@@ -201,6 +229,14 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
 
     print_behaviours(units)
     print_training(units)
+    validation = validation_by_step(units)
+    if len(validation):
+        print("## greedy step-verified val_id accuracy (%) at each RL test, per unit (step 0: the SFT model)\n")
+        print(validation.round(1).to_string(), "\n")
+    rebuilt = rebuilt_sft(units)
+    if len(rebuilt):
+        print("## rebuilt SFT models: final val_id accuracy (%, answer / step-verified), rebuilt and the study unit's\n")
+        print(rebuilt.to_string(index=False), "\n")
     print("## step-verified test_id accuracy per unit (%): SFT, RL, gain; midway RL checkpoints as rft@N\n")
     print(step_verified_by_unit(numbers).round(1).to_string(), "\n")
     print_difficulty(units)

@@ -68,6 +68,29 @@ def test_step_verified_by_unit_reads_each_units_checkpoints_in_percent(tmp_path)
     assert row["mean@8 gain"] == pytest.approx(8.0)
 
 
+def test_validation_by_step_and_rebuilt_sft_read_the_grpo_log_and_unit_json(tmp_path):
+    import json
+
+    summarize = load("summarize")
+    unit, bare = tmp_path / "bridge-s1", tmp_path / "bridge-s2"
+    unit.mkdir(), bare.mkdir()
+    tests = [{"stage": "grpo", "step": s, "val_id_accuracy": 0.4, "val_id_step_accuracy": v}
+             for s, v in ((0, 0.135), (50, 0.09), (100, 0.125))]
+    trained = [{"stage": "grpo", "step": s, "reward": 0.3} for s in (1, 2, 51)]  # untested steps: no column
+    sft = [{"stage": "sft", "step": 10, "val_accuracy": 0.9, "val_step_accuracy": 0.8}]  # not RL's validation
+    (unit / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft + trained + tests))
+    last_row = {"step": [3538, 3538], "loss": [0.11, 0.09], "val_accuracy": [0.445, 0.455], "val_step_accuracy": [0.135, 0.14]}
+    (unit / "unit.json").write_text(json.dumps({"sft_repeats_study_unit": {"rows": 354, "identical": False,
+                                                                           "first_difference": None, "last_row": last_row}}))
+
+    validation = summarize.validation_by_step([unit, bare])
+    assert list(validation.index) == ["bridge-s1"] and list(validation.columns) == [0, 50, 100]
+    assert validation.loc["bridge-s1"].tolist() == pytest.approx([13.5, 9.0, 12.5])
+    rebuilt = summarize.rebuilt_sft([unit, bare]).to_dict("records")
+    assert rebuilt == [{"unit": "bridge-s1", "rebuilt": "44.5 / 13.5", "study unit": "45.5 / 14.0", "SFT step": 3538,
+                        "identical log": False}]
+
+
 def test_summarize_can_leave_out_a_seed(tmp_path, bridge_seeds):
     summarize = load("summarize")
     bridge_seeds(0, 1)
