@@ -10,9 +10,9 @@ queries), the GRPO training curve (10-step means of ``reward`` and
 influence time series at each analysed checkpoint, the injected behaviours in sampled
 completions of the SFT and RL models, each unit's wall times, each unit's greedy step-verified
 ``val_id`` accuracy at every RL test and, where it rebuilt its SFT model, that model's validation
-next to the study unit's, each unit's step-verified ``test_id`` accuracy (SFT, midway and final RL, gains); then, over seeds with 95% bootstrap
-intervals, every variant's accuracies (answer and step-verified, greedy and mean@8, SFT, RL and
-gain, and the guess baselines), the claims table with its verdicts, and how well the SFT
+next to the study unit's, each unit's step-verified ``test_id`` accuracy (SFT, midway and final
+RL, gains); then, over seeds with 95% bootstrap intervals, every variant's accuracies (answer
+and step-verified, greedy and mean@8, SFT, RL and gain, and the guess baselines), the claims table with its verdicts, and how well the SFT
 analysis (ΔJ, co-influence, informative share) ranks the units by RL gain.
 
 Every table figures/README.md shows is printed here also as its Markdown rows (per-unit
@@ -182,8 +182,9 @@ def print_difficulty(units) -> None:
 
 
 def print_training(units) -> None:
-    """The influence time series over training, and the GRPO log's behaviours and step-verified
-    share in 10-step windows (units that log ``behaviours/frac``)."""
+    """The influence time series over training, the GRPO log's behaviours and step-verified share
+    in 10-step windows (units that log ``behaviours/frac``), the RL validation at every test, and
+    the rebuilt SFT models' validation beside the study units'."""
     print("## influence through training: mean over seeds at each analysed step\n")
     series = []
     for u in units:
@@ -200,6 +201,14 @@ def print_training(units) -> None:
         print(f"## the GRPO log in {WINDOW}-step windows ending at each step: behaviours/frac, step_accuracy of the rollouts\n")
         windows = {(name, c): curve_windows(log, c) for name, log in logged.items() for c in ("behaviours/frac", "step_accuracy")}
         print(pd.DataFrame(windows).T.round(3).to_string(), "\n")
+    validation = validation_by_step(units)
+    if len(validation):
+        print("## greedy step-verified val_id accuracy (%) at each RL test, per unit (step 0: the SFT model)\n")
+        print(validation.round(1).to_string(), "\n")
+    rebuilt = rebuilt_sft(units)
+    if len(rebuilt):
+        print("## rebuilt SFT models: final val_id accuracy (%, answer / step-verified), rebuilt and the study unit's\n")
+        print(rebuilt.to_string(index=False), "\n")
 
 
 def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
@@ -229,14 +238,6 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
 
     print_behaviours(units)
     print_training(units)
-    validation = validation_by_step(units)
-    if len(validation):
-        print("## greedy step-verified val_id accuracy (%) at each RL test, per unit (step 0: the SFT model)\n")
-        print(validation.round(1).to_string(), "\n")
-    rebuilt = rebuilt_sft(units)
-    if len(rebuilt):
-        print("## rebuilt SFT models: final val_id accuracy (%, answer / step-verified), rebuilt and the study unit's\n")
-        print(rebuilt.to_string(index=False), "\n")
     print("## step-verified test_id accuracy per unit (%): SFT, RL, gain; midway RL checkpoints as rft@N\n")
     print(step_verified_by_unit(numbers).round(1).to_string(), "\n")
     print_difficulty(units)
