@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
@@ -132,6 +134,32 @@ def test_fallback_engine_gives_the_same_greedy_tokens_as_lean():
     assert lean.completions() == hf.completions()
     torch.testing.assert_close(lean.logprobs, hf.logprobs, rtol=0, atol=1e-5)
     assert torch.equal(lean.finished, hf.finished)
+
+
+class OldCacheName(torch.nn.Module):
+    """A causal LM with transformers 4's cache argument: ``past_key_values`` in and out."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None):
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         cache=past_key_values, use_cache=use_cache)
+        return SimpleNamespace(logits=out.logits, past_key_values=out.cache)
+
+
+def test_hf_engine_passes_the_cache_under_the_name_the_model_takes():
+    import warnings
+
+    model = tiny_llama(6, kv_heads=2)
+    prompts = random_prompts(6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        new = run(model, prompts, max_new_tokens=12, backend="hf")
+    assert not [w for w in caught if "past_key_values" in str(w.message)]  # transformers 5 deprecates that name
+    old = run(OldCacheName(model), prompts, max_new_tokens=12, backend="hf")
+    assert old.completions() == new.completions() == hf_greedy(model, prompts, 12)
 
 
 def test_unsupported_model_falls_back_and_lean_refuses_it():

@@ -12,7 +12,7 @@ Two engines (and a variant of the first) produce the same tokens:
   with a preallocated cache and a few large ops per layer. On a CPU with a small model the
   per-op overhead of the HF stack, not arithmetic, is what a decode step costs, so fewer ops
   is what makes sampling fast.
-- ``hf``: any causal LM, through its own forward with ``past_key_values``.
+- ``hf``: any causal LM, through its own forward with its key/value cache.
 
 ``backend="auto"`` picks ``lean`` whenever the model qualifies. ``backend="static"`` is the lean
 engine with fixed-shape decode steps that CUDA graphs can replay (``rollout_static``).
@@ -327,10 +327,17 @@ def chunks_by_length(lengths: Sequence[int], size: int) -> list[list[int]]:
 # ----------------------------------------------------------------------------- generic engine
 
 
+def cache_argument(model) -> str:
+    """The name under which ``model.forward`` takes and returns its key/value cache: ``cache``
+    from transformers 5 on (where ``past_key_values`` is deprecated), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def sample_hf(model, prompts, max_new: int, chooser: TokenChooser, stops, pad_id: int, compile: bool = False):
-    """Any causal LM: the model's own forward with ``past_key_values``."""
+    """Any causal LM: the model's own forward with its key/value cache."""
     ids, mask = left_pad(prompts, pad_id, model_device(model))
     takes_positions = "position_ids" in inspect.signature(model.forward).parameters
+    cache_name = cache_argument(model)
     recorder = Recorder(len(prompts), max_new, stops, pad_id, ids.device)
     rows = torch.arange(len(prompts), device=ids.device)
     positions = positions_from_mask(mask)
@@ -338,8 +345,8 @@ def sample_hf(model, prompts, max_new: int, chooser: TokenChooser, stops, pad_id
     step_input = ids
     for step in range(max_new):
         extra = {"position_ids": positions} if takes_positions else {}
-        out = model(input_ids=step_input, attention_mask=mask, past_key_values=past, use_cache=True, **extra)
-        past = out.past_key_values
+        out = model(input_ids=step_input, attention_mask=mask, use_cache=True, **{cache_name: past}, **extra)
+        past = getattr(out, cache_name)
         token = recorder.record(step, rows, *chooser(out.logits[:, -1], rows, len(prompts)))
         if bool(recorder.finished.all()):
             break
