@@ -12,8 +12,9 @@ completions of the SFT and RL models, each unit's wall times, each unit's greedy
 ``val_id`` accuracy at every RL test and, where it rebuilt its SFT model, that model's validation
 next to the study unit's, each unit's step-verified ``test_id`` accuracy (SFT, midway and final
 RL, gains); then, over seeds with 95% bootstrap intervals, every variant's accuracies (answer
-and step-verified, greedy and mean@8, SFT, RL and gain, and the guess baselines), the claims table with its verdicts, and how well the SFT
-analysis (ΔJ, co-influence, informative share) ranks the units by RL gain.
+and step-verified, greedy and mean@8, SFT, RL and gain, and the guess baselines), the claims
+table with its verdicts, and how well the SFT analysis (ΔJ, co-influence, informative share)
+ranks the units by RL gain.
 
 Every table figures/README.md shows is printed here also as its Markdown rows (per-unit
 accuracies, claims, the comparisons that are not claims), so the README's tables are pasted, not
