@@ -120,15 +120,15 @@ def step_verified_markdown(numbers: pd.DataFrame) -> str:
     return markdown(header, rows)
 
 
-def validation_by_step(units) -> pd.DataFrame:
-    """Greedy step-verified ``val_id`` accuracy (%) of each unit's GRPO run at every test, one
-    column per step (step 0 tests the SFT model RL starts from); units without a GRPO log are left out."""
+def validation_by_step(logs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Greedy step-verified ``val_id`` accuracy (%) at every test of each unit's GRPO log (``logs``:
+    unit name -> log), one column per step (step 0 tests the SFT model RL starts from); units
+    whose log has no tests are left out."""
     curves = {}
-    for u in units:
-        log = read_metrics(u, "grpo")
+    for name, log in logs.items():
         if "val_id_step_accuracy" in log:
             tested = log[log["val_id_step_accuracy"].notna()]
-            curves[u.name] = 100 * tested.set_index("step")["val_id_step_accuracy"]
+            curves[name] = 100 * tested.set_index("step")["val_id_step_accuracy"]
     return pd.DataFrame(curves).T.sort_index(axis=1)
 
 
@@ -202,7 +202,7 @@ def print_training(units) -> None:
         print(f"## the GRPO log in {WINDOW}-step windows ending at each step: behaviours/frac, step_accuracy of the rollouts\n")
         windows = {(name, c): curve_windows(log, c) for name, log in logged.items() for c in ("behaviours/frac", "step_accuracy")}
         print(pd.DataFrame(windows).T.round(3).to_string(), "\n")
-    validation = validation_by_step(units)
+    validation = validation_by_step(logs)
     if len(validation):
         print("## greedy step-verified val_id accuracy (%) at each RL test, per unit (step 0: the SFT model)\n")
         print(validation.round(1).to_string(), "\n")

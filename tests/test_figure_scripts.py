@@ -83,7 +83,7 @@ def test_validation_by_step_and_rebuilt_sft_read_the_grpo_log_and_unit_json(tmp_
     (unit / "unit.json").write_text(json.dumps({"sft_repeats_study_unit": {"rows": 354, "identical": False,
                                                                            "first_difference": None, "last_row": last_row}}))
 
-    validation = summarize.validation_by_step([unit, bare])
+    validation = summarize.validation_by_step({u.name: summarize.read_metrics(u, "grpo") for u in (unit, bare)})
     assert list(validation.index) == ["bridge-s1"] and list(validation.columns) == [0, 50, 100]
     assert validation.loc["bridge-s1"].tolist() == pytest.approx([13.5, 9.0, 12.5])
     rebuilt = summarize.rebuilt_sft([unit, bare]).to_dict("records")
