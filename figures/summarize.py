@@ -168,18 +168,28 @@ def print_behaviours(units) -> None:
         print(sampled.drop(columns=["run"]).round(3).to_string(index=False), "\n")
 
 
+def difficulty_by_unit(units) -> pd.DataFrame:
+    """Greedy step-verified ``test_id`` accuracy (%) by the steps a solution needs, one row per
+    unit and step count: the problems of that depth, SFT, RL and the gain."""
+    table = by_difficulty(units)
+    table[["sft", "rft", "gain"]] *= 100
+    table["unit"] = [Path(run).name for run in table["run"]]
+    return table[["variant", "unit", "steps", "rows", "sft", "rft", "gain"]]
+
+
 def print_difficulty(units) -> None:
     """Where the step-verified gain sits: each variant's SFT, RL and gain by the steps a solution
-    needs, mean [min, max] over the units that record it."""
-    table = by_difficulty(units)
+    needs, mean [min, max] over the units that record it, then each unit's own numbers."""
+    table = difficulty_by_unit(units)
     if not len(table):
         return
-    table[["sft", "rft", "gain"]] *= 100
     print("## step-verified test_id accuracy (%) by the steps a solution needs, greedy: mean [min, max] over units\n")
     spread = table.groupby(["variant", "steps"]).agg(
-        units=("run", "size"), rows=("rows", "mean"),
+        units=("unit", "size"), rows=("rows", "mean"),
         **{c: (c, lambda v: f"{v.mean():.1f} [{v.min():.1f}, {v.max():.1f}]") for c in ("sft", "rft", "gain")})
     print(spread.to_string(), "\n")
+    print("## the same, per unit\n")
+    print(table.drop(columns="variant").set_index(["unit", "steps"]).round(1).to_string(), "\n")
 
 
 def print_training(units) -> None:

@@ -68,6 +68,28 @@ def test_step_verified_by_unit_reads_each_units_checkpoints_in_percent(tmp_path)
     assert row["mean@8 gain"] == pytest.approx(8.0)
 
 
+def test_difficulty_by_unit_gives_each_units_own_depths_in_percent(tmp_path):
+    import json
+    import shutil
+
+    summarize = load("summarize")
+    units = []
+    for name, (sft, rft) in {"bridge-s0": (0.25, 0.5), "bridge-s1": (0.1, 0.05)}.items():
+        unit = tmp_path / name
+        shutil.copytree(Path(__file__).resolve().parent / "fixtures" / "plots" / "bridge-s0", unit)
+        saved = json.loads((unit / "eval.json").read_text())
+        for ckpt, value in (("sft", sft), ("grpo/final", rft)):
+            saved["checkpoints"].setdefault(ckpt, {})["test_id"] = {
+                "accuracy": 0.5, "step_accuracy": value, "num_rows": 500, "steps/3/step_accuracy": value,
+                "steps/3/num_rows": 120, "steps/4/step_accuracy": value / 2, "steps/4/num_rows": 140}
+        (unit / "eval.json").write_text(json.dumps(saved))
+        units.append(unit)
+    table = summarize.difficulty_by_unit(units).set_index(["unit", "steps"])
+    assert table.loc[("bridge-s0", 3), ["rows", "sft", "rft", "gain"]].tolist() == pytest.approx([120, 25.0, 50.0, 25.0])
+    assert table.loc[("bridge-s1", 4), ["rows", "sft", "rft", "gain"]].tolist() == pytest.approx([140, 5.0, 2.5, -2.5])
+    assert len(table) == 4
+
+
 def test_validation_by_step_and_rebuilt_sft_read_the_grpo_log_and_unit_json(tmp_path):
     import json
 
