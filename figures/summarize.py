@@ -9,8 +9,8 @@ queries), the GRPO training curve (10-step means of ``reward`` and
 ``completions/mean_length`` at the start and the end), the RL gain on each test split, the
 influence time series at each analysed checkpoint, the injected behaviours in sampled
 completions of the SFT and RL models, each unit's wall times, each unit's greedy step-verified
-``val_id`` accuracy at every RL test and, where it rebuilt its SFT model, that model's validation
-next to the study unit's, each unit's step-verified ``test_id`` accuracy (SFT, midway and final
+``val_id`` accuracy at every RL test and how its RL went (where its SFT model came from, that
+model's validation next to the study unit's, the range of the RL tests), each unit's step-verified ``test_id`` accuracy (SFT, midway and final
 RL, gains); then, over seeds with 95% bootstrap intervals, every variant's accuracies (answer
 and step-verified, greedy and mean@8, SFT, RL and gain, and the guess baselines), the claims
 table with its verdicts, and how well the SFT analysis (ΔJ, co-influence, informative share)
@@ -39,6 +39,7 @@ from coinfluence.plots.runs import (read_json_or_empty, read_metrics, read_queri
 from coinfluence.run import SFT, Run
 
 ROOT = Path(__file__).resolve().parent
+STUDY = ROOT / "results"  # the study setting's units, whose SFT models the other RL settings start from
 WINDOW = 10  # steps per mean at each end of the GRPO curve
 
 
@@ -120,30 +121,59 @@ def step_verified_markdown(numbers: pd.DataFrame) -> str:
     return markdown(header, rows)
 
 
+def val_id_tests(log: pd.DataFrame) -> pd.DataFrame:
+    """The greedy ``val_id`` tests in a GRPO log (answer and step-verified accuracy, fractions),
+    indexed by step; step 0 tests the SFT model RL starts from."""
+    columns = ["val_id_accuracy", "val_id_step_accuracy"]
+    if columns[1] not in log:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="step"))
+    return log[log[columns[1]].notna()].set_index("step")[columns]
+
+
 def validation_by_step(logs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Greedy step-verified ``val_id`` accuracy (%) at every test of each unit's GRPO log (``logs``:
     unit name -> log), one column per step (step 0 tests the SFT model RL starts from); units
     whose log has no tests are left out."""
-    curves = {}
-    for name, log in logs.items():
-        if "val_id_step_accuracy" in log:
-            tested = log[log["val_id_step_accuracy"].notna()]
-            curves[name] = 100 * tested.set_index("step")["val_id_step_accuracy"]
+    curves = {name: 100 * tests["val_id_step_accuracy"] for name, tests in
+              ((name, val_id_tests(log)) for name, log in logs.items()) if len(tests)}
     return pd.DataFrame(curves).T.sort_index(axis=1)
 
 
-def rebuilt_sft(units) -> pd.DataFrame:
-    """Units that rebuilt their SFT model: its final validation (answer / step-verified, %) next to
-    the study unit's, and whether the rebuilt SFT log repeated the study's value for value."""
+def sft_origin(unit: Path) -> str:
+    """Where the SFT model a unit's RL started from came from: the unit's own SFT stage, a study
+    unit's run dir, a rebuild from a study unit's recorded commands, or the study's commands run
+    anew for a seed the study never ran."""
+    record = read_json_or_empty(unit / "unit.json")
+    if "sft_from" not in record:
+        return "its own"
+    if record.get("sft_repeats_study_unit"):
+        return "rebuilt"
+    return "the study's" if (STUDY / unit.name / "unit.json").exists() else "built anew"
+
+
+def rl_course_markdown(units, logs: dict[str, pd.DataFrame], numbers: pd.DataFrame) -> str:
+    """How each unit's RL went, as figures/README.md rows: where its SFT model came from; that
+    model's greedy ``val_id`` accuracy (%, answer / step-verified) and, for a rebuilt one, the
+    study unit's; the step-verified ``val_id`` range over the RL tests after step 0, at step 400
+    and at the last test; greedy ``test_id`` answer accuracy at SFT, after RL, and its change."""
+    answers = numbers.set_index("unit")
     rows = []
     for u in units:
-        repeat = read_json_or_empty(u / "unit.json").get("sft_repeats_study_unit") or {}
-        last = repeat.get("last_row")
-        if last:
-            pair = [f"{points(a)} / {points(s)}" for a, s in zip(last["val_accuracy"], last["val_step_accuracy"])]
-            rows.append({"unit": u.name, "rebuilt": pair[0], "study unit": pair[1], "SFT step": last["step"][0],
-                         "identical log": repeat["identical"]})
-    return pd.DataFrame(rows)
+        tests = val_id_tests(logs[u.name])
+        start, during = tests[tests.index == 0], tests[tests.index > 0]["val_id_step_accuracy"]
+        study = ((read_json_or_empty(u / "unit.json").get("sft_repeats_study_unit") or {}).get("last_row")
+                 or {"val_accuracy": [None, float("nan")], "val_step_accuracy": [None, float("nan")]})
+        sft, rft = (answers.at[u.name, f"greedy/test_id/accuracy/{stage}"] for stage in ("sft", "rft"))
+        rows.append([
+            u.name, sft_origin(u),
+            " / ".join(points(start[c].iloc[0]) for c in start) if len(start) else "—",
+            f"{points(study['val_accuracy'][1])} / {points(study['val_step_accuracy'][1])}".replace("— / —", "—"),
+            f"{points(during.min())}–{points(during.max())}" if len(during) else "—",
+            points(during.get(400, float("nan"))), points(during.iloc[-1]) if len(during) else "—",
+            f"{points(sft)} → {points(rft)} ({points(rft - sft, signed=True)})"])
+    header = ["unit", "SFT model", "SFT val_id", "study unit's SFT val_id", "RL val_id min–max", "step 400", "last test",
+              "`test_id` answer, SFT → RL"]
+    return markdown(header, rows)
 
 
 def units_of(results: Path, drop_seeds: tuple[int, ...] = ()) -> list[Path]:
@@ -192,10 +222,9 @@ def print_difficulty(units) -> None:
     print(table.drop(columns="variant").set_index(["unit", "steps"]).round(1).to_string(), "\n")
 
 
-def print_training(units) -> None:
+def print_training(units, logs: dict[str, pd.DataFrame]) -> None:
     """The influence time series over training, the GRPO log's behaviours and step-verified share
-    in 10-step windows (units that log ``behaviours/frac``), the RL validation at every test, and
-    the rebuilt SFT models' validation beside the study units'."""
+    in 10-step windows (units that log ``behaviours/frac``), and the RL validation at every test."""
     print("## influence through training: mean over seeds at each analysed step\n")
     series = []
     for u in units:
@@ -206,7 +235,6 @@ def print_training(units) -> None:
         ts = pd.concat(series).groupby(["variant", "step"])[["mean_co_influence", "frac_informative", "mean_delta_J"]]
         print(ts.mean().to_string(), "\n")
 
-    logs = {u.name: read_metrics(u, "grpo") for u in units}
     logged = {name: log for name, log in logs.items() if "behaviours/frac" in log}
     if logged:
         print(f"## the GRPO log in {WINDOW}-step windows ending at each step: behaviours/frac, step_accuracy of the rollouts\n")
@@ -216,10 +244,6 @@ def print_training(units) -> None:
     if len(validation):
         print("## greedy step-verified val_id accuracy (%) at each RL test, per unit (step 0: the SFT model)\n")
         print(validation.round(1).to_string(), "\n")
-    rebuilt = rebuilt_sft(units)
-    if len(rebuilt):
-        print("## rebuilt SFT models: final val_id accuracy (%, answer / step-verified), rebuilt and the study unit's\n")
-        print(rebuilt.to_string(index=False), "\n")
 
 
 def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
@@ -230,6 +254,7 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
         print(f"# without seeds {', '.join(map(str, drop_seeds))}\n")
     rows = pd.DataFrame([unit_row(u) for u in units])
     numbers = numbers_of(units)  # read once for every table below
+    logs = {u.name: read_metrics(u, "grpo") for u in units}
     pd.set_option("display.width", 200, "display.max_columns", 30, "display.precision", 4)
 
     print(f"## {len(units)} units\n")
@@ -248,12 +273,14 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     print(stats.round(2).to_string(), "\n")
 
     print_behaviours(units)
-    print_training(units)
+    print_training(units, logs)
     print("## step-verified test_id accuracy per unit (%): SFT, RL, gain; midway RL checkpoints as rft@N\n")
     print(step_verified_by_unit(numbers).round(1).to_string(), "\n")
     print_difficulty(units)
     print("## per unit as figures/README.md rows: step-verified test_id accuracy (%) and RL gains\n")
     print(step_verified_markdown(numbers), "\n")
+    print("## per unit as figures/README.md rows: how RL went (greedy val_id tests every 50 steps on 200 rows, %)\n")
+    print(rl_course_markdown(units, logs, numbers), "\n")
     print("## per unit as figures/README.md rows: greedy accuracy (%), answer / step-verified\n")
     print(greedy_markdown(numbers), "\n")
     print("## accuracy (%), mean [95% bootstrap interval] over seeds\n")
@@ -278,7 +305,7 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="The numbers figures/README.md quotes, from committed units.")
-    parser.add_argument("results", nargs="?", type=Path, default=ROOT / "results", help="a directory of units")
+    parser.add_argument("results", nargs="?", type=Path, default=STUDY, help="a directory of units")
     parser.add_argument("--drop-seed", type=int, action="append", default=[],
                         help="leave out this seed's units (repeatable): a sensitivity check, not the decision rule")
     args = parser.parse_args()

@@ -90,27 +90,37 @@ def test_difficulty_by_unit_gives_each_units_own_depths_in_percent(tmp_path):
     assert len(table) == 4
 
 
-def test_validation_by_step_and_rebuilt_sft_read_the_grpo_log_and_unit_json(tmp_path):
+def test_validation_by_step_and_rl_course_read_the_grpo_log_and_unit_json(tmp_path, monkeypatch):
     import json
 
     summarize = load("summarize")
-    unit, bare = tmp_path / "bridge-s1", tmp_path / "bridge-s2"
-    unit.mkdir(), bare.mkdir()
-    tests = [{"stage": "grpo", "step": s, "val_id_accuracy": 0.4, "val_id_step_accuracy": v}
-             for s, v in ((0, 0.135), (50, 0.09), (100, 0.125))]
+    monkeypatch.setattr(summarize, "STUDY", tmp_path / "study")
+    unit, bare, anew, own = (tmp_path / name for name in ("bridge-s1", "bridge-s0", "explore-s3", "vanilla-s1"))
+    for u in (unit, bare, anew, own):
+        u.mkdir()
+    tests = [{"stage": "grpo", "step": s, "val_id_accuracy": a, "val_id_step_accuracy": v}
+             for s, a, v in ((0, 0.445, 0.135), (50, 0.4, 0.09), (100, 0.4, 0.125), (400, 0.41, 0.16), (450, 0.42, 0.15))]
     trained = [{"stage": "grpo", "step": s, "reward": 0.3} for s in (1, 2, 51)]  # untested steps: no column
     sft = [{"stage": "sft", "step": 10, "val_accuracy": 0.9, "val_step_accuracy": 0.8}]  # not RL's validation
     (unit / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft + trained + tests))
     last_row = {"step": [3538, 3538], "loss": [0.11, 0.09], "val_accuracy": [0.445, 0.455], "val_step_accuracy": [0.135, 0.14]}
-    (unit / "unit.json").write_text(json.dumps({"sft_repeats_study_unit": {"rows": 354, "identical": False,
-                                                                           "first_difference": None, "last_row": last_row}}))
+    (unit / "unit.json").write_text(json.dumps({"sft_from": "runs/figures/bridge-s1/sft", "sft_repeats_study_unit": {
+        "rows": 354, "identical": False, "first_difference": None, "last_row": last_row}}))
+    for u in (bare, anew):
+        (u / "unit.json").write_text(json.dumps({"sft_from": f"runs/figures/{u.name}/sft"}))
+    (tmp_path / "study" / "bridge-s0").mkdir(parents=True)
+    (tmp_path / "study" / "bridge-s0" / "unit.json").write_text("{}")  # the study ran bridge-s0, not explore-s3
 
-    validation = summarize.validation_by_step({u.name: summarize.read_metrics(u, "grpo") for u in (unit, bare)})
-    assert list(validation.index) == ["bridge-s1"] and list(validation.columns) == [0, 50, 100]
-    assert validation.loc["bridge-s1"].tolist() == pytest.approx([13.5, 9.0, 12.5])
-    rebuilt = summarize.rebuilt_sft([unit, bare]).to_dict("records")
-    assert rebuilt == [{"unit": "bridge-s1", "rebuilt": "44.5 / 13.5", "study unit": "45.5 / 14.0", "SFT step": 3538,
-                        "identical log": False}]
+    logs = {u.name: summarize.read_metrics(u, "grpo") for u in (unit, bare, anew, own)}
+    validation = summarize.validation_by_step(logs)
+    assert list(validation.index) == ["bridge-s1"] and list(validation.columns) == [0, 50, 100, 400, 450]
+    assert validation.loc["bridge-s1"].tolist() == pytest.approx([13.5, 9.0, 12.5, 16.0, 15.0])
+    numbers = pd.DataFrame({"unit": [u.name for u in (unit, bare, anew, own)], "greedy/test_id/accuracy/sft": [0.5, 0.4, 0.3, 0.2],
+                            "greedy/test_id/accuracy/rft": [0.46, 0.4, 0.35, 0.2]})
+    rows = summarize.rl_course_markdown([unit, bare, anew, own], logs, numbers).split("\n")
+    assert rows[2] == "| bridge-s1 | rebuilt | 44.5 / 13.5 | 45.5 / 14.0 | 9.0–16.0 | 16.0 | 15.0 | 50.0 → 46.0 (−4.0) |"
+    assert rows[3] == "| bridge-s0 | the study's | — | — | — | — | — | 40.0 → 40.0 (+0.0) |"
+    assert rows[4].startswith("| explore-s3 | built anew |") and rows[5].startswith("| vanilla-s1 | its own |")
 
 
 def test_summarize_can_leave_out_a_seed(tmp_path, bridge_seeds):
