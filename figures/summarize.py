@@ -3,18 +3,18 @@
     python figures/summarize.py [RESULTS_DIR]      # default: figures/results
     python figures/summarize.py figures/results-rl-progress --drop-seed 0   # without the seed that chose the setting
 
-Per variant (mean over seeds, per-seed values in brackets where the README gives them): the
-SFT analysis (informative share, mean α, share at α=0, mean co-influence of informative
-queries), the GRPO training curve (10-step means of ``reward`` and
-``completions/mean_length`` at the start and the end), the RL gain on each test split, the
-influence time series at each analysed checkpoint, the injected behaviours in sampled
-completions of the SFT and RL models, each unit's wall times, each unit's greedy step-verified
-``val_id`` accuracy at every RL test and how its RL went (where its SFT model came from, that
-model's validation next to the study unit's, the range of the RL tests), each unit's step-verified ``test_id`` accuracy (SFT, midway and final
-RL, gains); then, over seeds with 95% bootstrap intervals, every variant's accuracies (answer
-and step-verified, greedy and mean@8, SFT, RL and gain, and the guess baselines), the claims
-table with its verdicts, and how well the SFT analysis (ΔJ, co-influence, informative share)
-ranks the units by RL gain.
+Per variant (mean over seeds, per-seed values in brackets where the README gives them): the SFT
+analysis (informative share, mean α, share at α=0, mean co-influence of informative queries), the
+GRPO training curve (10-step means of ``reward`` and ``completions/mean_length`` at the start and
+the end), the RL gain on each test split, the influence time series at each analysed checkpoint,
+the injected behaviours in sampled completions of the SFT and RL models, each unit's wall times,
+each unit's greedy step-verified ``val_id`` accuracy at every RL test and how its RL went (where
+its SFT model came from, that model's validation next to the study unit's, the range of the RL
+tests), each unit's step-verified ``test_id`` accuracy (SFT, midway and final RL, gains); then,
+over seeds with 95% bootstrap intervals, every variant's accuracies (answer and step-verified,
+greedy and mean@8, SFT, RL and gain, and the guess baselines), the claims table with its verdicts
+and each claim's per-seed values, and how well the SFT analysis (ΔJ, co-influence, informative
+share) ranks the units by RL gain.
 
 Every table figures/README.md shows is printed here also as its Markdown rows (per-unit
 accuracies, claims, the comparisons that are not claims), so the README's tables are pasted, not
@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from coinfluence.plots.claims import (COVERAGE, ENDPOINTS, SAMPLED_TAGS, accuracy_table, claims_markdown, claims_table, markdown,
-                                      numbers_of, points, prediction_markdown, prediction_table)
+                                      numbers_of, paired_by_seed, points, prediction_markdown, prediction_table)
 from coinfluence.plots.gains import by_difficulty, rl_gains, sampled_behaviours
 from coinfluence.plots.runs import (read_json_or_empty, read_metrics, read_queries, read_summary, read_timeseries, run_label,
                                     run_seed)
@@ -290,6 +290,8 @@ def main(results: Path, drop_seeds: tuple[int, ...] = ()) -> None:
     print("## claims (decision rule: a difference counts when its 95% bootstrap interval over seeds excludes 0)\n")
     claims = claims_table(numbers)
     print(claims.to_string(index=False, float_format=lambda v: f"{v:.4g}"), "\n")
+    print("## each claim per seed: a − b (points for accuracies and shares), the values its interval rests on\n")
+    print(paired_by_seed(numbers).to_string(float_format=lambda v: f"{v:.4g}"), "\n")
     print("## claims as figures/README.md rows (points for accuracies and shares)\n")
     print(claims_markdown(claims), "\n")
     print("## where the paired comparison starts (SFT) and ends (RL): step-verified test_id, not a claim\n")

@@ -87,6 +87,20 @@ def test_claims_table_from_units(tmp_path):
     assert few.loc["BRIDGE gains more from RL than vanilla, ID", "verdict"] == "too few seeds"
 
 
+def test_paired_by_seed_gives_the_differences_the_interval_rests_on(tmp_path):
+    from coinfluence.plots.claims import claims_table, paired_by_seed
+
+    units = [fake_unit(tmp_path, "none", seed, 0.3, 0.3 + 0.01 * seed, informative=0.40) for seed in range(5)]
+    units += [fake_unit(tmp_path, "both", seed, 0.3, 0.35 + 0.02 * seed, informative=0.5) for seed in range(1, 5)]  # no seed 0
+    table = paired_by_seed(units)
+    gain = table.loc["BRIDGE gains more from RL than vanilla, ID"]
+    assert np.isnan(gain[0]) and gain[[1, 2, 3, 4]].tolist() == pytest.approx([6.0, 7.0, 8.0, 9.0])  # points
+    assert table.loc["RL raises step-verified accuracy (vanilla)"].tolist() == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert table.loc["BRIDGE's SFT model has larger co-influence", 1] == pytest.approx(0.0)  # not in points
+    interval = claims_table(units).set_index("claim").loc["BRIDGE gains more from RL than vanilla, ID"]
+    assert interval["seeds"] == 4 and 100 * interval["mean"] == pytest.approx(gain.mean())
+
+
 def test_accuracy_table_means_and_intervals_per_variant(tmp_path):
     from coinfluence.plots.claims import accuracy_table
 

@@ -197,6 +197,23 @@ def claims_table(units, claims=CLAIMS):
     return pd.DataFrame(rows, columns=["claim", "measure", "a", "b", "seeds", "mean", "lo", "hi", "verdict"])
 
 
+def paired_by_seed(units, claims=CLAIMS):
+    """The per-seed values a claim's interval rests on: ``a − b`` for each seed both variants have
+    (``a`` alone for a claim about one variant), points for accuracies and shares; one row per claim."""
+    import pandas as pd
+
+    numbers = numbers_of(units)
+    rows = {}
+    for claim, column, a, b, _ in claims:
+        per_seed = {v: dict(zip(g["seed"], g[column])) for v, g in numbers.groupby("variant")} if column in numbers else {}
+        if a not in per_seed or (b is not None and b not in per_seed):
+            continue
+        scale = 100 if in_points(column) else 1
+        rows[claim] = {s: scale * (v - (per_seed[b][s] if b else 0)) for s, v in per_seed[a].items()
+                       if b is None or s in per_seed[b]}
+    return pd.DataFrame.from_dict(rows, orient="index").sort_index(axis=1)
+
+
 ACCURACY_COLUMNS = tuple(f"{tag}/{split}/{metric}/{stage}" for tag in SAMPLED_TAGS  # sampled on test_id only
                          for split in (SPLITS if tag == "greedy" else ("test_id",))
                          for metric in METRICS for stage in ("sft", "rft", "gain")) + tuple(
