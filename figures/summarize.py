@@ -161,13 +161,12 @@ def rl_course_markdown(units, logs: dict[str, pd.DataFrame], numbers: pd.DataFra
     for u in units:
         tests = val_id_tests(logs[u.name])
         start, during = tests[tests.index == 0], tests[tests.index > 0]["val_id_step_accuracy"]
-        study = ((read_json_or_empty(u / "unit.json").get("sft_repeats_study_unit") or {}).get("last_row")
-                 or {"val_accuracy": [None, float("nan")], "val_step_accuracy": [None, float("nan")]})
+        study = (read_json_or_empty(u / "unit.json").get("sft_repeats_study_unit") or {}).get("last_row")  # [ours, theirs]
         sft, rft = (answers.at[u.name, f"greedy/test_id/accuracy/{stage}"] for stage in ("sft", "rft"))
         rows.append([
             u.name, sft_origin(u),
             " / ".join(points(start[c].iloc[0]) for c in start) if len(start) else "—",
-            f"{points(study['val_accuracy'][1])} / {points(study['val_step_accuracy'][1])}".replace("— / —", "—"),
+            f"{points(study['val_accuracy'][1])} / {points(study['val_step_accuracy'][1])}" if study else "—",
             f"{points(during.min())}–{points(during.max())}" if len(during) else "—",
             points(during.get(400, float("nan"))), points(during.iloc[-1]) if len(during) else "—",
             f"{points(sft)} → {points(rft)} ({points(rft - sft, signed=True)})"])

@@ -174,6 +174,13 @@ COVERAGE = (
 )
 
 
+def per_seed_values(numbers, column: str) -> dict:
+    """``{variant: {seed: value}}`` of one column of :func:`numbers_of`; empty where no unit has it."""
+    if column not in numbers:
+        return {}
+    return {variant: dict(zip(group["seed"], group[column])) for variant, group in numbers.groupby("variant")}
+
+
 def claims_table(units, claims=CLAIMS):
     """One row per claim whose variants have units (unit dirs, or their :func:`numbers_of`): the
     mean difference (or the mean, for a claim about one variant) over seeds, its 95% bootstrap
@@ -184,7 +191,7 @@ def claims_table(units, claims=CLAIMS):
     numbers = numbers_of(units)
     rows = []
     for claim, column, a, b, sign in claims:
-        per_seed = {v: dict(zip(g["seed"], g[column])) for v, g in numbers.groupby("variant")} if column in numbers else {}
+        per_seed = per_seed_values(numbers, column)
         if a not in per_seed or (b is not None and b not in per_seed):
             continue
         if b is None:
@@ -205,7 +212,7 @@ def paired_by_seed(units, claims=CLAIMS):
     numbers = numbers_of(units)
     rows = {}
     for claim, column, a, b, _ in claims:
-        per_seed = {v: dict(zip(g["seed"], g[column])) for v, g in numbers.groupby("variant")} if column in numbers else {}
+        per_seed = per_seed_values(numbers, column)
         if a not in per_seed or (b is not None and b not in per_seed):
             continue
         scale = 100 if in_points(column) else 1
