@@ -139,16 +139,15 @@ def validation_by_step(logs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(curves).T.sort_index(axis=1)
 
 
-def sft_origin(unit: Path) -> str:
-    """Where the SFT model a unit's RL started from came from: the unit's own SFT stage, a study
-    unit's run dir, a rebuild from a study unit's recorded commands, or the study's commands run
-    anew for a seed the study never ran."""
-    record = read_json_or_empty(unit / "unit.json")
+def sft_origin(name: str, record: dict) -> str:
+    """Where the SFT model unit ``name`` (its unit.json: ``record``) started RL from: the unit's own
+    SFT stage, a study unit's run dir, a rebuild from a study unit's recorded commands, or the
+    study's commands run anew for a seed the study never ran."""
     if "sft_from" not in record:
         return "its own"
     if record.get("sft_repeats_study_unit"):
         return "rebuilt"
-    return "the study's" if (STUDY / unit.name / "unit.json").exists() else "built anew"
+    return "the study's" if (STUDY / name / "unit.json").exists() else "built anew"
 
 
 def rl_course_markdown(units, logs: dict[str, pd.DataFrame], numbers: pd.DataFrame) -> str:
@@ -161,10 +160,11 @@ def rl_course_markdown(units, logs: dict[str, pd.DataFrame], numbers: pd.DataFra
     for u in units:
         tests = val_id_tests(logs[u.name])
         start, during = tests[tests.index == 0], tests[tests.index > 0]["val_id_step_accuracy"]
-        study = (read_json_or_empty(u / "unit.json").get("sft_repeats_study_unit") or {}).get("last_row")  # [ours, theirs]
+        record = read_json_or_empty(u / "unit.json")
+        study = (record.get("sft_repeats_study_unit") or {}).get("last_row")  # [ours, theirs]
         sft, rft = (answers.at[u.name, f"greedy/test_id/accuracy/{stage}"] for stage in ("sft", "rft"))
         rows.append([
-            u.name, sft_origin(u),
+            u.name, sft_origin(u.name, record),
             " / ".join(points(start[c].iloc[0]) for c in start) if len(start) else "—",
             f"{points(study['val_accuracy'][1])} / {points(study['val_step_accuracy'][1])}" if study else "—",
             f"{points(during.min())}–{points(during.max())}" if len(during) else "—",
