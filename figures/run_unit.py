@@ -36,8 +36,9 @@ the same data (regenerated from the seed), then the same tests and analyses, in
 runs/figures-rl-NAME/ with results in figures/results-rl-NAME/. Where that run dir is gone, the
 SFT model is first rebuilt by replaying the data and SFT commands the study unit's unit.json
 records (or, for a unit the study never ran, built with the study's commands, without its GRPO);
-the RL unit's unit.json says whether the SFT log repeats the committed one
-(``sft_repeats_study_unit``), so its SFT numbers are known to be the study unit's or not.
+the RL unit's unit.json says where its SFT model came from (``sft_origin``) and whether the
+SFT log repeats the committed one (``sft_repeats_study_unit``), so its SFT numbers are known to
+be the study unit's or not.
 """
 
 from __future__ import annotations
@@ -300,6 +301,18 @@ def rebuild_sft(run: Path, record_of) -> None:
             timed_step(dict(sft_steps_of(record_of()))[step], step, ledger_path(ROOT / run))
 
 
+def sft_origin(study_run: Path, recorded: bool) -> dict:
+    """Where an RL unit's SFT model (in ``study_run``) came from: the study unit's own training
+    ("the study's"), a replay of the commands its unit.json records ("rebuilt"), or the study's
+    commands run for a seed it never ran ("built anew"), with the seconds a build took. Only a
+    build leaves an "sft" step in the run's ledger; the study's own training is one "train" step."""
+    ledger = ledger_path(ROOT / study_run)
+    spent = read_json(ledger) if ledger.exists() else {}
+    if "sft" not in spent:
+        return {"sft_origin": "the study's"}
+    return {"sft_origin": "rebuilt" if recorded else "built anew", "sft_build_seconds": spent}
+
+
 LAST_ROW_KEYS = ("step", "loss", "val_accuracy", "val_step_accuracy")
 
 
@@ -365,10 +378,11 @@ def short_path(path: Path) -> Path:
 
 def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: Path = RESULTS, aug_k: int = AUG_K,
              setting: dict = SETTING, extra: dict | None = None, refresh: bool = False, sft_from: Path | None = None,
-             study_metrics: Path | None = None) -> Path:
+             study_metrics: Path | None = None, origin: dict | None = None) -> Path:
     """Run the steps of one unit that are not done yet and copy its results; returns its results dir.
     With ``sft_from`` (an SFT model) the unit trains GRPO alone, from that model, and records
-    whether that model's SFT log repeats ``study_metrics`` (its study unit's committed log)."""
+    whether that model's SFT log repeats ``study_metrics`` (its study unit's committed log) and
+    where it came from (``origin``, from ``sft_origin``)."""
     name = unit_name(variant, seed)
     dest = Path(results_root) / name
     run = Path(runs_root) / name
@@ -394,6 +408,7 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
     record = {
         "variant": variant, "seed": seed, "run": str(run), "setting": setting,
         **({"sft_from": str(sft_from)} if sft_from else {}),
+        **(origin or {}),
         **({"sft_repeats_study_unit": sft_repeats(Run(ROOT / sft_from.parent).metrics, study_metrics)}
            if sft_from and study_metrics and study_metrics.is_file() else {}),
         "commands": ["coinfluence " + shlex.join(args) for _, args, _ in steps],
@@ -450,13 +465,13 @@ def main() -> None:
         sft_from, study_metrics = study_run / _LAYOUT.sft, study / _LAYOUT.metrics
         (runs_root, results_root), setting = rl_roots(args.rl), rl_setting(args.rl)
     try:
+        recorded = args.rl and (study / "unit.json").exists()
         if args.rl and not (sft_from / "config.json").exists():
-            recorded = (study / "unit.json").exists()
             rebuild_sft(short_path(study_run), lambda: read_json(study / "unit.json") if recorded else study_commands(
                 args.variant, args.seed, short_path(study_run), args.aug_k, extra_args(args)))
         run_unit(args.variant, args.seed, runs_root=runs_root, results_root=args.results_root or results_root,
                  aug_k=args.aug_k, setting=setting, extra=extra_args(args), refresh=args.refresh, sft_from=sft_from,
-                 study_metrics=study_metrics)
+                 study_metrics=study_metrics, origin=sft_origin(short_path(study_run), recorded) if args.rl else None)
     except subprocess.CalledProcessError as err:
         sys.exit(f"unit {unit_name(args.variant, args.seed)} failed: {shlex.join(map(str, err.cmd[2:]))} exited {err.returncode}")
 

@@ -142,9 +142,12 @@ def validation_by_step(logs: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def sft_origin(name: str, record: dict) -> str:
     """Where the SFT model unit ``name`` (its unit.json: ``record``) started RL from: the unit's own
     SFT stage, a study unit's run dir, a rebuild from a study unit's recorded commands, or the
-    study's commands run anew for a seed the study never ran."""
+    study's commands run anew for a seed the study never ran. Units that do not record it (those
+    landed before run_unit did) are told apart by what they record and by the study's units."""
     if "sft_from" not in record:
         return "its own"
+    if "sft_origin" in record:
+        return record["sft_origin"]
     if record.get("sft_repeats_study_unit"):
         return "rebuilt"
     return "the study's" if (STUDY / name / "unit.json").exists() else "built anew"

@@ -142,6 +142,21 @@ def markdown_tables(text: str) -> list[list[str]]:
     return tables
 
 
+def test_sft_origin_is_what_the_unit_records_where_it_records_one(tmp_path, monkeypatch):
+    """A unit built anew stays "built anew" if the study later runs that seed; a unit trained from
+    the study's own SFT run is "the study's" although it records how that log compares."""
+    summarize = load("summarize")
+    monkeypatch.setattr(summarize, "STUDY", tmp_path)
+    (tmp_path / "vanilla-s5").mkdir()
+    (tmp_path / "vanilla-s5" / "unit.json").write_text("{}")
+    sft = {"sft_from": "runs/figures/vanilla-s5/sft"}
+    assert summarize.sft_origin("vanilla-s5", {**sft, "sft_origin": "built anew"}) == "built anew"
+    compared = {"sft_repeats_study_unit": {"rows": 3, "identical": True}}
+    assert summarize.sft_origin("vanilla-s5", {**sft, **compared, "sft_origin": "the study's"}) == "the study's"
+    assert summarize.sft_origin("vanilla-s5", {**sft, **compared}) == "rebuilt"  # units that record no origin
+    assert summarize.sft_origin("vanilla-s5", sft) == "the study's"
+
+
 def test_markdown_tables_are_read_without_separators():
     text = "a\n| x | y |\n|---|---:|\n| 1 | 2 |\n\n| z |\n| --- |\n| 3 |\ntext"
     assert markdown_tables(text) == [["| x | y |", "| 1 | 2 |"], ["| z |", "| 3 |"]]

@@ -767,8 +767,11 @@ def test_an_rl_unit_whose_study_run_is_gone_rebuilds_the_sft_model_first(tmp_pat
     assert seen["sft_from"] == tmp_path / "runs" / "figures" / "vanilla-s2" / "sft"
     assert seen["study_metrics"] == study / "metrics.jsonl"
     assert ru.sft_repeats(ru.Run(seen["sft_from"].parent).metrics, seen["study_metrics"])["identical"]
+    rebuilt = {"sft_origin": "rebuilt", "sft_build_seconds": {"data": 1.0, "sft": 1.0}}
+    assert seen["origin"] == rebuilt
     ru.main()
     assert len(calls) == 2  # the rebuilt model is used, not rebuilt again
+    assert seen["origin"] == rebuilt  # and still known to be a rebuild in a later session
     argv = list(sys.argv)
     monkeypatch.setattr(sys, "argv", argv[:-1] + [str(tmp_path / "elsewhere")])
     with pytest.raises(SystemExit, match="commands write to runs/figures/vanilla-s2, not elsewhere"):
@@ -779,6 +782,10 @@ def test_an_rl_unit_whose_study_run_is_gone_rebuilds_the_sft_model_first(tmp_pat
     monkeypatch.setattr(sys, "argv", argv)
     ru.main()
     assert calls[2:] == [replayed["data"], replayed["sft"]]
+    assert seen["origin"]["sft_origin"] == "built anew"
+    (tmp_path / "runs" / "figures" / "vanilla-s2.seconds.json").unlink()  # as if the study's own run were still here
+    ru.main()
+    assert len(calls) == 4 and seen["origin"] == {"sft_origin": "the study's"}
 
 
 def test_a_units_machine_tells_cpu_generations_apart_when_the_name_does_not():
