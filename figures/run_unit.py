@@ -155,9 +155,14 @@ def ledger_path(run: Path) -> Path:
     return run.parent / f"{run.name}.seconds.json"
 
 
+def spent_seconds(ledger: Path) -> dict:
+    """The seconds per step a ledger holds ({} before any step has run)."""
+    return read_json(ledger) if ledger.exists() else {}
+
+
 def timed_step(args: list[str], step: str, ledger: Path) -> float:
     """Run one step of a unit, adding its wall time to ``ledger`` as it runs; its total seconds."""
-    spent = read_json(ledger) if ledger.exists() else {}
+    spent = spent_seconds(ledger)
     before = spent.get(step, 0.0)
 
     def save(seconds: float) -> float:
@@ -301,13 +306,12 @@ def rebuild_sft(run: Path, record_of) -> None:
             timed_step(dict(sft_steps_of(record_of()))[step], step, ledger_path(ROOT / run))
 
 
-def sft_origin(study_run: Path, recorded: bool) -> dict:
+def sft_origin_record(study_run: Path, recorded: bool) -> dict:
     """Where an RL unit's SFT model (in ``study_run``) came from: the study unit's own training
     ("the study's"), a replay of the commands its unit.json records ("rebuilt"), or the study's
     commands run for a seed it never ran ("built anew"), with the seconds a build took. Only a
     build leaves an "sft" step in the run's ledger; the study's own training is one "train" step."""
-    ledger = ledger_path(ROOT / study_run)
-    spent = read_json(ledger) if ledger.exists() else {}
+    spent = spent_seconds(ledger_path(ROOT / study_run))
     if "sft" not in spent:
         return {"sft_origin": "the study's"}
     return {"sft_origin": "rebuilt" if recorded else "built anew", "sft_build_seconds": spent}
@@ -382,7 +386,7 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
     """Run the steps of one unit that are not done yet and copy its results; returns its results dir.
     With ``sft_from`` (an SFT model) the unit trains GRPO alone, from that model, and records
     whether that model's SFT log repeats ``study_metrics`` (its study unit's committed log) and
-    where it came from (``origin``, from ``sft_origin``)."""
+    where it came from (``origin``, from ``sft_origin_record``)."""
     name = unit_name(variant, seed)
     dest = Path(results_root) / name
     run = Path(runs_root) / name
@@ -403,7 +407,7 @@ def run_unit(variant: str, seed: int, *, runs_root: Path = RUNS, results_root: P
         if not done():
             timed_step(args, step, ledger)
     steps = build()  # as run
-    seconds = read_json(ledger) if ledger.exists() else {}  # steps of earlier sessions included
+    seconds = spent_seconds(ledger)  # steps of earlier sessions included
     old = read_json(dest / "unit.json") if (dest / "unit.json").exists() else {}
     record = {
         "variant": variant, "seed": seed, "run": str(run), "setting": setting,
@@ -471,7 +475,7 @@ def main() -> None:
                 args.variant, args.seed, short_path(study_run), args.aug_k, extra_args(args)))
         run_unit(args.variant, args.seed, runs_root=runs_root, results_root=args.results_root or results_root,
                  aug_k=args.aug_k, setting=setting, extra=extra_args(args), refresh=args.refresh, sft_from=sft_from,
-                 study_metrics=study_metrics, origin=sft_origin(short_path(study_run), recorded) if args.rl else None)
+                 study_metrics=study_metrics, origin=sft_origin_record(short_path(study_run), recorded) if args.rl else None)
     except subprocess.CalledProcessError as err:
         sys.exit(f"unit {unit_name(args.variant, args.seed)} failed: {shlex.join(map(str, err.cmd[2:]))} exited {err.returncode}")
 
