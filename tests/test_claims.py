@@ -262,3 +262,39 @@ def test_claims_figure_draws_each_claim_in_points_coloured_by_its_verdict(tmp_pa
         assert matplotlib.colors.same_color(marker.get_color(), VERDICT_COLORS[row["verdict"]])
         assert (marker.get_markerfacecolor() == "white") == (row["verdict"] == "too few seeds")
     assert table.loc["BRIDGE's SFT model leaves more queries informative", "verdict"] == "opposite"
+
+
+def test_start_adjusted_gain_removes_the_headroom_of_a_weaker_start(tmp_path):
+    from coinfluence.plots.claims import claims_table, start_adjusted_table
+
+    units = []
+    for seed in range(5):  # gain = 0.30 − 0.5·start (+0.03 for BRIDGE); BRIDGE starts 0.10 lower
+        for behaviours, start, bonus in (("none", 0.30 + 0.02 * seed, 0.0), ("both", 0.20 + 0.03 * seed, 0.03)):
+            units.append(fake_unit(tmp_path, behaviours, seed, start, start + 0.30 - 0.5 * start + bonus))
+    units.append(fake_unit(tmp_path, "both", 7, 0.1, 0.9))  # no vanilla unit of seed 7: left out of the pairs
+    raw = claims_table(units).set_index("claim").loc["BRIDGE gains more from RL than vanilla, ID"]
+    table = start_adjusted_table(units, resamples=500).set_index("measure")
+    row = table.loc["greedy/test_id/step_accuracy/gain"]
+    assert raw["mean"] == pytest.approx(0.03 + 0.5 * 0.08)  # BRIDGE starts 0.08 lower on average: headroom counted
+    assert (row["mean"], row["slope"], row["seeds"]) == (pytest.approx(0.03), pytest.approx(-0.5), 5)
+    assert (row["lo"], row["hi"]) == (pytest.approx(0.03), pytest.approx(0.03))  # an exact line in every resample
+    assert row["verdict"] == "higher"
+    sampled = table.loc["mean@8/test_id/step_accuracy/gain"]  # no sampled evaluation in these units
+    assert sampled["seeds"] == 0 and np.isnan(sampled["mean"]) and sampled["verdict"] == "too few seeds"
+    few = start_adjusted_table(units[:6], resamples=200).set_index("measure").loc["greedy/test_id/step_accuracy/gain"]
+    assert few["seeds"] == 3 and few["verdict"] == "too few seeds"
+
+
+def test_start_adjusted_fit_is_the_least_squares_line_of_a_plain_loop():
+    from coinfluence.plots.claims import start_adjusted_fit
+
+    rng = np.random.default_rng(3)
+    start, is_a = rng.uniform(0.1, 0.3, 12), np.arange(12) % 2 == 0
+    gain = 0.02 + 0.3 * start + 0.04 * is_a + rng.normal(0, 0.01, 12)
+    # normal equations solved by hand for the three coefficients
+    design = [[1.0, s, float(a)] for s, a in zip(start, is_a)]
+    gram = [[sum(r[i] * r[j] for r in design) for j in range(3)] for i in range(3)]
+    moment = [sum(r[i] * g for r, g in zip(design, gain)) for i in range(3)]
+    _, slope, shift = np.linalg.solve(gram, moment)
+    assert start_adjusted_fit(gain, start, is_a) == (pytest.approx(shift), pytest.approx(slope))
+    assert all(np.isnan(start_adjusted_fit(gain, np.full(12, 0.2), is_a)))  # every start equal: no slope

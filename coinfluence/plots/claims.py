@@ -173,6 +173,11 @@ COVERAGE = (
     ("RL's change in step-verified pass@8, BRIDGE − vanilla", "pass@8/test_id/step_accuracy/gain", "BRIDGE", "vanilla", 0),
 )
 
+# The gain of two variants compared at an equal start: a variant whose SFT model starts lower has
+# more room to gain, so the SFT value enters as a covariate. No claim of the paper, hence sign 0.
+START_ADJUSTED = tuple((f"the gains at an equal SFT start ({tag})", f"{tag}/test_id/step_accuracy/gain", "BRIDGE", "vanilla", 0)
+                       for tag in ("greedy", "mean@8"))
+
 
 def per_seed_values(numbers, column: str) -> dict:
     """``{variant: {seed: value}}`` of one column of :func:`numbers_of`; empty where no unit has it."""
@@ -203,6 +208,51 @@ def claims_table(units, claims=CLAIMS):
                      "verdict": verdict(lo, hi, sign, n)})
     return pd.DataFrame(rows, columns=["claim", "measure", "a", "b", "seeds", "mean", "lo", "hi", "verdict"])
 
+
+def start_adjusted_fit(gain, start, is_a) -> tuple[float, float]:
+    """``(shift, slope)`` of the least-squares line gain = c + slope·start + shift·is_a over units
+    of two variants: ``shift`` is a's gain minus b's at an equal start, ``slope`` the gain per unit
+    of start that both share (negative where a weaker start leaves more headroom). NaN for a
+    singular design (one variant only, or every start equal)."""
+    design = np.column_stack([np.ones(len(gain)), np.asarray(start, float), np.asarray(is_a, float)])
+    if np.linalg.matrix_rank(design) < 3:
+        return float("nan"), float("nan")
+    (_, slope, shift), *_ = np.linalg.lstsq(design, np.asarray(gain, float), rcond=None)
+    return float(shift), float(slope)
+
+
+def start_adjusted_table(units, comparisons=START_ADJUSTED, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0):
+    """Per comparison of two variants' gains (``column``, read at SFT from the sibling ``.../sft``
+    column): :func:`start_adjusted_fit` over the units of the seeds both variants have, with
+    percentile intervals of the shift and the slope from resampling those seeds (a resampled seed
+    brings both its units, keeping the pairing), and the verdict of the shift as
+    :func:`claims_table` gives it. Columns as claims_table's, plus ``slope``, ``slope_lo``, ``slope_hi``."""
+    import pandas as pd
+
+    numbers, tail, rows = numbers_of(units), (1 - level) / 2, []
+    for name, column, a, b, sign in comparisons:
+        start = column.rsplit("/", 1)[0] + "/sft"
+        if column not in numbers or start not in numbers:
+            continue
+        units_ab = numbers[numbers["variant"].isin([a, b])].dropna(subset=[column, start])
+        seeds = sorted(set(units_ab.seed[units_ab.variant == a]) & set(units_ab.seed[units_ab.variant == b]))
+        units_ab = units_ab[units_ab.seed.isin(seeds)]
+        gain, at_start, is_a = (units_ab[column].to_numpy(float), units_ab[start].to_numpy(float),
+                                (units_ab.variant == a).to_numpy())
+        shift, slope = start_adjusted_fit(gain, at_start, is_a)
+        rows_of_seed = [np.flatnonzero(units_ab.seed.to_numpy() == s) for s in seeds]
+        rng, draws = np.random.default_rng(seed), []
+        for picked in rng.integers(0, len(seeds), size=(resamples if len(seeds) >= 2 else 0, len(seeds))):
+            i = np.concatenate([rows_of_seed[k] for k in picked])
+            draws.append(start_adjusted_fit(gain[i], at_start[i], is_a[i]))
+        draws = np.array([d for d in draws if np.isfinite(d).all()]).reshape(-1, 2)
+        (lo, slope_lo), (hi, slope_hi) = (np.quantile(draws, [tail, 1 - tail], axis=0) if len(draws)
+                                          else np.full((2, 2), np.nan))
+        rows.append({"claim": name, "measure": column, "a": a, "b": b, "seeds": len(seeds), "mean": shift,
+                     "lo": float(lo), "hi": float(hi), "verdict": verdict(lo, hi, sign, len(seeds)),
+                     "slope": slope, "slope_lo": float(slope_lo), "slope_hi": float(slope_hi)})
+    return pd.DataFrame(rows, columns=["claim", "measure", "a", "b", "seeds", "mean", "lo", "hi", "verdict",
+                                       "slope", "slope_lo", "slope_hi"])
 
 def paired_by_seed(units, claims=CLAIMS):
     """The per-seed values a claim's interval rests on: ``a − b`` for each seed both variants have
