@@ -298,3 +298,24 @@ def test_start_adjusted_fit_is_the_least_squares_line_of_a_plain_loop():
     _, slope, shift = np.linalg.solve(gram, moment)
     assert start_adjusted_fit(gain, start, is_a) == (pytest.approx(shift), pytest.approx(slope))
     assert all(np.isnan(start_adjusted_fit(gain, np.full(12, 0.2), is_a)))  # every start equal: no slope
+
+
+def test_gain_against_start_draws_the_fitted_parallel_lines(tmp_path):
+    from coinfluence.plots import report
+    from coinfluence.plots.claims import gain_against_start
+
+    units = []
+    for seed in range(5):  # gain = 0.30 − 0.5·start (+0.03 for BRIDGE); BRIDGE starts lower
+        for behaviours, start, bonus in (("none", 0.30 + 0.02 * seed, 0.0), ("both", 0.20 + 0.03 * seed, 0.03)):
+            units.append(fake_unit(tmp_path, behaviours, seed, start, start + 0.30 - 0.5 * start + bonus))
+    fig = gain_against_start(units, out_path=tmp_path / "gain_against_start")
+    (ax,) = fig.axes  # greedy only: these units have no sampled evaluation
+    (bridge_x, bridge_y), (vanilla_x, vanilla_y) = (line.get_data() for line in ax.lines[:2])
+    assert list(bridge_x) == pytest.approx([20.0, 32.0]) and list(vanilla_x) == pytest.approx([30.0, 38.0])
+    gap = lambda x, y: y - (-0.5 * x + 30.0)  # noqa: E731  (points: the planted line, 100 × (0.30 − 0.5·start))
+    assert [gap(x, y) for x, y in zip(bridge_x, bridge_y)] == pytest.approx([3.0, 3.0])
+    assert [gap(x, y) for x, y in zip(vanilla_x, vanilla_y)] == pytest.approx([0.0, 0.0])
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 10  # a dot per unit
+    assert (tmp_path / "gain_against_start.png").exists()
+    assert "gain_against_start" in report.plan(units)
+    assert "gain_against_start" not in report.plan([u for u in units if u.name.startswith("both")])  # nothing to compare

@@ -417,3 +417,44 @@ def claims_figure(units, out_path=None, claims=CLAIMS):
         if out_path is not None:
             save_figure(fig, out_path)
     return fig
+
+
+def gain_against_start(units, out_path=None, comparisons=START_ADJUSTED):
+    """Each unit's RL gain against its SFT model's value (points), one panel per comparison of
+    :data:`START_ADJUSTED` that has units, a dot per unit coloured by variant, with the two
+    parallel lines of :func:`start_adjusted_fit` over each compared variant's range of starts:
+    the gap between the lines is the gain difference at an equal start, their slope what a
+    stronger start brings."""
+    from coinfluence.plots.style import (figure_legend, new_figure, order_variants, save_figure, theme,
+                                         unique_legend_entries, variant_colors)
+
+    numbers = numbers_of(units)
+    fits = start_adjusted_table(numbers, comparisons, resamples=0).dropna(subset=["mean"])  # no intervals drawn
+    colors = variant_colors(numbers["variant"])
+    with theme():
+        fig, axes = new_figure(max(1, len(fits)), panel=(3.6, 3.1))
+        for ax, fit in zip(axes[0], fits.itertuples(index=False)):
+            start = fit.measure.rsplit("/", 1)[0] + "/sft"
+            for variant in order_variants(numbers["variant"]):
+                v = numbers[numbers["variant"] == variant].dropna(subset=[start, fit.measure])
+                ax.scatter(100 * v[start], 100 * v[fit.measure], s=18, color=colors[variant], label=variant,
+                           zorder=3 if variant in (fit.a, fit.b) else 2, alpha=1.0 if variant in (fit.a, fit.b) else 0.45)
+            fitted = numbers[numbers["variant"].isin([fit.a, fit.b])].dropna(subset=[start, fit.measure])
+            paired = set(fitted.seed[fitted.variant == fit.a]) & set(fitted.seed[fitted.variant == fit.b])
+            fitted = fitted[fitted.seed.isin(paired)]  # the units the fit was made on
+            # least squares with an intercept leaves residuals of mean 0: the intercept is their mean
+            intercept = (fitted[fit.measure] - fit.slope * fitted[start] - fit.mean * (fitted["variant"] == fit.a)).mean()
+            for variant, shift in ((fit.a, fit.mean), (fit.b, 0.0)):
+                starts = fitted[fitted["variant"] == variant][start]
+                xs = np.array([starts.min(), starts.max()])
+                ax.plot(100 * xs, 100 * (intercept + fit.slope * xs + shift), color=colors[variant], lw=1.6)
+            ax.axhline(0, color="black", lw=0.6)
+            tag = fit.measure.split("/", 1)[0]
+            ax.set_title(f"{tag}: {fit.a} − {fit.b} at an equal start {100 * fit.mean:+.1f}".replace("-", "−"),
+                         fontsize="medium")
+            ax.set_xlabel("SFT model, step-verified test_id (%)")
+            ax.set_ylabel("RL gain (points)")
+        figure_legend(fig, *unique_legend_entries(axes.flat))
+        if out_path is not None:
+            save_figure(fig, out_path)
+    return fig

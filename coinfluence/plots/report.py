@@ -2,7 +2,8 @@
 figures/make_figures.py).
 
 - run dirs (metrics.jsonl / eval.json / config.json): reward curves, Table 1, the paper's
-  claims with their intervals over seeds (claims.png), accuracy by the steps a solution needs,
+  claims with their intervals over seeds (claims.png), each unit's gain against its SFT start
+  (gain_against_start.png), accuracy by the steps a solution needs,
   the behaviour ablation, the injection-probability sweeps, and (from sampled evaluations) what RL does to the
   injected behaviours; their SFT analysis (RUN/analysis/sft) joins the
   analyses and their RUN/analysis/timeseries.csv the influence-through-training figure;
@@ -24,7 +25,7 @@ from coinfluence.run import SFT, Run, analysis_dir_name
 # What draw_all can write, by output name (without suffix).
 NAMES = ("reward_curves", "alpha_histograms", "influence_by_alpha", "influence_through_training", "table1",
          "rl_gain_ablation", "rl_start_end", "rl_gain_sweep_p_explore", "rl_gain_sweep_p_exploit", "behaviour_use", "claims",
-         "accuracy_by_difficulty")
+         "accuracy_by_difficulty", "gain_against_start")
 
 
 def classify(paths) -> dict[str, list[Path]]:
@@ -85,6 +86,8 @@ def plan(paths) -> dict[str, tuple]:
             todo["accuracy_by_difficulty"] = (gains.accuracy_by_difficulty, evaluated, {})
         if len(claims.claims_in_points(evaluated)):
             todo["claims"] = (claims.claims_figure, evaluated, {})
+        if claims.start_adjusted_table(evaluated, resamples=0)["mean"].notna().any():
+            todo["gain_against_start"] = (claims.gain_against_start, evaluated, {})
         settings = {run_label(r) for r in evaluated} & {label for label, _ in gains.ABLATION}
         if len(settings) >= 2:
             todo["rl_gain_ablation"] = (gains.rl_gain_ablation, evaluated, {})
