@@ -253,7 +253,8 @@ def print_comparisons(numbers: pd.DataFrame) -> None:
     """Comparisons the paper makes no claim about, each beside the claims it qualifies."""
     print("## where the paired comparison starts (SFT) and ends (RL): step-verified test_id, not a claim\n")
     print(claims_markdown(claims_table(numbers, ENDPOINTS), first="comparison"), "\n")
-    print("## the gains at an equal SFT start: gain = c + slope·SFT + shift·BRIDGE over the paired units, not a claim\n")
+    print("## the claims' gains at an equal SFT start: gain = c + slope·SFT + shift·[unit of a] over the paired units of a and b,"
+          " not a claim\n")
     adjusted = start_adjusted_table(numbers)
     print(adjusted.to_string(index=False, float_format=lambda v: f"{v:.4g}"), "\n")
     print(claims_markdown(adjusted, first="comparison"), "\n")

@@ -173,10 +173,11 @@ COVERAGE = (
     ("RL's change in step-verified pass@8, BRIDGE − vanilla", "pass@8/test_id/step_accuracy/gain", "BRIDGE", "vanilla", 0),
 )
 
-# The gain of two variants compared at an equal start: a variant whose SFT model starts lower has
-# more room to gain, so the SFT value enters as a covariate. No claim of the paper, hence sign 0.
-START_ADJUSTED = tuple((f"the gains at an equal SFT start ({tag})", f"{tag}/test_id/step_accuracy/gain", "BRIDGE", "vanilla", 0)
-                       for tag in ("greedy", "mean@8"))
+# Each claim that compares two variants' RL gain on test_id, read again at an equal start: a
+# variant whose SFT model starts lower has more room to gain, so the SFT value enters as a
+# covariate. A check of the claims, not one of them, hence sign 0.
+START_ADJUSTED = tuple((f"{claim}, at an equal SFT start", column, a, b, 0) for claim, column, a, b, _ in CLAIMS
+                       if b is not None and column.endswith("/gain") and "/test_id/" in column)
 
 
 def per_seed_values(numbers, column: str) -> dict:
@@ -223,16 +224,19 @@ def start_adjusted_fit(gain, start, is_a) -> tuple[float, float]:
 
 def start_adjusted_table(units, comparisons=START_ADJUSTED, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0):
     """Per comparison of two variants' gains (``column``, read at SFT from the sibling ``.../sft``
-    column): :func:`start_adjusted_fit` over the units of the seeds both variants have, with
-    percentile intervals of the shift and the slope from resampling those seeds (a resampled seed
-    brings both its units, keeping the pairing), and the verdict of the shift as
-    :func:`claims_table` gives it. Columns as claims_table's, plus ``slope``, ``slope_lo``, ``slope_hi``."""
+    column) whose variants have units: :func:`start_adjusted_fit` over the units of the seeds both
+    have, with percentile intervals of the shift and the slope from resampling those seeds (a
+    resampled seed brings both its units, keeping the pairing; from ``MIN_SEEDS`` seeds on), and
+    the verdict of the shift as :func:`claims_table` gives it. Columns as claims_table's, plus
+    ``slope``, ``slope_lo``, ``slope_hi``."""
     import pandas as pd
 
     numbers, tail, rows = numbers_of(units), (1 - level) / 2, []
     for name, column, a, b, sign in comparisons:
         start = column.rsplit("/", 1)[0] + "/sft"
         if column not in numbers or start not in numbers:
+            continue
+        if not {a, b} <= set(numbers["variant"]):
             continue
         units_ab = numbers[numbers["variant"].isin([a, b])].dropna(subset=[column, start])
         seeds = sorted(set(units_ab.seed[units_ab.variant == a]) & set(units_ab.seed[units_ab.variant == b]))
@@ -242,7 +246,8 @@ def start_adjusted_table(units, comparisons=START_ADJUSTED, level: float = LEVEL
         shift, slope = start_adjusted_fit(gain, at_start, is_a)
         rows_of_seed = [np.flatnonzero(units_ab.seed.to_numpy() == s) for s in seeds]
         rng, draws = np.random.default_rng(seed), []
-        for picked in rng.integers(0, len(seeds), size=(resamples if len(seeds) >= 2 else 0, len(seeds))):
+        # below MIN_SEEDS seeds most resamples of a three-parameter line are exact fits: no interval
+        for picked in rng.integers(0, len(seeds), size=(resamples if len(seeds) >= MIN_SEEDS else 0, len(seeds))):
             i = np.concatenate([rows_of_seed[k] for k in picked])
             draws.append(start_adjusted_fit(gain[i], at_start[i], is_a[i]))
         draws = np.array([d for d in draws if np.isfinite(d).all()]).reshape(-1, 2)
@@ -421,40 +426,48 @@ def claims_figure(units, out_path=None, claims=CLAIMS):
 
 def gain_against_start(units, out_path=None, comparisons=START_ADJUSTED):
     """Each unit's RL gain against its SFT model's value (points), one panel per comparison of
-    :data:`START_ADJUSTED` that has units, a dot per unit coloured by variant, with the two
-    parallel lines of :func:`start_adjusted_fit` over each compared variant's range of starts:
-    the gap between the lines is the gain difference at an equal start, their slope what a
-    stronger start brings."""
-    from coinfluence.plots.style import (figure_legend, new_figure, order_variants, save_figure, theme,
-                                         unique_legend_entries, variant_colors)
+    :data:`START_ADJUSTED` with the seeds a verdict needs, a dot per unit coloured by variant
+    (the compared two in full colour), with the two parallel lines of
+    :func:`start_adjusted_fit` over each compared variant's starts: the gap between the lines is
+    the gain difference at an equal start, their slope what a stronger start brings."""
+    from coinfluence.plots.style import figure_legend, new_figure, save_figure, theme, unique_legend_entries
 
     numbers = numbers_of(units)
-    fits = start_adjusted_table(numbers, comparisons, resamples=0).dropna(subset=["mean"])  # no intervals drawn
-    colors = variant_colors(numbers["variant"])
+    fits = start_adjusted_table(numbers, comparisons, resamples=0)  # the lines only: no intervals drawn
+    fits = fits[(fits["seeds"] >= MIN_SEEDS) & np.isfinite(fits["mean"])]
+    ncols = max(1, min(3, len(fits)))
     with theme():
-        fig, axes = new_figure(max(1, len(fits)), panel=(3.6, 3.1))
-        for ax, fit in zip(axes[0], fits.itertuples(index=False)):
-            start = fit.measure.rsplit("/", 1)[0] + "/sft"
-            for variant in order_variants(numbers["variant"]):
-                v = numbers[numbers["variant"] == variant].dropna(subset=[start, fit.measure])
-                ax.scatter(100 * v[start], 100 * v[fit.measure], s=18, color=colors[variant], label=variant,
-                           zorder=3 if variant in (fit.a, fit.b) else 2, alpha=1.0 if variant in (fit.a, fit.b) else 0.45)
-            fitted = numbers[numbers["variant"].isin([fit.a, fit.b])].dropna(subset=[start, fit.measure])
-            paired = set(fitted.seed[fitted.variant == fit.a]) & set(fitted.seed[fitted.variant == fit.b])
-            fitted = fitted[fitted.seed.isin(paired)]  # the units the fit was made on
-            # least squares with an intercept leaves residuals of mean 0: the intercept is their mean
-            intercept = (fitted[fit.measure] - fit.slope * fitted[start] - fit.mean * (fitted["variant"] == fit.a)).mean()
-            for variant, shift in ((fit.a, fit.mean), (fit.b, 0.0)):
-                starts = fitted[fitted["variant"] == variant][start]
-                xs = np.array([starts.min(), starts.max()])
-                ax.plot(100 * xs, 100 * (intercept + fit.slope * xs + shift), color=colors[variant], lw=1.6)
-            ax.axhline(0, color="black", lw=0.6)
-            tag = fit.measure.split("/", 1)[0]
-            ax.set_title(f"{tag}: {fit.a} − {fit.b} at an equal start {100 * fit.mean:+.1f}".replace("-", "−"),
-                         fontsize="medium")
-            ax.set_xlabel("SFT model, step-verified test_id (%)")
-            ax.set_ylabel("RL gain (points)")
+        fig, axes = new_figure(ncols, nrows=max(1, -(-len(fits) // ncols)), panel=(3.6, 3.1))
+        for ax in axes.flat[len(fits):]:
+            ax.set_visible(False)
+        for ax, fit in zip(axes.flat, fits.itertuples(index=False)):
+            _gain_against_start_panel(ax, numbers, fit)
         figure_legend(fig, *unique_legend_entries(axes.flat))
         if out_path is not None:
             save_figure(fig, out_path)
     return fig
+
+
+def _gain_against_start_panel(ax, numbers, fit) -> None:
+    from coinfluence.plots.style import order_variants, variant_colors
+
+    start, colors = fit.measure.rsplit("/", 1)[0] + "/sft", variant_colors(numbers["variant"])
+    for variant in order_variants(numbers["variant"]):
+        v = numbers[numbers["variant"] == variant].dropna(subset=[start, fit.measure])
+        compared = variant in (fit.a, fit.b)
+        ax.scatter(100 * v[start], 100 * v[fit.measure], s=18 if compared else 12, color=colors[variant], label=variant,
+                   zorder=3 if compared else 2, alpha=1.0 if compared else 0.35)
+    fitted = numbers[numbers["variant"].isin([fit.a, fit.b])].dropna(subset=[start, fit.measure])
+    paired = set(fitted.seed[fitted.variant == fit.a]) & set(fitted.seed[fitted.variant == fit.b])
+    fitted = fitted[fitted.seed.isin(paired)]  # the units the fit was made on
+    # least squares with an intercept leaves residuals of mean 0: the intercept is their mean
+    intercept = (fitted[fit.measure] - fit.slope * fitted[start] - fit.mean * (fitted["variant"] == fit.a)).mean()
+    for variant, shift in ((fit.a, fit.mean), (fit.b, 0.0)):
+        starts = fitted[fitted["variant"] == variant][start]
+        xs = np.array([starts.min(), starts.max()])
+        ax.plot(100 * xs, 100 * (intercept + fit.slope * xs + shift), color=colors[variant], lw=1.6)
+    ax.axhline(0, color="black", lw=0.6)
+    tag = fit.measure.split("/", 1)[0]
+    ax.set_title(f"{fit.a} − {fit.b}, {tag}: {100 * fit.mean:+.1f}".replace("-", "−"), fontsize="medium")
+    ax.set_xlabel("SFT model, step-verified test_id (%)")
+    ax.set_ylabel("RL gain (points)")
