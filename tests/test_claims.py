@@ -320,3 +320,4 @@ def test_gain_against_start_draws_the_fitted_parallel_lines(tmp_path):
     assert (tmp_path / "gain_against_start.png").exists()
     assert "gain_against_start" in report.plan(units)
     assert "gain_against_start" not in report.plan([u for u in units if u.name.startswith("both")])  # nothing to compare
+    assert "gain_against_start" not in report.plan(units[:8])  # four seeds: a line, but not the seeds a verdict needs

@@ -424,6 +424,13 @@ def claims_figure(units, out_path=None, claims=CLAIMS):
     return fig
 
 
+def drawn_start_adjusted(units, comparisons=START_ADJUSTED):
+    """The rows of :func:`start_adjusted_table` (without intervals) that :func:`gain_against_start`
+    draws: those with a fitted line on the seeds a verdict needs."""
+    fits = start_adjusted_table(units, comparisons, resamples=0)
+    return fits[(fits["seeds"].astype(int) >= MIN_SEEDS) & np.isfinite(fits["mean"].astype(float))]
+
+
 def gain_against_start(units, out_path=None, comparisons=START_ADJUSTED):
     """Each unit's RL gain against its SFT model's value (points), one panel per comparison of
     :data:`START_ADJUSTED` with the seeds a verdict needs, a dot per unit coloured by variant
@@ -433,8 +440,7 @@ def gain_against_start(units, out_path=None, comparisons=START_ADJUSTED):
     from coinfluence.plots.style import figure_legend, new_figure, save_figure, theme, unique_legend_entries
 
     numbers = numbers_of(units)
-    fits = start_adjusted_table(numbers, comparisons, resamples=0)  # the lines only: no intervals drawn
-    fits = fits[(fits["seeds"] >= MIN_SEEDS) & np.isfinite(fits["mean"])]
+    fits = drawn_start_adjusted(numbers, comparisons)
     ncols = max(1, min(3, len(fits)))
     with theme():
         fig, axes = new_figure(ncols, nrows=max(1, -(-len(fits) // ncols)), panel=(3.6, 3.1))

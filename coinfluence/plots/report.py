@@ -86,7 +86,7 @@ def plan(paths) -> dict[str, tuple]:
             todo["accuracy_by_difficulty"] = (gains.accuracy_by_difficulty, evaluated, {})
         if len(claims.claims_in_points(evaluated)):
             todo["claims"] = (claims.claims_figure, evaluated, {})
-        if claims.start_adjusted_table(evaluated, resamples=0)["mean"].notna().any():
+        if len(claims.drawn_start_adjusted(evaluated)):
             todo["gain_against_start"] = (claims.gain_against_start, evaluated, {})
         settings = {run_label(r) for r in evaluated} & {label for label, _ in gains.ABLATION}
         if len(settings) >= 2:
