@@ -211,3 +211,48 @@ def test_add_difficulty_adds_only_the_missing_numbers_from_a_units_own_samples(t
     (run / "eval" / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:-1]))
     with pytest.raises(SystemExit, match="samples"):
         add.difficulty_of_run(run)
+
+
+def test_run_lanes_queues_the_missing_units_seed_by_seed(tmp_path):
+    run_lanes = load("run_lanes")
+    (tmp_path / "question-aug-s0").mkdir()  # results exist: skipped
+    assert run_lanes.pending_units(["question-aug", "answer-aug"], [0, 1], tmp_path) == [
+        ("answer-aug", 0), ("question-aug", 1), ("answer-aug", 1)]
+
+
+def test_run_lanes_runs_every_unit_at_most_lanes_at_once_and_reports_failures(tmp_path):
+    import sys
+
+    run_lanes = load("run_lanes")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # a stand-in unit: records when it ran, sleeps, and fails for seed 3
+    script = ("import sys, time; from pathlib import Path; d = Path(sys.argv[1]); s = time.time(); time.sleep(0.4); "
+              "(d / sys.argv[2]).write_text(f'{s} {time.time()}'); print('ran', sys.argv[2]); sys.exit(3 if sys.argv[2].endswith('3') else 0)")
+    command = lambda v, s: [sys.executable, "-c", script, str(marks), f"{v}-s{s}"]  # noqa: E731
+    units = [("vanilla", s) for s in range(4)]
+    status = run_lanes.run_lanes(units, 2, command, tmp_path / "lanes")
+    assert status == {"vanilla-s0": 0, "vanilla-s1": 0, "vanilla-s2": 0, "vanilla-s3": 3}
+    spans = [tuple(map(float, (marks / f"vanilla-s{s}").read_text().split())) for s in range(4)]
+    at_once = max(sum(a <= t < b for a, b in spans) for t, _ in spans)
+    assert at_once == 2  # two lanes: a unit starts while another runs, never a third
+    run_lanes.run_lanes(units[:1], 1, command, tmp_path / "lanes")  # a rerun appends to the unit's log
+    log = (tmp_path / "lanes" / "vanilla-s0.log").read_text()
+    assert log.count("ran vanilla-s0") == 2 and log.count("# ") == 2
+
+
+def test_run_lanes_refuses_an_unknown_variant_before_running_anything(tmp_path, monkeypatch, capsys):
+    import sys
+
+    run_lanes = load("run_lanes")
+    monkeypatch.setattr(run_lanes, "run_lanes", lambda *a, **k: pytest.fail("ran a unit"))
+    monkeypatch.setattr(sys, "argv", ["run_lanes.py", "--variants", "vanila"])
+    with pytest.raises(SystemExit) as exit_:
+        run_lanes.main()
+    assert exit_.value.code == 2 and "unknown variant 'vanila'" in capsys.readouterr().err
+    monkeypatch.setattr(run_lanes, "rl_roots", lambda name: (tmp_path / "runs", tmp_path / "results"))
+    monkeypatch.setattr(sys, "argv", ["run_lanes.py", "--variants", "answer-aug", "--seeds", "1", "--rl", "progress", "--dry-run",
+                                      "--lanes", "1"])
+    run_lanes.main()
+    assert "1 unit(s) to run in 1 lane(s): answer-aug-s1" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()

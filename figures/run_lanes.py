@@ -1,0 +1,89 @@
+"""Run the study's missing units in parallel lanes: each lane runs one unit at a time, at one thread.
+
+    python figures/run_lanes.py --rl progress --variants question-aug answer-aug --seeds 0 1 2 3 4
+    python figures/run_lanes.py --variants vanilla bridge --seeds 5 6 --lanes 2 --dry-run
+
+A unit whose results exist (figures/results[-rl-NAME]/VARIANT-sSEED) is skipped. The others queue
+seed by seed, so that the paired comparisons fill up evenly, and a lane that comes free takes
+the next: ``python figures/run_unit.py VARIANT SEED [--rl NAME]``, whose steps resume where a
+killed run stopped. Lanes share the machine's cores, so run no more lanes than cores, and run
+no unit in two places at once (nothing here sees a unit that another command is running).
+Each unit's output is appended to runs/figures[-rl-NAME]/lanes/VARIANT-sSEED.log; this prints a
+line as each unit starts and ends, and exits non-zero if any unit failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run_unit.py beside this file
+
+from run_unit import RESULTS, RL_SETTINGS, RUNS, parse_variant, rl_roots, unit_name  # noqa: E402
+
+RUN_UNIT = Path(__file__).resolve().parent / "run_unit.py"
+
+
+def pending_units(variants: list[str], seeds: list[int], results_root: Path) -> list[tuple[str, int]]:
+    """The (variant, seed) units without results under ``results_root``, seed by seed."""
+    return [(v, s) for s in seeds for v in variants if not (results_root / unit_name(v, s)).is_dir()]
+
+
+def unit_command(variant: str, seed: int, rl: str | None) -> list[str]:
+    return [sys.executable, str(RUN_UNIT), variant, str(seed), *(["--rl", rl] if rl else [])]
+
+
+def run_lanes(units: list[tuple[str, int]], lanes: int, command_of, log_dir: Path) -> dict[str, int]:
+    """Run ``command_of(variant, seed)`` for every unit, at most ``lanes`` at once, in order;
+    returns each unit's exit status. A unit's output is appended to ``log_dir/UNIT.log``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def run(unit: tuple[str, int]) -> int:
+        name, started = unit_name(*unit), time.monotonic()
+        print(f"{time.strftime('%H:%M:%S')} start {name}", flush=True)
+        with open(log_dir / f"{name}.log", "a") as log:
+            log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command_of(*unit))}\n")
+            log.flush()
+            status = subprocess.run(command_of(*unit), stdout=log, stderr=subprocess.STDOUT).returncode
+        print(f"{time.strftime('%H:%M:%S')} {'done' if status == 0 else f'FAILED (exit {status})'} {name} "
+              f"after {(time.monotonic() - started) / 60:.0f} min", flush=True)
+        return status
+
+    with ThreadPoolExecutor(max_workers=lanes) as pool:
+        return dict(zip((unit_name(*u) for u in units), pool.map(run, units)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the study's missing units in parallel lanes (one unit per lane, one thread each).")
+    parser.add_argument("--variants", nargs="+", required=True, help="as run_unit.py takes them (vanilla, bridge, question-aug, ...)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--rl", choices=sorted(RL_SETTINGS), help="units of this RL setting (run_unit.py --rl NAME)")
+    parser.add_argument("--lanes", type=int, default=2, help="units run at once (at most the machine's cores)")
+    parser.add_argument("--dry-run", action="store_true", help="print the units that would run, run none")
+    args = parser.parse_args()
+    for variant in args.variants:
+        try:
+            parse_variant(variant)
+        except ValueError as err:
+            parser.error(str(err))
+    if not 1 <= args.lanes <= (os.cpu_count() or 1):
+        parser.error(f"--lanes must be between 1 and this machine's {os.cpu_count()} cores")
+    runs_root, results_root = rl_roots(args.rl) if args.rl else (RUNS, RESULTS)
+    units = pending_units(args.variants, args.seeds, results_root)
+    print(f"{len(units)} unit(s) to run in {min(args.lanes, len(units))} lane(s): "
+          f"{', '.join(unit_name(*u) for u in units) or 'none'}", flush=True)
+    if args.dry_run or not units:
+        return
+    status = run_lanes(units, args.lanes, lambda v, s: unit_command(v, s, args.rl), runs_root / "lanes")
+    failed = [name for name, code in status.items() if code]
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}; rerun to resume them")
+
+
+if __name__ == "__main__":
+    main()
