@@ -2,6 +2,7 @@
 
     python figures/run_lanes.py --rl progress --variants question-aug answer-aug --seeds 0 1 2 3 4
     python figures/run_lanes.py --variants vanilla bridge --seeds 5 6 --lanes 2 --dry-run
+    python figures/run_lanes.py --rl progress --variants question-aug answer-aug --status
 
 A unit whose results exist (figures/results[-rl-NAME]/VARIANT-sSEED) is skipped. The others queue
 seed by seed, so that the paired comparisons fill up evenly, and a lane that comes free takes
@@ -9,13 +10,15 @@ the next: ``python figures/run_unit.py VARIANT SEED [--rl NAME]``, whose steps r
 killed run stopped. Lanes share the machine's cores, so run no more lanes than cores, and run
 no unit in two places at once (nothing here sees a unit that another command is running).
 Each unit's output is appended to runs/figures[-rl-NAME]/lanes/VARIANT-sSEED.log; this prints a
-line as each unit starts and ends, and exits non-zero if any unit failed.
+line as each unit starts and ends, and exits non-zero if any unit failed. ``--status`` says
+where each unit stands (landed, its training step and pace, or not started) and runs nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run_unit.py beside this file
 
 from run_unit import RESULTS, RL_SETTINGS, RUNS, parse_variant, rl_roots, unit_name  # noqa: E402
+
+from coinfluence.io import read_json, read_jsonl  # noqa: E402
 
 RUN_UNIT = Path(__file__).resolve().parent / "run_unit.py"
 
@@ -36,6 +41,38 @@ def pending_units(variants: list[str], seeds: list[int], results_root: Path) -> 
 
 def unit_command(variant: str, seed: int, rl: str | None) -> list[str]:
     return [sys.executable, str(RUN_UNIT), variant, str(seed), *(["--rl", rl] if rl else [])]
+
+
+def training_progress(run: Path, stage: str) -> tuple[int, int, float] | None:
+    """(last logged step, steps configured, seconds a step) of ``stage`` ("sft" or "grpo") in
+    ``run``; the pace is the median over the last ten logged intervals, so the gap of a kill and
+    resume does not count. None where the stage has not logged a step."""
+    metrics, config = run / "metrics.jsonl", run / "config.json"
+    if not metrics.exists() or not config.exists():
+        return None
+    rows = [r for r in read_jsonl(metrics, torn_tail_ok=True) if r.get("stage") == stage and "time" in r and "step" in r]
+    total = read_json(config).get(stage, {}).get("max_steps")
+    if not rows or not total:
+        return None
+    recent = rows[-11:]
+    paces = [(b["time"] - a["time"]) / (b["step"] - a["step"]) for a, b in zip(recent, recent[1:]) if b["step"] > a["step"]]
+    return int(rows[-1]["step"]), int(total), statistics.median(paces) if paces else float("nan")
+
+
+def unit_status(variant: str, seed: int, runs_root: Path, results_root: Path, sft_root: Path) -> str:
+    """Where a unit stands: landed, training (step, pace, time to go), or not started. An RL
+    setting's unit trains GRPO in ``runs_root`` from an SFT model built in ``sft_root``."""
+    name = unit_name(variant, seed)
+    if (results_root / name).is_dir():
+        return f"{name}: landed"
+    for run, stage in ((runs_root / name, "grpo"), (sft_root / name, "grpo"), (sft_root / name, "sft")):
+        progress = training_progress(run, stage)
+        if progress:
+            step, total, pace = progress
+            left = (total - step) * pace / 60 if pace == pace else float("nan")
+            return (f"{name}: {stage.upper()} step {step}/{total}, {pace:.1f} s a step lately, about "
+                    f"{left // 60:.0f} h {left % 60:02.0f} min of {stage.upper()} to go")
+    return f"{name}: not started"
 
 
 def run_lanes(units: list[tuple[str, int]], lanes: int, command_of, log_dir: Path) -> dict[str, int]:
@@ -65,6 +102,7 @@ def main() -> None:
     parser.add_argument("--rl", choices=sorted(RL_SETTINGS), help="units of this RL setting (run_unit.py --rl NAME)")
     parser.add_argument("--lanes", type=int, default=2, help="units run at once (at most the machine's cores)")
     parser.add_argument("--dry-run", action="store_true", help="print the units that would run, run none")
+    parser.add_argument("--status", action="store_true", help="say where each unit stands, run none")
     args = parser.parse_args()
     for variant in args.variants:
         try:
@@ -74,6 +112,11 @@ def main() -> None:
     if not 1 <= args.lanes <= (os.cpu_count() or 1):
         parser.error(f"--lanes must be between 1 and this machine's {os.cpu_count()} cores")
     runs_root, results_root = rl_roots(args.rl) if args.rl else (RUNS, RESULTS)
+    if args.status:
+        for seed in args.seeds:
+            for variant in args.variants:
+                print(unit_status(variant, seed, runs_root, results_root, RUNS))
+        return
     units = pending_units(args.variants, args.seeds, results_root)
     print(f"{len(units)} unit(s) to run in {min(args.lanes, len(units))} lane(s): "
           f"{', '.join(unit_name(*u) for u in units) or 'none'}", flush=True)

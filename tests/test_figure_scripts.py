@@ -256,3 +256,26 @@ def test_run_lanes_refuses_an_unknown_variant_before_running_anything(tmp_path, 
     run_lanes.main()
     assert "1 unit(s) to run in 1 lane(s): answer-aug-s1" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()
+
+
+def test_run_lanes_status_reads_each_units_step_and_pace(tmp_path):
+    import json
+
+    run_lanes = load("run_lanes")
+    runs, results, sft_root = tmp_path / "runs-rl", tmp_path / "results", tmp_path / "runs"
+    (results / "vanilla-s0").mkdir(parents=True)
+
+    def log(run, stage, total, steps_and_times):
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps({stage: {"max_steps": total}}))
+        rows = [{"stage": stage, "step": s, "time": t} for s, t in steps_and_times]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"stage": "gr')  # a torn last line
+
+    # 12 s a step, with the hour of a kill and resume between steps 30 and 40: the median ignores it
+    log(runs / "vanilla-s1", "grpo", 800, [(s, 12.0 * s + (3600 if s >= 40 else 0)) for s in range(10, 81, 10)])
+    log(sft_root / "vanilla-s2", "sft", 1000, [(s, 0.5 * s) for s in (100, 200)])  # still building its SFT model
+    status = [run_lanes.unit_status("vanilla", s, runs, results, sft_root) for s in range(4)]
+    assert status == ["vanilla-s0: landed",
+                      "vanilla-s1: GRPO step 80/800, 12.0 s a step lately, about 2 h 24 min of GRPO to go",
+                      "vanilla-s2: SFT step 200/1000, 0.5 s a step lately, about 0 h 07 min of SFT to go",
+                      "vanilla-s3: not started"]
