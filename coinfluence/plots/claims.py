@@ -210,6 +210,13 @@ def claims_table(units, claims=CLAIMS):
     return pd.DataFrame(rows, columns=["claim", "measure", "a", "b", "seeds", "mean", "lo", "hi", "verdict"])
 
 
+def paired_units(numbers, columns: list[str], a: str, b: str):
+    """The units of variants ``a`` and ``b`` that have ``columns``, in the seeds where both do."""
+    units = numbers[numbers["variant"].isin([a, b])].dropna(subset=columns)
+    seeds = set(units.seed[units.variant == a]) & set(units.seed[units.variant == b])
+    return units[units.seed.isin(seeds)]
+
+
 def start_adjusted_fit(gain, start, is_a) -> tuple[float, float]:
     """``(shift, slope)`` of the least-squares line gain = c + slope·start + shift·is_a over units
     of two variants: ``shift`` is a's gain minus b's at an equal start, ``slope`` the gain per unit
@@ -238,9 +245,8 @@ def start_adjusted_table(units, comparisons=START_ADJUSTED, level: float = LEVEL
             continue
         if not {a, b} <= set(numbers["variant"]):
             continue
-        units_ab = numbers[numbers["variant"].isin([a, b])].dropna(subset=[column, start])
-        seeds = sorted(set(units_ab.seed[units_ab.variant == a]) & set(units_ab.seed[units_ab.variant == b]))
-        units_ab = units_ab[units_ab.seed.isin(seeds)]
+        units_ab = paired_units(numbers, [column, start], a, b)
+        seeds = sorted(set(units_ab.seed))
         gain, at_start, is_a = (units_ab[column].to_numpy(float), units_ab[start].to_numpy(float),
                                 (units_ab.variant == a).to_numpy())
         shift, slope = start_adjusted_fit(gain, at_start, is_a)
@@ -258,6 +264,7 @@ def start_adjusted_table(units, comparisons=START_ADJUSTED, level: float = LEVEL
                      "slope": slope, "slope_lo": float(slope_lo), "slope_hi": float(slope_hi)})
     return pd.DataFrame(rows, columns=["claim", "measure", "a", "b", "seeds", "mean", "lo", "hi", "verdict",
                                        "slope", "slope_lo", "slope_hi"])
+
 
 def paired_by_seed(units, claims=CLAIMS):
     """The per-seed values a claim's interval rests on: ``a − b`` for each seed both variants have
@@ -463,9 +470,7 @@ def _gain_against_start_panel(ax, numbers, fit) -> None:
         compared = variant in (fit.a, fit.b)
         ax.scatter(100 * v[start], 100 * v[fit.measure], s=18 if compared else 12, color=colors[variant], label=variant,
                    zorder=3 if compared else 2, alpha=1.0 if compared else 0.35)
-    fitted = numbers[numbers["variant"].isin([fit.a, fit.b])].dropna(subset=[start, fit.measure])
-    paired = set(fitted.seed[fitted.variant == fit.a]) & set(fitted.seed[fitted.variant == fit.b])
-    fitted = fitted[fitted.seed.isin(paired)]  # the units the fit was made on
+    fitted = paired_units(numbers, [fit.measure, start], fit.a, fit.b)  # the units the line was fitted on
     # least squares with an intercept leaves residuals of mean 0: the intercept is their mean
     intercept = (fitted[fit.measure] - fit.slope * fitted[start] - fit.mean * (fitted["variant"] == fit.a)).mean()
     for variant, shift in ((fit.a, fit.mean), (fit.b, 0.0)):
