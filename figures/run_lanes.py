@@ -100,7 +100,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", required=True, help="as run_unit.py takes them (vanilla, bridge, question-aug, ...)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--rl", choices=sorted(RL_SETTINGS), help="units of this RL setting (run_unit.py --rl NAME)")
-    parser.add_argument("--lanes", type=int, default=2, help="units run at once (at most the machine's cores)")
+    parser.add_argument("--lanes", type=int, default=min(2, os.cpu_count() or 1),
+                        help="units run at once, at most the machine's cores (default: 2, or 1 on one core)")
     parser.add_argument("--dry-run", action="store_true", help="print the units that would run, run none")
     parser.add_argument("--status", action="store_true", help="say where each unit stands, run none")
     args = parser.parse_args()
@@ -110,7 +111,7 @@ def main() -> None:
         except ValueError as err:
             parser.error(str(err))
     if not 1 <= args.lanes <= (os.cpu_count() or 1):
-        parser.error(f"--lanes must be between 1 and this machine's {os.cpu_count()} cores")
+        parser.error(f"--lanes must be between 1 and the number of this machine's cores ({os.cpu_count()})")
     runs_root, results_root = rl_roots(args.rl) if args.rl else (RUNS, RESULTS)
     if args.status:
         for seed in args.seeds:
