@@ -59,6 +59,14 @@ def training_progress(run: Path, stage: str) -> tuple[int, int, float] | None:
     return int(rows[-1]["step"]), int(total), statistics.median(paces) if paces else float("nan")
 
 
+def hours_minutes(seconds: float) -> str:
+    """``"H h MM min"``, rounded to the minute ("an unknown time" for NaN)."""
+    if seconds != seconds:
+        return "an unknown time"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min"
+
+
 def unit_status(variant: str, seed: int, runs_root: Path, results_root: Path, sft_root: Path) -> str:
     """Where a unit stands: landed, training (step, pace, time to go), or not started. An RL
     setting's unit trains GRPO in ``runs_root`` from an SFT model built in ``sft_root``."""
@@ -69,9 +77,8 @@ def unit_status(variant: str, seed: int, runs_root: Path, results_root: Path, sf
         progress = training_progress(run, stage)
         if progress:
             step, total, pace = progress
-            left = (total - step) * pace / 60 if pace == pace else float("nan")
             return (f"{name}: {stage.upper()} step {step}/{total}, {pace:.1f} s a step lately, about "
-                    f"{left // 60:.0f} h {left % 60:02.0f} min of {stage.upper()} to go")
+                    f"{hours_minutes((total - step) * pace)} of {stage.upper()} to go")
     return f"{name}: not started"
 
 

@@ -279,3 +279,4 @@ def test_run_lanes_status_reads_each_units_step_and_pace(tmp_path):
                       "vanilla-s1: GRPO step 80/800, 12.0 s a step lately, about 2 h 24 min of GRPO to go",
                       "vanilla-s2: SFT step 200/1000, 0.5 s a step lately, about 0 h 07 min of SFT to go",
                       "vanilla-s3: not started"]
+    assert run_lanes.hours_minutes(119.7 * 60) == "2 h 00 min" and run_lanes.hours_minutes(float("nan")) == "an unknown time"
