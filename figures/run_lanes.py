@@ -73,7 +73,8 @@ def unit_status(variant: str, seed: int, runs_root: Path, results_root: Path, sf
     name = unit_name(variant, seed)
     if (results_root / name).is_dir():
         return f"{name}: landed"
-    for run, stage in ((runs_root / name, "grpo"), (sft_root / name, "grpo"), (sft_root / name, "sft")):
+    # an RL setting's own GRPO, else the SFT model's build; never the study unit's GRPO in sft_root
+    for run, stage in ((runs_root / name, "grpo"), (runs_root / name, "sft"), (sft_root / name, "sft")):
         progress = training_progress(run, stage)
         if progress:
             step, total, pace = progress

@@ -274,6 +274,7 @@ def test_run_lanes_status_reads_each_units_step_and_pace(tmp_path):
     # 12 s a step, with the hour of a kill and resume between steps 30 and 40: the median ignores it
     log(runs / "vanilla-s1", "grpo", 800, [(s, 12.0 * s + (3600 if s >= 40 else 0)) for s in range(10, 81, 10)])
     log(sft_root / "vanilla-s2", "sft", 1000, [(s, 0.5 * s) for s in (100, 200)])  # still building its SFT model
+    log(sft_root / "vanilla-s3", "grpo", 120, [(120, 1.0)])  # the study unit's own GRPO: not this setting's
     status = [run_lanes.unit_status("vanilla", s, runs, results, sft_root) for s in range(4)]
     assert status == ["vanilla-s0: landed",
                       "vanilla-s1: GRPO step 80/800, 12.0 s a step lately, about 2 h 24 min of GRPO to go",
