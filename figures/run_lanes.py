@@ -89,12 +89,12 @@ def run_lanes(units: list[tuple[str, int]], lanes: int, command_of, log_dir: Pat
     log_dir.mkdir(parents=True, exist_ok=True)
 
     def run(unit: tuple[str, int]) -> int:
-        name, started = unit_name(*unit), time.monotonic()
+        name, command, started = unit_name(*unit), command_of(*unit), time.monotonic()
         print(f"{time.strftime('%H:%M:%S')} start {name}", flush=True)
         with open(log_dir / f"{name}.log", "a") as log:
-            log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command_of(*unit))}\n")
+            log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
             log.flush()
-            status = subprocess.run(command_of(*unit), stdout=log, stderr=subprocess.STDOUT).returncode
+            status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
         print(f"{time.strftime('%H:%M:%S')} {'done' if status == 0 else f'FAILED (exit {status})'} {name} "
               f"after {(time.monotonic() - started) / 60:.0f} min", flush=True)
         return status
