@@ -286,24 +286,29 @@ RUN_LOCK = ".lock"
 
 
 @contextmanager
-def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
-    """Hold RUN/.lock exclusively for the block: a second process writing the same run is refused
-    (the lock dies with its process, so a killed run leaves none behind)."""
+def exclusive_lock(lock_file: str | os.PathLike, busy: str) -> Iterator[None]:
+    """Hold ``lock_file`` exclusively for the block, or raise ``UserError(busy)`` at once where
+    another process holds it (the lock dies with its process, so a killed holder leaves none behind)."""
     import fcntl
 
-    from .errors import UserError
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / RUN_LOCK, "a") as handle:
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"{run_dir} is in use by another coinfluence process; wait for it to end") from None
+            raise UserError(busy) from None
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold RUN/.lock for the block: a second process writing the same run is refused."""
+    with exclusive_lock(Path(run_dir) / RUN_LOCK, f"{run_dir} is in use by another coinfluence process; wait for it to end"):
+        yield
 
 
 def remove_stale_temporaries(run_dir: str | os.PathLike) -> None:

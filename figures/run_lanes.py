@@ -7,11 +7,12 @@
 A unit whose results exist (figures/results[-rl-NAME]/VARIANT-sSEED) is skipped. The others queue
 seed by seed, so that the paired comparisons fill up evenly, and a lane that comes free takes
 the next: ``python figures/run_unit.py VARIANT SEED [--rl NAME]``, whose steps resume where a
-killed run stopped. Lanes share the machine's cores, so run no more lanes than cores, and run
-no unit in two places at once (nothing here sees a unit that another command is running).
+killed run stopped. Lanes share the machine's cores, so run no more lanes than cores; a unit
+that another process is running is refused (run_unit.py locks it) and counts as failed.
 Each unit's output is appended to runs/figures[-rl-NAME]/lanes/VARIANT-sSEED.log; this prints a
 line as each unit starts and ends, and exits non-zero if any unit failed. ``--status`` says
-where each unit stands (landed, its training step and pace, or not started) and runs nothing.
+where each unit stands (landed; running or stopped, at which training step and pace; or not
+started) and runs nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run_unit.py beside this file
 
-from run_unit import RESULTS, RL_SETTINGS, RUNS, parse_variant, rl_roots, unit_name  # noqa: E402
+from run_unit import RESULTS, RL_SETTINGS, RUNS, parse_variant, rl_roots, unit_name, unit_running  # noqa: E402
 
 from coinfluence.io import read_json, read_jsonl  # noqa: E402
 
@@ -68,19 +69,21 @@ def hours_minutes(seconds: float) -> str:
 
 
 def unit_status(variant: str, seed: int, runs_root: Path, results_root: Path, sft_root: Path) -> str:
-    """Where a unit stands: landed, training (step, pace, time to go), or not started. An RL
-    setting's unit trains GRPO in ``runs_root`` from an SFT model built in ``sft_root``."""
+    """Where a unit stands: landed; running or stopped (another process holds its lock or not), at
+    which training step and pace; or not started. An RL setting's unit trains GRPO in
+    ``runs_root`` from an SFT model built in ``sft_root``."""
     name = unit_name(variant, seed)
     if (results_root / name).is_dir():
         return f"{name}: landed"
+    state = "running" if unit_running(runs_root / name) else "stopped"
     # an RL setting's own GRPO, else the SFT model's build; never the study unit's GRPO in sft_root
     for run, stage in ((runs_root / name, "grpo"), (runs_root / name, "sft"), (sft_root / name, "sft")):
         progress = training_progress(run, stage)
         if progress:
             step, total, pace = progress
-            return (f"{name}: {stage.upper()} step {step}/{total}, {pace:.1f} s a step lately, about "
+            return (f"{name}: {state} at {stage.upper()} step {step}/{total}, {pace:.1f} s a step lately, about "
                     f"{hours_minutes((total - step) * pace)} of {stage.upper()} to go")
-    return f"{name}: not started"
+    return f"{name}: running, no training step logged yet" if state == "running" else f"{name}: not started"
 
 
 def run_lanes(units: list[tuple[str, int]], lanes: int, command_of, log_dir: Path) -> dict[str, int]:

@@ -52,10 +52,12 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from check_repeat import first_difference, read_rows, subcommand
-from coinfluence.io import atomic_dir, read_json, read_jsonl, write_json
+from coinfluence.errors import UserError
+from coinfluence.io import atomic_dir, exclusive_lock, read_json, read_jsonl, write_json
 from coinfluence.run import GRPO_FINAL, TRAINED_CHECKPOINTS, Run
 from coinfluence.tasks.registry import DEFAULT_TASK, TASKS, get_task
 
@@ -158,6 +160,23 @@ def ledger_path(run: Path) -> Path:
 def spent_seconds(ledger: Path) -> dict:
     """The seconds per step a ledger holds ({} before any step has run)."""
     return read_json(ledger) if ledger.exists() else {}
+
+
+def unit_lock(run: Path):
+    """Hold RUN.lock (beside the run dir, as the ledger is) while a unit writes to ``run``: a second
+    run_unit or run_lanes on the same unit is refused at once instead of writing beside the first."""
+    return exclusive_lock(run.parent / f"{run.name}.lock", f"unit {run.name} is already running in another process ({run})")
+
+
+def unit_running(run: Path) -> bool:
+    """Whether another process holds ``run``'s unit lock now (no lock file: never started here)."""
+    if not (run.parent / f"{run.name}.lock").exists():
+        return False
+    try:
+        with unit_lock(run):
+            return False
+    except UserError:
+        return True
 
 
 def timed_step(args: list[str], step: str, ledger: Path) -> float:
@@ -461,21 +480,39 @@ def main() -> None:
         parser.error(str(err))
     runs_root, results_root = task_roots(args.task)
     runs_root = args.runs_root or runs_root  # with --rl: where the study unit is
-    setting, sft_from, study_metrics = task_setting(args.task), None, None
+    setting, study_run, study = task_setting(args.task), None, None
     if args.rl:
         if args.task != DEFAULT_TASK:
             parser.error("--rl reruns the RL of the iGSM study's units; it takes no --task")
         study_run, study = runs_root / unit_name(args.variant, args.seed), results_root / unit_name(args.variant, args.seed)
-        sft_from, study_metrics = study_run / _LAYOUT.sft, study / _LAYOUT.metrics
         (runs_root, results_root), setting = rl_roots(args.rl), rl_setting(args.rl)
+    locks = ExitStack()
     try:
-        recorded = args.rl and (study / "unit.json").exists()
-        if args.rl and not (sft_from / "config.json").exists():
-            rebuild_sft(short_path(study_run), lambda: read_json(study / "unit.json") if recorded else study_commands(
-                args.variant, args.seed, short_path(study_run), args.aug_k, extra_args(args)))
-        run_unit(args.variant, args.seed, runs_root=runs_root, results_root=args.results_root or results_root,
-                 aug_k=args.aug_k, setting=setting, extra=extra_args(args), refresh=args.refresh, sft_from=sft_from,
-                 study_metrics=study_metrics, origin=sft_origin_record(short_path(study_run), recorded) if args.rl else None)
+        for run in ([study_run] if study_run else []) + [runs_root / unit_name(args.variant, args.seed)]:
+            locks.enter_context(unit_lock(ROOT / short_path(run)))  # an --rl unit may rebuild its study unit's SFT
+    except UserError as err:
+        locks.close()
+        sys.exit(str(err))
+    with locks:
+        run_locked_unit(args, runs_root, args.results_root or results_root, setting, study_run, study)
+
+
+def run_locked_unit(args: argparse.Namespace, runs_root: Path, results_root: Path, setting: dict,
+                    study_run: Path | None, study: Path | None) -> None:
+    """main()'s work once the unit is locked; with --rl (``study_run`` and ``study`` given) the SFT
+    model comes from the study unit's run dir, rebuilt first where it is gone."""
+    sft_from = study_metrics = origin = None
+    try:
+        if args.rl:
+            sft_from, study_metrics = study_run / _LAYOUT.sft, study / _LAYOUT.metrics
+            recorded = (study / "unit.json").exists()
+            if not (sft_from / "config.json").exists():
+                rebuild_sft(short_path(study_run), lambda: read_json(study / "unit.json") if recorded else study_commands(
+                    args.variant, args.seed, short_path(study_run), args.aug_k, extra_args(args)))
+            origin = sft_origin_record(short_path(study_run), recorded)
+        run_unit(args.variant, args.seed, runs_root=runs_root, results_root=results_root, aug_k=args.aug_k,
+                 setting=setting, extra=extra_args(args), refresh=args.refresh, sft_from=sft_from,
+                 study_metrics=study_metrics, origin=origin)
     except subprocess.CalledProcessError as err:
         sys.exit(f"unit {unit_name(args.variant, args.seed)} failed: {shlex.join(map(str, err.cmd[2:]))} exited {err.returncode}")
 

@@ -277,7 +277,12 @@ def test_run_lanes_status_reads_each_units_step_and_pace(tmp_path):
     log(sft_root / "vanilla-s3", "grpo", 120, [(120, 1.0)])  # the study unit's own GRPO: not this setting's
     status = [run_lanes.unit_status("vanilla", s, runs, results, sft_root) for s in range(4)]
     assert status == ["vanilla-s0: landed",
-                      "vanilla-s1: GRPO step 80/800, 12.0 s a step lately, about 2 h 24 min of GRPO to go",
-                      "vanilla-s2: SFT step 200/1000, 0.5 s a step lately, about 0 h 07 min of SFT to go",
+                      "vanilla-s1: stopped at GRPO step 80/800, 12.0 s a step lately, about 2 h 24 min of GRPO to go",
+                      "vanilla-s2: stopped at SFT step 200/1000, 0.5 s a step lately, about 0 h 07 min of SFT to go",
                       "vanilla-s3: not started"]
+    run_unit = load("run_unit")
+    with run_unit.unit_lock(runs / "vanilla-s1"), run_unit.unit_lock(runs / "vanilla-s3"):  # held by a lane
+        assert run_lanes.unit_status("vanilla", 1, runs, results, sft_root).startswith("vanilla-s1: running at GRPO step 80/800")
+        assert run_lanes.unit_status("vanilla", 3, runs, results, sft_root) == "vanilla-s3: running, no training step logged yet"
+    assert run_lanes.unit_status("vanilla", 1, runs, results, sft_root).startswith("vanilla-s1: stopped")
     assert run_lanes.hours_minutes(119.7 * 60) == "2 h 00 min" and run_lanes.hours_minutes(float("nan")) == "an unknown time"

@@ -788,6 +788,26 @@ def test_an_rl_unit_whose_study_run_is_gone_rebuilds_the_sft_model_first(tmp_pat
     assert len(calls) == 4 and seen["origin"] == {"sft_origin": "the study's"}
 
 
+def test_run_unit_refuses_a_unit_another_process_is_running(tmp_path, monkeypatch):
+    """Two lanes on one unit would write one run dir at once: the second is refused before any step."""
+    ru = figure_scripts()
+    ran = []
+    monkeypatch.setattr(ru, "ROOT", tmp_path)
+    monkeypatch.setattr(ru, "task_roots", lambda task: (tmp_path / "runs" / "figures", tmp_path / "figures" / "results"))
+    monkeypatch.setattr(ru, "coinfluence", lambda args, heartbeat=None: pytest.fail(f"ran {args}"))
+    monkeypatch.setattr(ru, "run_locked_unit", lambda *args: ran.append(args))
+    study_run, rl_run = tmp_path / "runs" / "figures" / "vanilla-s2", tmp_path / "runs" / "figures-rl-progress" / "vanilla-s2"
+    for argv, held in ((["vanilla", "2"], study_run), (["vanilla", "2", "--rl", "progress"], rl_run),
+                       (["vanilla", "2", "--rl", "progress"], study_run)):  # --rl may rebuild the study unit's SFT
+        monkeypatch.setattr(sys, "argv", ["run_unit.py", *argv])
+        with ru.unit_lock(held), pytest.raises(SystemExit, match=f"unit vanilla-s2 is already running in another process \\({held}\\)"):
+            ru.main()
+        assert ran == []
+        ru.main()  # the holder has ended
+        assert len(ran) == 1
+        ran.clear()
+
+
 def test_a_units_machine_tells_cpu_generations_apart_when_the_name_does_not():
     ru = figure_scripts()
     zen = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\nmodel name\t: AMD EPYC\n"
