@@ -7,6 +7,7 @@ p_exploit 2.5 seed 0. Expected values are recomputed here from those files, neve
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -454,6 +455,24 @@ def test_colours_are_fixed_per_variant():
     alone = variant_colors(sweep[1:])[sweep[1]]
     assert variant_colors(["vanilla", *sweep])[sweep[1]] == alone == variant_colors(list(EIGHT_LABELS))[sweep[1]]
     assert len(set(variant_colors(EIGHT_LABELS).values())) == 8
+
+
+def cielab(rgb) -> np.ndarray:
+    """sRGB (0–1) to CIELAB under D65: distances there follow how different colours look."""
+    c = np.asarray(rgb, dtype=float)
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ c
+    t = xyz / [0.95047, 1.0, 1.08883]
+    f = np.where(t > 0.008856, np.cbrt(t), 7.787 * t + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_the_six_variants_colours_are_told_apart_at_a_glance():
+    """BRIDGE and exploit only once shared the palette's orange and vermillion (26 apart)."""
+    colors = variant_colors(EIGHT_LABELS[:6])
+    assert set(colors) == set(EIGHT_LABELS[:6])
+    gaps = {(a, b): float(np.linalg.norm(cielab(colors[a]) - cielab(colors[b]))) for a, b in itertools.combinations(colors, 2)}
+    assert min(gaps.values()) >= 35, min(gaps.items(), key=lambda kv: kv[1])
 
 
 def test_figures_name_and_colour_variants_alike(eight_variants, tmp_path):

@@ -21,13 +21,17 @@ PALETTE = sns.color_palette("colorblind")
 
 # Every variant a run's data options select, by key (``behaviours``, or the augmentation baseline
 # of plain data), with the name every figure, table and report shows; known variants keep their
-# colour (PALETTE[i], in this order) whichever others are drawn beside them.
+# colour whichever others are drawn beside them.
 VARIANT_NAMES = {"none": "vanilla", "both": "BRIDGE", "explore": "explore only", "exploit": "exploit only",
                  "question_aug": "question aug.", "answer_aug": "answer aug."}
 VARIANT_ORDER = tuple(VARIANT_NAMES.values())
+# Each known variant's colour: the six of the palette farthest apart from one another (at least
+# 37 CIELAB units; the palette's vermillion sits 26 from its orange, so BRIDGE and exploit only
+# do not share that pair), the baselines in grey and brown.
+VARIANT_COLORS = dict(zip(VARIANT_ORDER, (PALETTE[i] for i in (0, 1, 2, 4, 7, 5))))
 # Colours for any other label (e.g. "BRIDGE (p_explore=0.6)"), picked by a hash of the label;
 # the palette's yellow (PALETTE[8]) is left out: too faint on white for lines and markers.
-SPARE_COLORS = [c for c in PALETTE[len(VARIANT_ORDER):] if c != PALETTE[8]]
+SPARE_COLORS = [c for c in PALETTE if c not in VARIANT_COLORS.values() and c != PALETTE[8]]
 
 # Readable at page width: no figure is wider than this (inches; 1,500 px at savefig.dpi), and a
 # grid of panels has at most this many columns.
@@ -109,7 +113,7 @@ def variant_colors(labels: Iterable[str]) -> dict[str, tuple]:
     its name hashes to, so that it keeps its colour from figure to figure (only when two such
     labels of one figure hash alike does the later one take the next free spare)."""
     labels = order_variants(labels)
-    colors = {v: PALETTE[VARIANT_ORDER.index(v)] for v in labels if v in VARIANT_ORDER}
+    colors = {v: VARIANT_COLORS[v] for v in labels if v in VARIANT_COLORS}
     for v in labels:
         if v not in colors:
             first = zlib.crc32(v.encode("utf-8")) % len(SPARE_COLORS)
