@@ -95,8 +95,8 @@ def bench_delta_J(model, tok, prompts, comps, rewards, G: int, n_target_queries:
     from coinfluence.influence import features as feat
     from coinfluence.influence.step import delta_J_aggregated, target_direction, target_weights
     from coinfluence.training.grpo import GRPOConfig, _optimise
-    from coinfluence.training.rollout import eval_mode
     from coinfluence.training.objectives import grpo_advantages
+    from coinfluence.training.rollout import eval_mode
 
     pad = tok.pad_token_id
     nt = n_target_queries * G
