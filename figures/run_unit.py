@@ -162,15 +162,20 @@ def spent_seconds(ledger: Path) -> dict:
     return read_json(ledger) if ledger.exists() else {}
 
 
+def unit_lock_path(run: Path) -> Path:
+    """RUN.lock, beside the run dir as the ledger is."""
+    return run.parent / f"{run.name}.lock"
+
+
 def unit_lock(run: Path):
-    """Hold RUN.lock (beside the run dir, as the ledger is) while a unit writes to ``run``: a second
-    run_unit or run_lanes on the same unit is refused at once instead of writing beside the first."""
-    return exclusive_lock(run.parent / f"{run.name}.lock", f"unit {run.name} is already running in another process ({run})")
+    """Hold ``run``'s unit lock while a unit writes to ``run``: a second run_unit or run_lanes on
+    the same unit is refused at once instead of writing beside the first."""
+    return exclusive_lock(unit_lock_path(run), f"unit {run.name} is already running in another process ({run})")
 
 
 def unit_running(run: Path) -> bool:
     """Whether another process holds ``run``'s unit lock now (no lock file: never started here)."""
-    if not (run.parent / f"{run.name}.lock").exists():
+    if not unit_lock_path(run).exists():
         return False
     try:
         with unit_lock(run):
@@ -486,14 +491,12 @@ def main() -> None:
             parser.error("--rl reruns the RL of the iGSM study's units; it takes no --task")
         study_run, study = runs_root / unit_name(args.variant, args.seed), results_root / unit_name(args.variant, args.seed)
         (runs_root, results_root), setting = rl_roots(args.rl), rl_setting(args.rl)
-    locks = ExitStack()
-    try:
-        for run in ([study_run] if study_run else []) + [runs_root / unit_name(args.variant, args.seed)]:
-            locks.enter_context(unit_lock(ROOT / short_path(run)))  # an --rl unit may rebuild its study unit's SFT
-    except UserError as err:
-        locks.close()
-        sys.exit(str(err))
-    with locks:
+    with ExitStack() as locks:
+        try:
+            for run in ([study_run] if study_run else []) + [runs_root / unit_name(args.variant, args.seed)]:
+                locks.enter_context(unit_lock(ROOT / short_path(run)))  # an --rl unit may rebuild its study unit's SFT
+        except UserError as err:
+            sys.exit(str(err))
         run_locked_unit(args, runs_root, args.results_root or results_root, setting, study_run, study)
 
 
