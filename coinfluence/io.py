@@ -283,21 +283,32 @@ def replace_entry(new: Path, old: Path) -> None:
 
 
 RUN_LOCK = ".lock"
+# How long a lock that is held is retried before the holder counts as another run: long enough to
+# outwait a brief probe (`run_lanes.py --status` takes a unit's lock for a moment to see whether
+# it is free), far too short to wait out a real run.
+LOCK_PATIENCE_S = 0.5
 
 
 @contextmanager
 def exclusive_lock(lock_file: str | os.PathLike, busy: str) -> Iterator[None]:
-    """Hold ``lock_file`` exclusively for the block, or raise ``UserError(busy)`` at once where
-    another process holds it (the lock dies with its process, so a killed holder leaves none behind)."""
+    """Hold ``lock_file`` exclusively for the block, or raise ``UserError(busy)`` where another
+    process holds it for longer than ``LOCK_PATIENCE_S`` (the lock dies with its process, so a
+    killed holder leaves none behind)."""
     import fcntl
+    import time
 
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(busy) from None
+        deadline = time.monotonic() + LOCK_PATIENCE_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise UserError(busy) from None
+                time.sleep(0.02)
         try:
             yield
         finally:

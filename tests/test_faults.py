@@ -366,6 +366,30 @@ def test_case9_a_second_process_on_a_run_is_refused(tmp_path):
         pass
 
 
+def test_case9_a_lock_held_for_a_moment_is_waited_for_not_refused(tmp_path):
+    # `run_lanes.py --status` probes a unit by taking its lock for an instant: a run starting
+    # then must wait the instant out, not count the probe as another run.
+    import threading
+
+    from coinfluence.io import LOCK_PATIENCE_S, run_lock
+
+    out = tmp_path / "run"
+    taken, release = threading.Event(), threading.Event()
+
+    def probe():
+        with run_lock(out):
+            taken.set()
+            release.wait()
+
+    holder = threading.Thread(target=probe)
+    holder.start()
+    taken.wait()
+    threading.Timer(LOCK_PATIENCE_S / 5, release.set).start()
+    with run_lock(out):
+        assert release.is_set()
+    holder.join()
+
+
 def test_case9_stale_temporaries_are_removed(tmp_path):
     from coinfluence.io import remove_stale_temporaries
 
