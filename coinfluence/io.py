@@ -290,9 +290,9 @@ LOCK_PATIENCE_S = 0.5
 
 
 @contextmanager
-def exclusive_lock(lock_file: str | os.PathLike, busy: str) -> Iterator[None]:
+def exclusive_lock(lock_file: str | os.PathLike, busy: str, patience: float = LOCK_PATIENCE_S) -> Iterator[None]:
     """Hold ``lock_file`` exclusively for the block, or raise ``UserError(busy)`` where another
-    process holds it for longer than ``LOCK_PATIENCE_S`` (the lock dies with its process, so a
+    process holds it for longer than ``patience`` seconds (the lock dies with its process, so a
     killed holder leaves none behind)."""
     import fcntl
     import time
@@ -300,7 +300,7 @@ def exclusive_lock(lock_file: str | os.PathLike, busy: str) -> Iterator[None]:
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "a") as handle:
-        deadline = time.monotonic() + LOCK_PATIENCE_S
+        deadline = time.monotonic() + patience
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -57,7 +57,7 @@ from pathlib import Path
 
 from check_repeat import first_difference, read_rows, subcommand
 from coinfluence.errors import UserError
-from coinfluence.io import atomic_dir, exclusive_lock, read_json, read_jsonl, write_json
+from coinfluence.io import LOCK_PATIENCE_S, atomic_dir, exclusive_lock, read_json, read_jsonl, write_json
 from coinfluence.run import GRPO_FINAL, TRAINED_CHECKPOINTS, Run
 from coinfluence.tasks.registry import DEFAULT_TASK, TASKS, get_task
 
@@ -167,10 +167,10 @@ def unit_lock_path(run: Path) -> Path:
     return run.parent / f"{run.name}.lock"
 
 
-def unit_lock(run: Path):
+def unit_lock(run: Path, patience: float = LOCK_PATIENCE_S):
     """Hold ``run``'s unit lock while a unit writes to ``run``: a second run_unit or run_lanes on
     the same unit is refused at once instead of writing beside the first."""
-    return exclusive_lock(unit_lock_path(run), f"unit {run.name} is already running in another process ({run})")
+    return exclusive_lock(unit_lock_path(run), f"unit {run.name} is already running in another process ({run})", patience)
 
 
 def unit_running(run: Path) -> bool:
@@ -178,7 +178,7 @@ def unit_running(run: Path) -> bool:
     if not unit_lock_path(run).exists():
         return False
     try:
-        with unit_lock(run):
+        with unit_lock(run, patience=0):  # a probe: a starting unit waits it out, it waits for nothing
             return False
     except UserError:
         return True
