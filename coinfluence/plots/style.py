@@ -26,7 +26,7 @@ VARIANT_NAMES = {"none": "vanilla", "both": "BRIDGE", "explore": "explore only",
                  "question_aug": "question aug.", "answer_aug": "answer aug."}
 VARIANT_ORDER = tuple(VARIANT_NAMES.values())
 # Each known variant's colour: the six of the palette farthest apart from one another (at least
-# 37 CIELAB units; the palette's vermillion sits 26 from its orange, so BRIDGE and exploit only
+# 36 CIELAB units; the palette's vermillion sits 26 from its orange, so BRIDGE and exploit only
 # do not share that pair), the baselines in grey and brown.
 VARIANT_COLORS = dict(zip(VARIANT_ORDER, (PALETTE[i] for i in (0, 1, 2, 4, 7, 5))))
 # Colours for any other label (e.g. "BRIDGE (p_explore=0.6)"), picked by a hash of the label;
