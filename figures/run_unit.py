@@ -169,7 +169,7 @@ def unit_lock_path(run: Path) -> Path:
 
 def unit_lock(run: Path, patience: float = LOCK_PATIENCE_S):
     """Hold ``run``'s unit lock while a unit writes to ``run``: a second run_unit or run_lanes on
-    the same unit is refused at once instead of writing beside the first."""
+    the same unit is refused (after ``patience`` seconds) instead of writing beside the first."""
     return exclusive_lock(unit_lock_path(run), f"unit {run.name} is already running in another process ({run})", patience)
 
 
