@@ -109,7 +109,7 @@ def run_lanes(units: list[tuple[str, int]], lanes: int, command_of, log_dir: Pat
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the study's missing units in parallel lanes (one unit per lane, one thread each).")
     parser.add_argument("--variants", nargs="+", required=True, help="as run_unit.py takes them (vanilla, bridge, question-aug, ...)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="seeds of each variant (default: %(default)s)")
     parser.add_argument("--rl", choices=sorted(RL_SETTINGS), help="units of this RL setting (run_unit.py --rl NAME)")
     parser.add_argument("--lanes", type=int, default=min(2, os.cpu_count() or 1),
                         help="units run at once, at most the machine's cores (default: 2, or 1 on one core)")
